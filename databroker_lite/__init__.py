@@ -1,0 +1,26 @@
+"""databroker_lite: Bluesky runs in HDF5 files, read back as xarray, no server needed."""
+from __future__ import annotations
+
+from .catalog import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
+from .errors import (
+    AmbiguousKey, CatalogError, CorruptRunFile, DatabrokerLiteError, ExternalDataError,
+    InvalidDocument, InvalidQuery, MissingExternalFile, MissingHandler, ReadOnlyCatalog,
+    RunNotFound, ShapeMismatch, StreamNotFound, UnsupportedLayout,
+)
+from .query import ScanID, ScanIDRange, TimeRange
+from .run import Run
+from .storage.handlers import register_handler
+from .stream import Stream
+
+try:
+    from ._version import __version__
+except ImportError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousKey", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
+    "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "InvalidDocument",
+    "InvalidQuery", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
+    "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
+    "TimeRange", "UnsupportedLayout", "open_catalog", "register_handler", "temp",
+]

@@ -1,0 +1,169 @@
+"""Layer 1: validation and normalisation of event-model documents.
+
+Knows nothing of HDF5 or xarray. Start, descriptor, stop, resource, datum and the
+stream documents are checked against event-model's JSON schemas. Events and event
+pages, the hot path, get an equivalent hand-written check (the schema only asks for
+the types below) because jsonschema costs ~150 us per event, which alone would cap
+ingest below 10,000 events per second.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from event_model import DocumentNames, schema_validators, unpack_datum_page, unpack_event_page
+
+from .errors import InvalidDocument
+
+#: Every document name the writer accepts.
+DOCUMENT_NAMES = (
+    "start", "descriptor", "event", "event_page", "resource", "datum", "datum_page",
+    "stream_resource", "stream_datum", "stop",
+)
+
+_SCHEMA_CHECKED = {
+    "start": DocumentNames.start,
+    "descriptor": DocumentNames.descriptor,
+    "stop": DocumentNames.stop,
+    "resource": DocumentNames.resource,
+    "datum": DocumentNames.datum,
+    "datum_page": DocumentNames.datum_page,
+    "stream_resource": DocumentNames.stream_resource,
+    "stream_datum": DocumentNames.stream_datum,
+}
+
+
+def doc_uid(name: str, doc: Mapping) -> str | None:
+    """The identifier a document carries, for error messages."""
+    if not isinstance(doc, Mapping):
+        return None
+    if name == "datum":
+        return doc.get("datum_id")
+    if name in ("event_page", "datum_page"):
+        ids = doc.get("uid") or doc.get("datum_id") or []
+        return f"{ids[0]}..." if isinstance(ids, list) and ids else None
+    return doc.get("uid")
+
+
+def validate(name: str, doc: Any, run_uid: str | None = None) -> None:
+    """Check one document against the event-model schema; raise InvalidDocument."""
+    if name not in DOCUMENT_NAMES:
+        raise InvalidDocument(f"unknown document name {name!r}; expected one of "
+                              f"{', '.join(DOCUMENT_NAMES)}", run_uid=run_uid)
+    if not isinstance(doc, Mapping):
+        raise InvalidDocument(f"expected a dict, got {type(doc).__name__}",
+                              run_uid=run_uid, name=name)
+    if name == "event":
+        _check_event(doc, run_uid)
+    elif name == "event_page":
+        _check_event_page(doc, run_uid)
+    else:
+        validator = schema_validators[_SCHEMA_CHECKED[name]]
+        error = next(iter(validator.iter_errors(_jsonable(doc))), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            msg = error.message if not where else f"at {where!r}: {error.message}"
+            raise InvalidDocument(msg, run_uid=run_uid, name=name, doc_uid=doc_uid(name, doc))
+
+
+def _jsonable(doc: Any) -> Any:
+    # jsonschema does not know numpy scalars and arrays; show it their JSON form.
+    if isinstance(doc, Mapping):
+        return {k: _jsonable(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_jsonable(v) for v in doc]
+    if isinstance(doc, np.ndarray):
+        return doc.tolist()
+    if isinstance(doc, np.generic):
+        return doc.item()
+    return doc
+
+
+def _fail(msg: str, run_uid: str | None, name: str, doc: Mapping) -> None:
+    raise InvalidDocument(msg, run_uid=run_uid, name=name, doc_uid=doc_uid(name, doc))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def _check_event(doc: Mapping, run_uid: str | None) -> None:
+    for key in ("uid", "time", "seq_num", "descriptor", "data", "timestamps"):
+        if key not in doc:
+            _fail(f"{key!r} is a required property", run_uid, "event", doc)
+    if not isinstance(doc["uid"], str):
+        _fail("'uid' must be a string", run_uid, "event", doc)
+    if not isinstance(doc["descriptor"], str):
+        _fail("'descriptor' must be a string", run_uid, "event", doc)
+    if not _is_number(doc["time"]):
+        _fail(f"'time' must be a number, got {doc['time']!r}", run_uid, "event", doc)
+    if not isinstance(doc["seq_num"], Integral) or isinstance(doc["seq_num"], bool):
+        _fail(f"'seq_num' must be an integer, got {doc['seq_num']!r}", run_uid, "event", doc)
+    for key in ("data", "timestamps", "filled"):
+        if key in doc and not isinstance(doc[key], Mapping):
+            _fail(f"{key!r} must be an object", run_uid, "event", doc)
+    for k, v in doc.get("filled", {}).items():
+        if not isinstance(v, (bool, np.bool_, str)):
+            _fail(f"filled[{k!r}] must be a boolean or a datum id", run_uid, "event", doc)
+
+
+def _check_event_page(doc: Mapping, run_uid: str | None) -> None:
+    for key in ("uid", "time", "seq_num", "descriptor", "data", "timestamps"):
+        if key not in doc:
+            _fail(f"{key!r} is a required property", run_uid, "event_page", doc)
+    n = len(doc["uid"]) if isinstance(doc["uid"], (list, tuple)) else -1
+    if n < 0:
+        _fail("'uid' must be an array", run_uid, "event_page", doc)
+    for key in ("time", "seq_num"):
+        if not isinstance(doc[key], (list, tuple, np.ndarray)) or len(doc[key]) != n:
+            _fail(f"{key!r} must be an array of length {n} like 'uid'", run_uid, "event_page", doc)
+    for key in ("data", "timestamps", "filled"):
+        if key not in doc:
+            continue
+        if not isinstance(doc[key], Mapping):
+            _fail(f"{key!r} must be an object", run_uid, "event_page", doc)
+        for k, col in doc[key].items():
+            if len(col) != n:
+                _fail(f"{key}[{k!r}] has {len(col)} entries, 'uid' has {n}",
+                      run_uid, "event_page", doc)
+
+
+def iter_singles(name: str, doc: Mapping) -> Iterator[tuple[str, dict]]:
+    """Turn a page into its single documents; pass other documents through."""
+    if name == "event_page":
+        for ev in unpack_event_page(doc):
+            yield "event", ev
+    elif name == "datum_page":
+        for datum in unpack_datum_page(doc):
+            yield "datum", datum
+    else:
+        yield name, dict(doc)
+
+
+class _Encoder(json.JSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, (set, frozenset)):
+            return sorted(o)
+        return super().default(o)
+
+
+def dumps(doc: Any) -> str:
+    """Serialise a document to JSON: numpy types become plain JSON; NaN/inf kept."""
+    return json.dumps(doc, cls=_Encoder, allow_nan=True, separators=(",", ":"))
+
+
+def loads(text: str | bytes) -> Any:
+    """Inverse of :func:`dumps`."""
+    return json.loads(text)
+
+
+def is_finite_number(x: Any) -> bool:
+    return _is_number(x) and math.isfinite(x)

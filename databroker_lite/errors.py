@@ -1,0 +1,88 @@
+"""The exception family of databroker_lite.
+
+Every error inherits :class:`DatabrokerLiteError` and, where it fits, the matching
+builtin, so callers can catch either (``except KeyError`` keeps working).
+"""
+from __future__ import annotations
+
+
+class DatabrokerLiteError(Exception):
+    """Base class of every error raised by databroker_lite."""
+
+
+class InvalidDocument(DatabrokerLiteError, ValueError):
+    """A document failed validation; nothing of it was stored."""
+
+    def __init__(self, message: str, *, run_uid: str | None = None,
+                 name: str | None = None, doc_uid: str | None = None) -> None:
+        self.run_uid = run_uid
+        self.name = name
+        self.doc_uid = doc_uid
+        where = []
+        if run_uid:
+            where.append(f"run {run_uid}")
+        if name:
+            where.append(f"{name} document" + (f" {doc_uid}" if doc_uid else ""))
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class RunNotFound(DatabrokerLiteError, KeyError):
+    """No run matches a look-up key."""
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousKey(RunNotFound):
+    """A uid prefix or look-up matches more than one run."""
+
+    def __init__(self, message: str, candidates: list[dict]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class StreamNotFound(DatabrokerLiteError, KeyError):
+    """A run has no stream of that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CorruptRunFile(DatabrokerLiteError, OSError):
+    """A run file is unreadable, truncated, or not in our layout."""
+
+
+class UnsupportedLayout(CorruptRunFile):
+    """A run file was written with a newer layout version than this package reads."""
+
+
+class ExternalDataError(DatabrokerLiteError, OSError):
+    """External data (resource/datum) could not be read."""
+
+
+class MissingExternalFile(ExternalDataError, FileNotFoundError):
+    """An external file a run needs is not where the resource says."""
+
+
+class MissingHandler(DatabrokerLiteError, KeyError):
+    """No handler is registered for a resource's spec."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ShapeMismatch(DatabrokerLiteError, ValueError):
+    """Data has a shape other than the one its descriptor declares."""
+
+
+class CatalogError(DatabrokerLiteError, OSError):
+    """A catalog directory is missing, unwritable, or its index unusable."""
+
+
+class ReadOnlyCatalog(CatalogError, PermissionError):
+    """A write was attempted on a catalog opened with mode='r'."""
+
+
+class InvalidQuery(DatabrokerLiteError, ValueError):
+    """A search query uses an unknown operator or an unusable value."""

@@ -1,0 +1,264 @@
+"""Layer 3: the derived look-up and search index (SQLite, rebuildable from the files).
+
+The run files are the truth. The index keeps one row per run (uid, scan_id, times,
+plan name, the start and stop documents as JSON, the file's size and mtime) and one
+row per file it could not read. A catalog whose directory changed since the index
+last looked (directory mtime) refreshes it; ``rebuild()`` starts over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import documents as _docs
+from .errors import CatalogError, CorruptRunFile
+from .query import compile_query, db_regexp
+from .storage import RunReader
+
+INDEX_DIR = ".databroker_lite"
+INDEX_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+RUN_SUFFIX = ".h5"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    uid TEXT PRIMARY KEY,
+    scan_id,
+    time REAL,
+    stop_time REAL,
+    exit_status TEXT,
+    plan_name TEXT,
+    streams TEXT,
+    file TEXT UNIQUE,
+    mtime_ns INTEGER,
+    size INTEGER,
+    start TEXT,
+    stop TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_time ON runs(time);
+CREATE INDEX IF NOT EXISTS runs_scan_id ON runs(scan_id, time);
+CREATE INDEX IF NOT EXISTS runs_plan_name ON runs(plan_name, time);
+CREATE TABLE IF NOT EXISTS bad_files (
+    file TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT
+);
+"""
+
+RUN_FIELDS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file")
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+class Index:
+    """The SQLite index of one catalog directory."""
+
+    def __init__(self, directory: str, *, writable: bool = True) -> None:
+        self.directory = os.path.abspath(directory)
+        self.writable = writable
+        self._local = threading.local()
+        self.path = os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
+        self.in_memory = False
+        if writable:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        elif not os.path.exists(self.path) or not os.access(os.path.dirname(self.path), os.W_OK):
+            self.in_memory = True  # read-only catalog without a usable index: build one in memory
+        conn = self.conn
+        if self.in_memory or writable:
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        version = self._meta("schema_version")
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise CatalogError(f"{self.path}: index schema {version} is newer than this package "
+                               f"knows; run 'databroker-lite reindex {self.directory}'")
+
+    # --- connection per thread (sqlite3 connections are not shared across threads)
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None or getattr(self._local, "pid", None) != os.getpid():
+            if self.in_memory:
+                c = getattr(self, "_memconn", None)
+                if c is None:
+                    c = self._memconn = sqlite3.connect(":memory:", check_same_thread=False)
+            else:
+                c = sqlite3.connect(self.path, timeout=60, isolation_level=None if not self.writable else "")
+                c.execute("PRAGMA busy_timeout = 60000")
+                if self.writable:
+                    mode = c.execute("PRAGMA journal_mode").fetchone()[0]
+                    if mode != "wal":
+                        c.execute("PRAGMA journal_mode = WAL")
+                    c.execute("PRAGMA synchronous = NORMAL")
+            c.create_function("db_regexp", 3, db_regexp, deterministic=True)
+            self._local.conn = c
+            self._local.pid = os.getpid()
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None and not self.in_memory:
+            c.close()
+        self._local.conn = None
+
+    def _meta(self, key: str) -> str | None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    # --- keeping up with the files --------------------------------------------
+    def dir_stamp(self) -> str:
+        st = os.stat(self.directory)
+        return f"{st.st_mtime_ns}"
+
+    def is_stale(self) -> bool:
+        return self._meta("dir_stamp") != self.dir_stamp()
+
+    def refresh(self, *, full: bool = False) -> dict[str, int]:
+        """Bring the index in line with the files; returns counts of what changed."""
+        stamp = self.dir_stamp()
+        on_disk: dict[str, tuple[int, int]] = {}
+        with os.scandir(self.directory) as it:
+            for entry in it:
+                if entry.name.endswith(RUN_SUFFIX) and entry.is_file():
+                    st = entry.stat()
+                    on_disk[entry.name] = (st.st_mtime_ns, st.st_size)
+        known = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM runs")}
+        bad = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM bad_files")}
+        counts = {"added": 0, "updated": 0, "removed": 0, "bad": 0}
+        todo = [f for f, st in on_disk.items()
+                if full or (known.get(f) != st and bad.get(f) != st)]
+        gone = [f for f in known if f not in on_disk]
+        gone_bad = [f for f in bad if f not in on_disk]
+        conn = self.conn
+        with conn:
+            for f in gone:
+                conn.execute("DELETE FROM runs WHERE file = ?", (f,))
+                counts["removed"] += 1
+            for f in gone_bad:
+                conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
+            for f in todo:
+                path = os.path.join(self.directory, f)
+                try:
+                    reader = RunReader(path)
+                    mtime, size = on_disk[f]
+                    self._upsert(reader.start, reader.stop, reader.stream_names, f, mtime, size)
+                    conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
+                    counts["updated" if f in known else "added"] += 1
+                except (CorruptRunFile, OSError, KeyError, ValueError) as exc:
+                    conn.execute("DELETE FROM runs WHERE file = ?", (f,))
+                    conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
+                                 (f, *on_disk[f], str(exc)))
+                    counts["bad"] += 1
+            self._set_meta("dir_stamp", stamp)
+            self._set_meta("refreshed", time.time())
+        return counts
+
+    def rebuild(self) -> dict[str, int]:
+        """Forget everything and index every file again."""
+        with self.conn:
+            self.conn.execute("DELETE FROM runs")
+            self.conn.execute("DELETE FROM bad_files")
+        return self.refresh(full=True)
+
+    def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
+                mtime_ns: int, size: int) -> None:
+        scan_id = start.get("scan_id")
+        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str, type(None))):
+            scan_id = None
+        plan = start.get("plan_name")
+        self.conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (start["uid"], scan_id, float(start.get("time", 0.0)),
+             None if stop is None else float(stop.get("time", 0.0)),
+             None if stop is None else stop.get("exit_status"),
+             plan if isinstance(plan, str) else None,
+             json.dumps(list(streams)), file, mtime_ns, size,
+             _docs.dumps(start), None if stop is None else _docs.dumps(stop)))
+
+    def record_run(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
+                   *, dir_before: str | None = None) -> None:
+        """Called by the writer when a run starts or stops.
+
+        ``dir_before`` is the directory stamp seen just before the file was created: if the
+        index was up to date then, it still is, and the new stamp is recorded.
+        """
+        path = os.path.join(self.directory, file)
+        mtime, size = _stat(path)
+        with self.conn:
+            self._upsert(start, stop, streams, file, mtime, size)
+            if dir_before is not None and self._meta("dir_stamp") == dir_before:
+                self._set_meta("dir_stamp", self.dir_stamp())
+
+    # --- questions --------------------------------------------------------
+    def _where(self, queries: list[Mapping]) -> tuple[str, list]:
+        clauses, params = [], []
+        for q in queries:
+            sql, p = compile_query(q)
+            clauses.append(f"({sql})")
+            params.extend(p)
+        return (" AND ".join(clauses) or "1"), params
+
+    def count(self, queries: list[Mapping]) -> int:
+        where, params = self._where(queries)
+        return self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
+
+    def uids(self, queries: list[Mapping], *, newest_first: bool = False,
+             limit: int | None = None, offset: int = 0) -> list[str]:
+        where, params = self._where(queries)
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT uid FROM runs WHERE {where} ORDER BY time {order}, uid {order}"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params = [*params, limit, offset]
+        return [r[0] for r in self.conn.execute(sql, params)]
+
+    def rows(self, queries: list[Mapping], *, key: str, value: Any = None,
+             prefix: str | None = None, newest_first: bool = True, limit: int = 50) -> list[dict]:
+        """Runs matching the queries and either ``key = value`` or a uid prefix."""
+        where, params = self._where(queries)
+        if prefix is not None:
+            where += " AND uid >= ? AND uid < ?"
+            params = [*params, prefix, prefix + "\U0010ffff"]
+        else:
+            where += f" AND {key} = ?"
+            params = [*params, value]
+        order = "DESC" if newest_first else "ASC"
+        cur = self.conn.execute(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE {where} ORDER BY time {order} LIMIT ?",
+            [*params, limit])
+        return [dict(zip(RUN_FIELDS, r)) for r in cur]
+
+    def row(self, uid: str) -> dict | None:
+        r = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)}, start, stop FROM runs WHERE uid = ?",
+                              (uid,)).fetchone()
+        if r is None:
+            return None
+        out = dict(zip((*RUN_FIELDS, "start", "stop"), r))
+        out["start"] = json.loads(out["start"])
+        out["stop"] = json.loads(out["stop"]) if out["stop"] else None
+        out["streams"] = json.loads(out["streams"])
+        return out
+
+    def summaries(self, uids: list[str]) -> list[dict]:
+        out = []
+        for uid in uids:
+            r = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE uid = ?", (uid,)).fetchone()
+            if r is not None:
+                out.append(dict(zip(RUN_FIELDS, r)))
+        return out
+
+    def bad_files(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT file, error FROM bad_files"))

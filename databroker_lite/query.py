@@ -1,0 +1,227 @@
+"""MongoDB-style queries on start documents, compiled to SQLite.
+
+Part of the index layer. Values always travel as bound parameters and JSON paths
+are built from quoted key parts, so no key or value can change the SQL.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone as _tz
+from typing import Any
+
+from .errors import InvalidQuery
+
+# keys stored as their own indexed columns in the index
+COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
+_OPS = {"$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$ne", "$eq", "$exists", "$regex", "$options", "$not"}
+_CMP = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def json_path(key: str) -> str:
+    """'sample.name' -> '$."sample"."name"' (SQLite JSON path, each part quoted)."""
+    if not key or any(part == "" for part in key.split(".")):
+        raise InvalidQuery(f"query key {key!r} is not a valid dotted key")
+    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in key.split("."))
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+
+    def p(self, value: Any) -> str:
+        self.params.append(value)
+        return "?"
+
+    def compile(self, query: Mapping) -> str:
+        if not isinstance(query, Mapping):
+            raise InvalidQuery(f"a query is a dict, got {type(query).__name__}")
+        parts = []
+        for key, cond in query.items():
+            if not isinstance(key, str):
+                raise InvalidQuery(f"query keys are strings, got {key!r}")
+            if key in ("$and", "$or", "$nor"):
+                if not isinstance(cond, (list, tuple)) or not cond:
+                    raise InvalidQuery(f"{key} takes a non-empty list of queries")
+                subs = [self.compile(c) for c in cond]
+                joined = (" AND " if key == "$and" else " OR ").join(f"({s})" for s in subs)
+                parts.append(f"NOT ({joined})" if key == "$nor" else f"({joined})")
+            elif key.startswith("$"):
+                raise InvalidQuery(f"unknown top-level operator {key!r}; use $and, $or, $nor")
+            else:
+                parts.append(self.field(key, cond))
+        return " AND ".join(parts) if parts else "1"
+
+    # --- one field --------------------------------------------------------
+    def _expr(self, key: str) -> tuple[str, str]:
+        """(value expression, type expression) for a key."""
+        if key in COLUMNS:
+            col = COLUMNS[key]
+            return col, f"(CASE WHEN {col} IS NULL THEN NULL WHEN typeof({col})='integer' THEN 'integer' " \
+                        f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)"
+        path = json_path(key)
+        return f"json_extract(start, {self.p(path)})", f"json_type(start, {self.p(path)})"
+
+    def field(self, key: str, cond: Any) -> str:
+        if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
+            unknown = set(cond) - _OPS
+            if unknown:
+                raise InvalidQuery(f"unknown operator(s) {sorted(unknown)} on {key!r}; "
+                                   f"supported: {sorted(_OPS - {'$options'})}")
+            return " AND ".join(self.op(key, op, arg, cond) for op, arg in cond.items() if op != "$options")
+        if isinstance(cond, Mapping) and cond:
+            if any(isinstance(k, str) and k.startswith("$") for k in cond):
+                raise InvalidQuery(f"{key!r}: do not mix operators and plain keys in one dict")
+            return " AND ".join(self.field(f"{key}.{k}", v) for k, v in cond.items())
+        return self.eq(key, cond)
+
+    def eq(self, key: str, value: Any) -> str:
+        value = _normalise(key, value)
+        expr, typ = self._expr(key)
+        if value is None:
+            return f"({typ} IS NULL OR {typ} = 'null')"
+        if isinstance(value, (list, dict)):
+            return f"({expr} = json({self.p(json.dumps(value))}))"
+        if key in COLUMNS:
+            return f"({expr} = {self.p(value)})"
+        path = json_path(key)
+        typed = self._typed(value, typ)
+        return (f"(({typed} AND {expr} = {self.p(value)}) OR "
+                f"(json_type(start, {self.p(path)}) = 'array' AND EXISTS (SELECT 1 FROM "
+                f"json_each(start, {self.p(path)}) WHERE value = {self.p(value)} AND "
+                f"{self._typed(value, 'type')})))")
+
+    def _typed(self, value: Any, typ: str) -> str:
+        if isinstance(value, bool):
+            return f"{typ} IN ('true', 'false')"
+        if isinstance(value, (int, float)):
+            return f"{typ} IN ('integer', 'real')"
+        return f"{typ} = 'text'"
+
+    def op(self, key: str, op: str, arg: Any, cond: Mapping) -> str:
+        expr, typ = self._expr(key)
+        if op == "$eq":
+            return self.eq(key, arg)
+        if op == "$ne":
+            return f"NOT {self.eq(key, arg)}"
+        if op in ("$in", "$nin"):
+            if not isinstance(arg, (list, tuple, set)):
+                raise InvalidQuery(f"{op} on {key!r} takes a list, got {arg!r}")
+            if not arg:
+                return "0" if op == "$in" else "1"
+            any_of = " OR ".join(self.eq(key, v) for v in arg)
+            return f"({any_of})" if op == "$in" else f"NOT ({any_of})"
+        if op in _CMP:
+            arg = _normalise(key, arg)
+            if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
+                raise InvalidQuery(f"{op} on {key!r} compares numbers or strings, got {arg!r}")
+            return f"({self._typed(arg, typ)} AND {expr} {_CMP[op]} {self.p(arg)})"
+        if op == "$exists":
+            return f"({typ} IS NOT NULL)" if arg else f"({typ} IS NULL)"
+        if op == "$regex":
+            flags = _regex_flags(cond.get("$options", ""))
+            pattern = arg.pattern if isinstance(arg, re.Pattern) else arg
+            if not isinstance(pattern, str):
+                raise InvalidQuery(f"$regex on {key!r} takes a string, got {arg!r}")
+            try:
+                re.compile(pattern, flags)
+            except re.error as exc:
+                raise InvalidQuery(f"$regex on {key!r}: {pattern!r} is not a valid regular "
+                                   f"expression ({exc})") from None
+            return f"({typ} = 'text' AND db_regexp({self.p(pattern)}, {self.p(flags)}, {expr}))"
+        if op == "$not":
+            if not isinstance(arg, Mapping):
+                raise InvalidQuery(f"$not on {key!r} takes an operator dict")
+            return f"NOT ({self.field(key, arg)})"
+        raise InvalidQuery(f"unknown operator {op!r}")
+
+
+def _regex_flags(options: str) -> int:
+    flags = 0
+    for ch in options or "":
+        flags |= {"i": re.I, "m": re.M, "s": re.S, "x": re.X}.get(ch, 0)
+    return flags
+
+
+def _normalise(key: str, value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()  # numpy scalar
+    return value
+
+
+_regex_cache: dict[tuple[str, int], re.Pattern] = {}
+
+
+def db_regexp(pattern: str, flags: int, value: Any) -> bool:
+    """The SQLite function behind $regex (re.search semantics)."""
+    if value is None:
+        return False
+    rx = _regex_cache.get((pattern, flags))
+    if rx is None:
+        rx = _regex_cache.setdefault((pattern, flags), re.compile(pattern, flags))
+    return rx.search(str(value)) is not None
+
+
+def compile_query(query: Mapping) -> tuple[str, list[Any]]:
+    """A WHERE clause and its parameters for a MongoDB-style query on start documents."""
+    c = _Compiler()
+    sql = c.compile(query)
+    return sql, c.params
+
+
+# --- helpers users build queries with ----------------------------------------
+
+def _to_timestamp(value: Any, tz: str | None) -> float:
+    if value is None:
+        raise InvalidQuery("a time bound is None")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidQuery(f"cannot read {value!r} as a date/time; use ISO format like "
+                               "'2021-12-06' or '2021-12-06 15:46'") from None
+    else:
+        raise InvalidQuery(f"cannot use {value!r} as a time")
+    if dt.tzinfo is None:
+        if tz:
+            from zoneinfo import ZoneInfo
+            dt = dt.replace(tzinfo=ZoneInfo(tz))
+        else:
+            dt = dt.astimezone()  # local time, like databroker
+    return dt.astimezone(_tz.utc).timestamp()
+
+
+class TimeRange(dict):
+    """Runs whose start time is in ``[since, until)``; dates, ISO strings or epoch seconds."""
+
+    def __init__(self, since: Any = None, until: Any = None, timezone: str | None = None) -> None:
+        cond = {}
+        if since is not None:
+            cond["$gte"] = _to_timestamp(since, timezone)
+        if until is not None:
+            cond["$lt"] = _to_timestamp(until, timezone)
+        if "$gte" in cond and "$lt" in cond and cond["$gte"] > cond["$lt"]:
+            raise InvalidQuery(f"TimeRange since={since!r} is after until={until!r}")
+        super().__init__({"time": cond} if cond else {})
+        self.since, self.until, self.timezone = since, until, timezone
+
+
+class ScanID(dict):
+    """Runs with any of these scan_ids: ``ScanID(101, 102)``."""
+
+    def __init__(self, *scan_ids: int) -> None:
+        ids = [int(s) for s in scan_ids]
+        super().__init__({"scan_id": {"$in": ids}})
+        self.scan_ids = ids
+
+
+class ScanIDRange(dict):
+    """Runs with ``start <= scan_id < stop``."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__({"scan_id": {"$gte": int(start), "$lt": int(stop)}})

@@ -1,0 +1,120 @@
+"""A run: its metadata, its streams and its documents."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import StreamNotFound
+from .storage import RunReader
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+
+def _fmt_time(t: float | None) -> str:
+    if t is None:
+        return "?"
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+class Run:
+    """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
+
+    def __init__(self, catalog: Catalog, uid: str, path: str) -> None:
+        self.catalog = catalog
+        self.uid = uid
+        self.path = path
+        self.__reader: RunReader | None = None
+        self._streams: dict[str, Stream] = {}
+
+    def _reader(self) -> RunReader:
+        r = self.__reader
+        if r is None or not r.finished:  # a run being written: look again each time
+            r = self.__reader = RunReader(self.path)
+        return r
+
+    @property
+    def _stamp(self) -> tuple[int, int]:
+        st = os.stat(self.path)
+        return st.st_mtime_ns, st.st_size
+
+    @property
+    def metadata(self) -> dict:
+        """``{"start": ..., "stop": ...}``; stop is None while (or if) the run has no stop."""
+        r = self._reader()
+        return {"start": r.start, "stop": r.stop}
+
+    @property
+    def start(self) -> dict:
+        return self._reader().start
+
+    @property
+    def stop(self) -> dict | None:
+        return self._reader().stop
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._reader().stream_names)
+
+    def __len__(self) -> int:
+        return len(self._reader().stream_names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._reader().stream_names
+
+    def __getitem__(self, name: str) -> Stream:
+        if name not in self._reader().stream_names:
+            raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has "
+                                 f"{self._reader().stream_names}")
+        s = self._streams.get(name)
+        if s is None or not self._reader().finished:
+            s = self._streams[name] = Stream(self, name)
+        return s
+
+    def __getattr__(self, name: str) -> Stream:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except StreamNotFound as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._reader().stream_names))
+
+    def items(self) -> Iterator[tuple[str, Stream]]:
+        for name in self:
+            yield name, self[name]
+
+    def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
+        """The run's documents, as inserted (pages as single documents).
+
+        External data is not filled in: events carry datum ids, as inserted.
+        """
+        if fill:
+            raise NotImplementedError("documents(fill=True) is not supported; read the data "
+                                      "with stream.read() instead")
+        return self._reader().documents()
+
+    def __repr__(self) -> str:
+        r = self._reader()
+        stop = r.stop or {}
+        lines = ["BlueskyRun",
+                 f"  uid={self.uid!r}",
+                 f"  exit_status={stop.get('exit_status') if r.stop else None!r}",
+                 f"  {_fmt_time(r.start.get('time'))} -- {_fmt_time(stop.get('time')) if r.stop else '(no stop)'}",
+                 "  Streams:"]
+        lines += [f"    * {name}" for name in r.stream_names]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from .html import run_html
+        return run_html(self)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Run) and other.uid == self.uid and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash((self.uid, self.path))

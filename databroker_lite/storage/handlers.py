@@ -1,0 +1,206 @@
+"""Handlers for external data: built-in AD_HDF5 and NPY_SEQ, more by entry point.
+
+A handler follows databroker's convention: ``Handler(full_path, **resource_kwargs)``
+then ``handler(**datum_kwargs)`` returns a numpy array. Stream resources are read by
+mimetype: ``application/x-hdf5`` is built in.
+
+Everything a lazy read needs travels as an :class:`ExternalRef` (strings and numbers),
+so dask graphs pickle and run on other processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from ..errors import ExternalDataError, MissingExternalFile, MissingHandler, ShapeMismatch
+from .files import cached_h5
+
+ENTRY_POINT_GROUPS = ("databroker_lite.handlers", "databroker.handlers")
+
+
+class AreaDetectorHDF5Handler:
+    """AD_HDF5: frames in ``/entry/data/data``, ``frame_per_point`` frames per datum."""
+
+    specs = {"AD_HDF5"}
+
+    def __init__(self, filename: str, frame_per_point: int = 1, **_: Any) -> None:
+        self.filename = filename
+        self.fpp = int(frame_per_point)
+
+    def __call__(self, point_number: int, **_: Any) -> np.ndarray:
+        ds = _h5_dataset(self.filename, "entry/data/data")
+        start = int(point_number) * self.fpp
+        stop = start + self.fpp
+        if stop > ds.shape[0]:
+            raise ExternalDataError(
+                f"{self.filename}: datum asks for frames {start}:{stop} but the file holds "
+                f"{ds.shape[0]}")
+        return ds[start:stop]
+
+
+class NpySeqHandler:
+    """NPY_SEQ (ophyd.sim's img): one ``<path>_<index>.npy`` file per datum."""
+
+    specs = {"NPY_SEQ"}
+
+    def __init__(self, filename: str, root: str = "", **_: Any) -> None:
+        self.base = os.path.join(root, filename)
+
+    def __call__(self, index: int, **_: Any) -> np.ndarray:
+        path = f"{self.base}_{index}.npy"
+        if not os.path.exists(path):
+            raise FileNotFoundError(path)
+        return np.load(path, allow_pickle=False)
+
+
+def _h5_dataset(path: str, name: str):
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    f = cached_h5(path)
+    if name not in f:
+        raise ExternalDataError(f"{path}: no dataset {name!r}")
+    return f[name]
+
+
+def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int]) -> np.ndarray:
+    """application/x-hdf5 stream resource: rows ``indices`` of ``parameters['dataset']``."""
+    ds = _h5_dataset(path, parameters.get("dataset", "entry/data/data"))
+    a, b = indices
+    if b > ds.shape[0]:
+        raise ExternalDataError(f"{path}: stream datum asks for rows {a}:{b} but "
+                                f"{parameters.get('dataset')} holds {ds.shape[0]}")
+    return ds[a:b]
+
+
+_BUILTIN: dict[str, Any] = {"AD_HDF5": AreaDetectorHDF5Handler, "NPY_SEQ": NpySeqHandler}
+_STREAM_BUILTIN = {"application/x-hdf5": read_hdf5_stream}
+_registry: dict[str, Any] = {}
+_loaded = False
+_lock = threading.Lock()
+
+
+def _load_entry_points() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        for group in reversed(ENTRY_POINT_GROUPS):  # ours last, so they win
+            for ep in entry_points(group=group):
+                try:
+                    _registry[ep.name] = ep.load()
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break reads
+                    warnings.warn(f"handler entry point {ep.name!r} ({ep.value}) failed to "
+                                  f"load and is ignored: {exc}", stacklevel=2)
+        _loaded = True
+
+
+def register_handler(spec: str, handler: Any, overwrite: bool = False) -> None:
+    """Register a handler class for a resource ``spec`` in this process."""
+    _load_entry_points()
+    if spec in _registry and not overwrite and _registry[spec] is not handler:
+        raise ValueError(f"a handler for {spec!r} is already registered; pass overwrite=True")
+    _registry[spec] = handler
+
+
+def get_handler_class(spec: str) -> Any:
+    _load_entry_points()
+    cls = _registry.get(spec) or _BUILTIN.get(spec)
+    if cls is None:
+        raise MissingHandler(
+            f"no handler for resource spec {spec!r}. Register one with "
+            f"databroker_lite.register_handler({spec!r}, HandlerClass) or by an entry point "
+            f"in the 'databroker_lite.handlers' group (name = spec, value = module:Class)")
+    return cls
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where one event's external value lives; pickles as a few strings."""
+    spec: str                   # resource spec, or "stream:<mimetype>"
+    path: str                   # root-mapped full path
+    resource_kwargs: str        # JSON
+    datum_kwargs: str           # JSON (or the stream indices)
+    resource_uid: str
+
+
+_handlers: dict[tuple, Any] = {}
+_handlers_lock = threading.Lock()
+
+
+def _handler(ref: ExternalRef):
+    key = (ref.spec, ref.path, ref.resource_kwargs)
+    h = _handlers.get(key)
+    if h is None:
+        cls = get_handler_class(ref.spec)
+        h = cls(ref.path, **json.loads(ref.resource_kwargs))
+        with _handlers_lock:
+            _handlers[key] = h
+    return h
+
+
+def load_external(ref: ExternalRef, shape: tuple, key: str, run_uid: str) -> np.ndarray:
+    """Read one external value (or one block of stream rows) and check its shape.
+
+    ``shape`` is the expected shape (per event, or (rows, *per_event) for a stream
+    block); None marks a variable-length dimension.
+    """
+    try:
+        if ref.spec.startswith("stream:"):
+            mimetype = ref.spec[len("stream:"):]
+            reader = _STREAM_BUILTIN.get(mimetype)
+            if reader is None:
+                reader = get_handler_class(mimetype)
+            a, b = json.loads(ref.datum_kwargs)
+            arr = np.asarray(reader(ref.path, json.loads(ref.resource_kwargs), (a, b)))
+        else:
+            arr = np.asarray(_handler(ref)(**json.loads(ref.datum_kwargs)))
+    except FileNotFoundError as exc:
+        raise MissingExternalFile(
+            f"run {run_uid}, key {key!r}: external file of resource {ref.resource_uid} not found "
+            f"at {exc.filename or ref.path!r} (if the files moved, open the catalog with "
+            f"root_map={{old_root: new_root}})") from None
+    except (MissingHandler, ExternalDataError):
+        raise
+    except OSError as exc:
+        raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource "
+                                f"{ref.resource_uid} at {ref.path!r} failed: {exc}") from exc
+    return conform(arr, shape, key, run_uid)
+
+
+def conform(arr: np.ndarray, shape: tuple, key: str, run_uid: str) -> np.ndarray:
+    """Return ``arr`` in the declared shape; only unit dimensions may differ."""
+    if len(arr.shape) == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape)):
+        return arr
+    if None not in shape and [d for d in arr.shape if d != 1] == [d for d in shape if d != 1]:
+        return arr.reshape(shape)
+    raise ShapeMismatch(f"run {run_uid}, key {key!r}: the data has shape {list(arr.shape)} "
+                        f"but the descriptor declares {list(shape)}")
+
+
+def uri_to_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path) if parsed.scheme else uri
+    raise ExternalDataError(f"stream resource uri {uri!r}: only file:// URIs can be read")
+
+
+def resource_path(resource: dict, root_map: dict[str, str] | None) -> str:
+    root = resource.get("root", "") or ""
+    if root_map and root in root_map:
+        root = root_map[root]
+    return os.path.join(root, resource.get("resource_path", ""))
+
+
+def remap_path(path: str, root_map: dict[str, str] | None) -> str:
+    for old, new in (root_map or {}).items():
+        if old and (path == old or path.startswith(old.rstrip("/") + "/")):
+            return new.rstrip("/") + path[len(old.rstrip("/")):]
+    return path

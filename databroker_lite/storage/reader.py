@@ -1,0 +1,252 @@
+"""Reading a run file: metadata eagerly (small), bulk data only on request."""
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import documents as _docs
+from ..errors import CorruptRunFile, ShapeMismatch, StreamNotFound, UnsupportedLayout
+from .files import cached_h5, open_h5
+from .layout import LAYOUT_ATTR, LAYOUT_VERSION, Column, Segment, column_from_data_key, h5name, unh5name
+
+
+class RunReader:
+    """One run file, opened read-only.
+
+    Finished runs (with a stop document) are read through the per-process file
+    cache; runs still being written are opened for each read and closed again, so
+    the writer can take its lock between flushes.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            with self._open_fresh() as f:
+                self._load(f)
+        except (CorruptRunFile, FileNotFoundError):
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
+        self._side: dict[str, list[tuple[int, dict, str]]] | None = None
+
+    @contextlib.contextmanager
+    def _open_fresh(self):
+        f = open_h5(self.path, "r")
+        try:
+            yield f
+        finally:
+            f.close()
+
+    @contextlib.contextmanager
+    def h5(self):
+        """The open file: cached when the run is finished, else opened for this use."""
+        if self.finished:
+            yield cached_h5(self.path)
+        else:
+            with self._open_fresh() as f:
+                yield f
+
+    def _load(self, f: h5py.File) -> None:
+        version = f.attrs.get(LAYOUT_ATTR)
+        if version is None:
+            raise CorruptRunFile(f"{self.path}: not a databroker_lite run file "
+                                 f"(no {LAYOUT_ATTR!r} attribute on the root group)")
+        if int(version) > LAYOUT_VERSION:
+            raise UnsupportedLayout(f"{self.path}: layout version {int(version)} is newer than "
+                                    f"this databroker_lite reads ({LAYOUT_VERSION}); upgrade it")
+        self.start: dict = _docs.loads(f["start"][()])
+        self.stop: dict | None = _docs.loads(f["stop"][()]) if "stop" in f else None
+        self.uid: str = self.start["uid"]
+        self.finished = self.stop is not None
+        self.segments: dict[str, list[Segment]] = {}
+        for sname, sg in f["streams"].items():
+            segs = []
+            for i in sorted(sg, key=int):
+                g = sg[i]
+                desc = _docs.loads(g["descriptor"][()])
+                n = g["doc_index"].shape[0] if "doc_index" in g else 0
+                segs.append((int(g.attrs["doc_index"]), Segment(unh5name(sname), g.name.lstrip("/"), desc, n)))
+            self.segments[unh5name(sname)] = [s for _, s in sorted(segs, key=lambda t: t[0])]
+
+    # --- streams ----------------------------------------------------------
+    @property
+    def stream_names(self) -> list[str]:
+        return list(self.segments)
+
+    def stream_segments(self, stream: str) -> list[Segment]:
+        try:
+            return self.segments[stream]
+        except KeyError:
+            raise StreamNotFound(f"run {self.uid} has no stream {stream!r}; it has "
+                                 f"{sorted(self.segments)}") from None
+
+    def columns(self, stream: str) -> dict[str, Column]:
+        """The columns of a stream, merged over its descriptors."""
+        out: dict[str, Column] = {}
+        for seg in self.stream_segments(stream):
+            with self.h5() as f:
+                g = f[seg.group]
+                for key, dk in seg.descriptor["data_keys"].items():
+                    stored = g["data"].get(h5name(key)) if "data" in g else None
+                    col = column_from_data_key(key, dk)
+                    if stored is not None and not col.external and "dtype" in stored.attrs:
+                        dt = stored.attrs["dtype"]
+                        col = Column(key, np.dtype(object) if dt == "str" else np.dtype(dt),
+                                     col.shape, col.dims, col.external, col.data_key)
+                    prev = out.get(key)
+                    if prev is not None and (prev.shape != col.shape):
+                        raise ShapeMismatch(
+                            f"run {self.uid}, stream {stream!r}: key {key!r} has shape "
+                            f"{list(prev.shape)} in one descriptor and {list(col.shape)} in another")
+                    out.setdefault(key, col)
+        return out
+
+    def n_events(self, seg: Segment) -> int:
+        if self.finished:
+            return seg.n_events
+        with self.h5() as f:
+            g = f[seg.group]
+            return g["doc_index"].shape[0] if "doc_index" in g else 0
+
+    def dataset_info(self, seg: Segment, key: str) -> tuple[str, tuple, tuple | None] | None:
+        """(dataset path, stored shape, HDF5 chunks) of an internal column, or None."""
+        name = f"{seg.group}/data/{h5name(key)}"
+        with self.h5() as f:
+            if name not in f:
+                return None
+            ds = f[name]
+            return name, ds.shape, ds.chunks
+
+    def read_events(self, seg: Segment, field: str, sel: slice = slice(None)) -> np.ndarray:
+        """time, seq_num, uid or doc_index of a segment's events."""
+        n = self.n_events(seg)
+        sel = slice(*sel.indices(n))
+        with self.h5() as f:
+            g = f[seg.group]
+            if field not in g:
+                return np.zeros(0, dtype="f8" if field == "time" else "i8")
+            ds = g[field]
+            return ds.asstr()[sel].astype(object) if field == "uid" else ds[sel]
+
+    def read_column(self, seg: Segment, key: str, sel: slice = slice(None)) -> np.ndarray:
+        """The stored values of one column (datum ids for external keys)."""
+        n = self.n_events(seg)
+        sel = slice(*sel.indices(n))
+        name = f"{seg.group}/data/{h5name(key)}"
+        with self.h5() as f:
+            return read_dataset(f, name, sel, self.path)
+
+    def read_timestamps(self, seg: Segment, key: str, sel: slice = slice(None)) -> np.ndarray:
+        n = self.n_events(seg)
+        sel = slice(*sel.indices(n))
+        with self.h5() as f:
+            name = f"{seg.group}/timestamps/{h5name(key)}"
+            return f[name][sel] if name in f else np.full(len(range(n)[sel]), np.nan)
+
+    def read_filled(self, seg: Segment) -> dict[str, np.ndarray]:
+        n = self.n_events(seg)
+        with self.h5() as f:
+            g = f[seg.group]
+            if "filled" not in g:
+                return {}
+            return {ds.attrs["key"]: ds[:n] for ds in g["filled"].values()}
+
+    # --- side documents ----------------------------------------------------
+    def side_documents(self, name: str) -> list[tuple[int, dict, str]]:
+        """(doc_index, document, id) of every resource, datum, stream_resource or stream_datum."""
+        if self._side is None or not self.finished:
+            side: dict[str, list] = {}
+            with self.h5() as f:
+                docs = f["documents"]
+                for kind in docs:
+                    g = docs[kind]
+                    n = g["doc_index"].shape[0]
+                    js = g["json"].asstr()[:n]
+                    ids = g["id"].asstr()[:n]
+                    idx = g["doc_index"][:n]
+                    side[kind] = [(int(i), _docs.loads(j), d) for i, j, d in zip(idx, js, ids)]
+            self._side = side
+        return self._side.get(name, [])
+
+    # --- documents -------------------------------------------------------
+    def documents(self) -> Iterator[tuple[str, dict]]:
+        """Every document, in the order it was inserted; pages come out as singles."""
+        yield "start", self.start
+        streams: list[Iterator[tuple[int, str, dict]]] = []
+        for kind in ("resource", "datum", "stream_resource", "stream_datum"):
+            streams.append(iter([(i, kind, d) for i, d, _ in self.side_documents(kind)]))
+        for segs in self.segments.values():
+            for seg in segs:
+                streams.append(iter([(self._seg_index(seg), "descriptor", seg.descriptor)]))
+                streams.append(self._iter_events(seg))
+        for _, name, doc in heapq.merge(*streams, key=lambda t: t[0]):
+            yield name, doc
+        if self.stop is not None:
+            yield "stop", self.stop
+
+    def _seg_index(self, seg: Segment) -> int:
+        with self.h5() as f:
+            return int(f[seg.group].attrs["doc_index"])
+
+    def _iter_events(self, seg: Segment, block: int = 4096) -> Iterator[tuple[int, str, dict]]:
+        n = self.n_events(seg)
+        keys = [k for k in seg.descriptor["data_keys"]
+                if not str(seg.descriptor["data_keys"][k].get("external", "")).startswith("STREAM:")]
+        desc_uid = seg.descriptor["uid"]
+        for a in range(0, n, block):
+            sl = slice(a, min(a + block, n))
+            times = self.read_events(seg, "time", sl)
+            seqs = self.read_events(seg, "seq_num", sl)
+            uids = self.read_events(seg, "uid", sl)
+            idx = self.read_events(seg, "doc_index", sl)
+            data = {k: self.read_column(seg, k, sl) for k in keys}
+            ts = {k: self.read_timestamps(seg, k, sl) for k in keys}
+            filled = {k: v[sl] for k, v in self.read_filled(seg).items()}
+            for j in range(len(times)):
+                ev = {
+                    "uid": uids[j],
+                    "time": float(times[j]),
+                    "seq_num": int(seqs[j]),
+                    "descriptor": desc_uid,
+                    "data": {k: _plain(data[k][j]) for k in keys},
+                    "timestamps": {k: float(ts[k][j]) for k in keys},
+                    "filled": {k: bool(v[j]) for k, v in filled.items() if v[j] >= 0},
+                }
+                yield int(idx[j]), "event", ev
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_dataset(f: h5py.File, name: str, sel: Any, path: str) -> np.ndarray:
+    """Read ``f[name][sel]`` as users see it: text as str objects, ragged rows reshaped."""
+    try:
+        ds = f[name]
+    except KeyError:
+        raise CorruptRunFile(f"{path}: dataset {name!r} is missing") from None
+    try:
+        if h5py.check_string_dtype(ds.dtype) is not None:
+            return np.asarray(ds.asstr()[sel], dtype=object)
+        vlen = h5py.check_vlen_dtype(ds.dtype)
+        if vlen is not None:
+            flat = ds[sel]
+            grp, _, key = name.rpartition("/data/")
+            shapes = f[f"{grp}/shapes/{key}"][sel]
+            out = np.empty(len(flat), dtype=object)
+            for i, (v, s) in enumerate(zip(flat, shapes)):
+                out[i] = np.asarray(v).reshape(tuple(s))
+            return out
+        return ds[sel]
+    except OSError as exc:
+        raise CorruptRunFile(f"{path}: cannot read {name!r} ({exc})") from exc

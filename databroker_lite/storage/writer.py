@@ -1,0 +1,433 @@
+"""Writing one run into one HDF5 file, with buffered appends.
+
+Rows are buffered in memory and appended in batches; the file is open only while a
+batch is written, so other processes can read the run between flushes. Within a
+flush every column is extended before ``doc_index``, which readers take as the
+count of complete rows: a flush cut short leaves longer columns, never shorter.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import documents as _docs
+from ..errors import InvalidDocument
+from .files import FILE_CACHE, open_h5
+from .layout import (
+    LAYOUT_ATTR, LAYOUT_VERSION, SIDE_DOCUMENTS, STR, Column, chunk_rows,
+    column_from_data_key, h5name, is_stream_external, storage_dtype,
+)
+
+FLUSH_ROWS = 1000            # rows buffered in one descriptor before a flush
+FLUSH_BYTES = 64 * 2**20     # bytes buffered before a flush
+FLUSH_SECONDS = 1.0          # a document arriving this long after the last flush flushes
+
+
+def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
+    """A function that checks one value of a column and returns what to store."""
+    key = col.key
+
+    def bad(value: Any, ev: dict, what: str) -> None:
+        raise InvalidDocument(f"data[{key!r}] = {value!r:.80} is not {what}",
+                              run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
+
+    if col.external:
+        def check_ext(v: Any, ev: dict) -> Any:
+            if not isinstance(v, str):
+                bad(v, ev, "a datum id (the key is external)")
+            return v
+        return check_ext
+    kind = col.dtype.kind
+    if col.shape == ():
+        if kind == "f" or kind == "c":
+            def check_num(v: Any, ev: dict) -> Any:
+                if not isinstance(v, (Real, np.number)) or isinstance(v, str):
+                    bad(v, ev, "a number")
+                return v
+            return check_num
+        if kind in "iu":
+            def check_int(v: Any, ev: dict) -> Any:
+                if isinstance(v, (Integral, np.integer)) and not isinstance(v, bool):
+                    return v
+                if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                    return int(v)
+                bad(v, ev, "an integer")
+            return check_int
+        if kind == "b":
+            def check_bool(v: Any, ev: dict) -> Any:
+                if isinstance(v, (bool, np.bool_)) or v in (0, 1):
+                    return bool(v)
+                bad(v, ev, "a boolean")
+            return check_bool
+        if kind == "O":
+            def check_str(v: Any, ev: dict) -> Any:
+                if not isinstance(v, str):
+                    bad(v, ev, "a string")
+                return v
+            return check_str
+    shape = col.shape
+
+    def check_array(v: Any, ev: dict) -> Any:
+        arr = np.asarray(v)
+        if col.variable:
+            if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+                raise InvalidDocument(
+                    f"data[{key!r}] has shape {arr.shape}, the descriptor declares {list(shape)}",
+                    run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
+        elif arr.shape != shape:
+            raise InvalidDocument(
+                f"data[{key!r}] has shape {arr.shape}, the descriptor declares {list(shape)}",
+                run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
+        if kind == "O":
+            if arr.dtype.kind not in "UO":
+                bad(v, ev, "an array of strings")
+            return arr.astype(object)
+        if arr.dtype.kind in "USO" or (kind in "iufb" and arr.dtype.kind == "c"):
+            bad(v, ev, f"an array of {col.dtype}")
+        return arr
+    return check_array
+
+
+class _SegmentBuffer:
+    """Buffered rows of one descriptor and how to store them."""
+
+    def __init__(self, writer: RunWriter, descriptor: dict, group: str, doc_index: int) -> None:
+        self.descriptor = descriptor
+        self.group = group
+        self.doc_index = doc_index
+        self.created = False
+        self.n_stored = 0
+        self.columns: dict[str, Column] = {}
+        self.checkers: dict[str, Callable] = {}
+        self.data_keys = {k: v for k, v in descriptor["data_keys"].items()
+                          if not is_stream_external(v)}
+        self.key_set = set(self.data_keys)
+        self.filled_keys: set[str] = {k for k, v in self.data_keys.items() if v.get("external")}
+        self.run_uid = writer.run_uid
+        self._reset()
+
+    def _reset(self) -> None:
+        self.time: list = []
+        self.seq_num: list = []
+        self.uid: list = []
+        self.index: list = []
+        self.data: dict[str, list] = {k: [] for k in self.data_keys}
+        self.timestamps: dict[str, list] = {k: [] for k in self.data_keys}
+        self.filled: dict[str, list] = {k: [] for k in self.filled_keys}
+        self.nbytes = 0
+
+    def _column(self, key: str, sample: Any) -> Column:
+        col = self.columns.get(key)
+        if col is None:
+            col = column_from_data_key(key, self.data_keys[key], sample)
+            if not col.external and col.shape == () and np.ndim(sample) != 0:
+                raise InvalidDocument(
+                    f"data[{key!r}] has shape {np.shape(sample)}, the descriptor declares []",
+                    run_uid=self.run_uid, name="event")
+            self.columns[key] = col
+            self.checkers[key] = _checker(col, self.run_uid)
+        return col
+
+    def add(self, ev: Mapping, doc_index: int) -> None:
+        data, ts = ev["data"], ev["timestamps"]
+        if data.keys() != self.key_set:
+            missing = sorted(self.key_set - set(data))
+            extra = sorted(set(data) - self.key_set)
+            raise InvalidDocument(
+                f"data keys differ from descriptor {self.descriptor['uid']}: "
+                f"missing {missing}, unexpected {extra}",
+                run_uid=self.run_uid, name="event", doc_uid=ev.get("uid"))
+        if ts.keys() != self.key_set:
+            raise InvalidDocument(
+                f"timestamps keys {sorted(ts)} differ from data keys {sorted(self.key_set)}",
+                run_uid=self.run_uid, name="event", doc_uid=ev.get("uid"))
+        filled = ev.get("filled") or {}
+        values = {}
+        for key, v in data.items():  # check everything before buffering anything
+            if key not in self.checkers:
+                self._column(key, v)
+            values[key] = self.checkers[key](v, ev)
+            t = ts[key]
+            if not isinstance(t, (Real, np.number)) or isinstance(t, (str, bool)):
+                raise InvalidDocument(f"timestamps[{key!r}] = {t!r} is not a number",
+                                      run_uid=self.run_uid, name="event", doc_uid=ev.get("uid"))
+        for k in filled:
+            if k not in self.key_set:
+                raise InvalidDocument(f"filled names {k!r}, which is not a data key",
+                                      run_uid=self.run_uid, name="event", doc_uid=ev.get("uid"))
+        for key, v in values.items():
+            self.data[key].append(v)
+            self.timestamps[key].append(ts[key])
+            if isinstance(v, np.ndarray):
+                self.nbytes += v.nbytes
+        for k in set(filled) - self.filled_keys:  # a key first named in 'filled' now
+            self.filled_keys.add(k)
+            self.filled[k] = [-1] * len(self.time)
+        for k in self.filled_keys:
+            f = filled.get(k)
+            self.filled[k].append(-1 if f is None else (1 if f is True or isinstance(f, str) else int(bool(f))))
+        self.time.append(ev["time"])
+        self.seq_num.append(ev["seq_num"])
+        self.uid.append(ev["uid"])
+        self.index.append(doc_index)
+        self.nbytes += 64 + 16 * len(values)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    # --- storing -----------------------------------------------------------
+    def _create(self, f) -> None:
+        g = f.require_group(self.group)
+        g.attrs["uid"] = self.descriptor["uid"]
+        g.attrs["doc_index"] = self.doc_index
+        g.attrs["name"] = self.descriptor.get("name", "primary")
+        if "descriptor" not in g:
+            g.create_dataset("descriptor", data=_docs.dumps(self.descriptor), dtype=STR)
+        for name, dt in (("time", "f8"), ("seq_num", "i8"), ("uid", STR), ("doc_index", "i8")):
+            if name not in g:
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+        g.require_group("data")
+        g.require_group("timestamps")
+        self.created = True
+
+    def _ensure_column(self, g, key: str) -> None:
+        name = h5name(key)
+        if name in g["data"]:
+            return
+        col = self.columns.get(key) or column_from_data_key(key, self.data_keys[key])
+        if col.external:
+            dt, row = STR, ()
+        elif col.variable:
+            import h5py
+            dt, row = h5py.vlen_dtype(storage_dtype(col.dtype)), ()
+            g.require_group("shapes").create_dataset(
+                name, shape=(0, len(col.shape)), maxshape=(None, len(col.shape)),
+                dtype="i8", chunks=(1024, max(1, len(col.shape))))
+        else:
+            dt, row = storage_dtype(col.dtype), col.shape
+        ds = g["data"].create_dataset(
+            name, shape=(0, *row), maxshape=(None, *row), dtype=dt,
+            chunks=(chunk_rows(row, col.dtype), *row) if row else (chunk_rows((), col.dtype),))
+        ds.attrs["key"] = key
+        ds.attrs["dtype"] = col.dtype.str if col.dtype.kind != "O" else "str"
+        g["timestamps"].create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8",
+                                       chunks=(4096,))
+
+    def store(self, f) -> None:
+        if not self.created or self.group not in f:
+            self._create(f)
+        g = f[self.group]
+        n0, n = self.n_stored, len(self.time)
+        for key in self.data_keys:
+            self._ensure_column(g, key)
+        if "filled" not in g and self.filled_keys:
+            g.create_group("filled")
+        for key in self.filled_keys:
+            name = h5name(key)
+            if name not in g["filled"]:
+                ds = g["filled"].create_dataset(name, shape=(n0,), maxshape=(None,), dtype="i1",
+                                                chunks=(4096,), fillvalue=-1)
+                ds.attrs["key"] = key
+        if n == 0:
+            return
+        for key, values in self.data.items():
+            name = h5name(key)
+            ds = g["data"][name]
+            col = self.columns[key]
+            if col.variable and not col.external:
+                flat = np.empty(n, dtype=object)
+                flat[:] = [np.asarray(v, dtype=col.dtype).ravel() for v in values]
+                shapes = np.array([np.shape(v) for v in values], dtype="i8").reshape(n, -1)
+                sds = g["shapes"][name]
+                sds.resize(n0 + n, axis=0)
+                sds[n0:n0 + n] = shapes
+                arr = flat
+            elif col.dtype.kind == "O" or col.external:
+                arr = np.empty((n, *ds.shape[1:]), dtype=object)
+                arr[...] = values if ds.ndim == 1 else np.stack(values)
+            else:
+                arr = np.asarray(values, dtype=col.dtype)
+            ds.resize(n0 + n, axis=0)
+            ds[n0:n0 + n] = arr
+            tds = g["timestamps"][name]
+            tds.resize(n0 + n, axis=0)
+            tds[n0:n0 + n] = np.asarray(self.timestamps[key], dtype="f8")
+        for key, values in self.filled.items():
+            ds = g["filled"][h5name(key)]
+            ds.resize(n0 + n, axis=0)
+            ds[n0:n0 + n] = np.asarray(values, dtype="i1")
+        for name, values, dt in (("time", self.time, "f8"), ("seq_num", self.seq_num, "i8"),
+                                 ("uid", self.uid, object), ("doc_index", self.index, "i8")):
+            ds = g[name]
+            ds.resize(n0 + n, axis=0)
+            ds[n0:n0 + n] = np.asarray(values, dtype=dt)
+        self.n_stored = n0 + n
+        self._reset()
+
+
+class RunWriter:
+    """Writes the documents of one run to ``path``; call ``flush()`` to make them visible.
+
+    Documents are expected to be validated already (see :mod:`databroker_lite.documents`);
+    this class checks what the schema cannot: that events match their descriptor.
+    """
+
+    def __init__(self, path: str | os.PathLike, start: dict, *, flush_rows: int = FLUSH_ROWS,
+                 flush_bytes: int = FLUSH_BYTES, flush_seconds: float = FLUSH_SECONDS) -> None:
+        self.path = os.fspath(path)
+        self.run_uid = start["uid"]
+        self.start_doc = start
+        self.stop_doc: dict | None = None
+        self.flush_rows, self.flush_bytes, self.flush_seconds = flush_rows, flush_bytes, flush_seconds
+        self._segments: dict[str, _SegmentBuffer] = {}
+        self._stream_counts: dict[str, int] = {}
+        self._side: dict[str, list[tuple[int, str, str]]] = {n: [] for n in SIDE_DOCUMENTS}
+        self._side_ids: dict[str, set] = {n: set() for n in SIDE_DOCUMENTS}
+        self._doc_index = 1
+        self._pending_segments: list[_SegmentBuffer] = []
+        if os.path.exists(self.path):
+            raise InvalidDocument(f"a run file already exists at {self.path}",
+                                  run_uid=self.run_uid, name="start")
+        with open_h5(self.path, "w-") as f:
+            f.attrs[LAYOUT_ATTR] = LAYOUT_VERSION
+            f.attrs["uid"] = self.run_uid
+            f.create_dataset("start", data=_docs.dumps(start), dtype=STR)
+            f.create_group("streams")
+            f.create_group("documents")
+        self._last_flush = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        return self.stop_doc is not None
+
+    def _fail(self, name: str, doc: Mapping, msg: str) -> None:
+        raise InvalidDocument(msg, run_uid=self.run_uid, name=name, doc_uid=_docs.doc_uid(name, doc))
+
+    def _next_index(self) -> int:
+        i = self._doc_index
+        self._doc_index += 1
+        return i
+
+    def descriptor(self, doc: dict) -> None:
+        if doc["uid"] in self._segments:
+            self._fail("descriptor", doc, "a descriptor with this uid was already inserted")
+        stream = doc.get("name", "primary")
+        i = self._stream_counts.get(stream, 0)
+        self._stream_counts[stream] = i + 1
+        seg = _SegmentBuffer(self, doc, f"streams/{h5name(stream)}/{i}", self._next_index())
+        self._segments[doc["uid"]] = seg
+        self._pending_segments.append(seg)
+        self._maybe_flush()
+
+    def _segment(self, name: str, doc: Mapping) -> _SegmentBuffer:
+        seg = self._segments.get(doc["descriptor"])
+        if seg is None:
+            self._fail(name, doc, f"refers to descriptor {doc['descriptor']!r}, "
+                                  "which this run has not received")
+        return seg
+
+    def event(self, doc: Mapping) -> None:
+        seg = self._segment("event", doc)
+        seg.add(doc, self._doc_index)
+        self._doc_index += 1
+        if len(seg) >= self.flush_rows:
+            self.flush()
+        else:
+            self._maybe_flush()
+
+    def event_page(self, doc: Mapping) -> None:
+        seg = self._segment("event_page", doc)
+        events = list(_docs.iter_singles("event_page", doc))
+        start_len = len(seg)
+        try:
+            for _, ev in events:
+                seg.add(ev, self._doc_index)
+                self._doc_index += 1
+        except InvalidDocument:
+            self._rollback(seg, start_len)
+            raise
+        if len(seg) >= self.flush_rows:
+            self.flush()
+        else:
+            self._maybe_flush()
+
+    def _rollback(self, seg: _SegmentBuffer, n: int) -> None:
+        # undo the part of a page buffered before a bad event was found
+        k = len(seg) - n
+        self._doc_index -= k
+        for lst in (seg.time, seg.seq_num, seg.uid, seg.index, *seg.data.values(),
+                    *seg.timestamps.values(), *seg.filled.values()):
+            del lst[n:]
+
+    def _side_doc(self, name: str, doc: Mapping, ident: str) -> None:
+        if ident in self._side_ids[name]:
+            self._fail(name, doc, f"a {name} with id {ident!r} was already inserted")
+        self._side_ids[name].add(ident)
+        self._side[name].append((self._next_index(), _docs.dumps(doc), ident))
+        self._maybe_flush()
+
+    def resource(self, doc: Mapping) -> None:
+        self._side_doc("resource", doc, doc["uid"])
+
+    def datum(self, doc: Mapping) -> None:
+        if doc["resource"] not in self._side_ids["resource"]:
+            self._fail("datum", doc, f"refers to resource {doc['resource']!r}, "
+                                     "which this run has not received")
+        self._side_doc("datum", doc, doc["datum_id"])
+
+    def datum_page(self, doc: Mapping) -> None:
+        for _, d in _docs.iter_singles("datum_page", doc):
+            self.datum(d)
+
+    def stream_resource(self, doc: Mapping) -> None:
+        self._side_doc("stream_resource", doc, doc["uid"])
+
+    def stream_datum(self, doc: Mapping) -> None:
+        if doc["stream_resource"] not in self._side_ids["stream_resource"]:
+            self._fail("stream_datum", doc, f"refers to stream_resource {doc['stream_resource']!r}, "
+                                            "which this run has not received")
+        self._segment("stream_datum", doc)
+        self._side_doc("stream_datum", doc, doc["uid"])
+
+    def stop(self, doc: dict) -> None:
+        self.flush()
+        with open_h5(self.path, "a") as f:
+            f.create_dataset("stop", data=_docs.dumps(doc), dtype=STR)
+        self.stop_doc = doc
+        FILE_CACHE.forget(self.path)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_seconds or self._buffered_bytes() >= self.flush_bytes:
+            self.flush()
+
+    def _buffered_bytes(self) -> int:
+        return sum(s.nbytes for s in self._segments.values())
+
+    def flush(self) -> None:
+        """Write everything buffered to the file, so other processes can read it."""
+        dirty = [s for s in self._segments.values() if len(s) or not s.created]
+        side = {k: v for k, v in self._side.items() if v}
+        if not dirty and not side:
+            self._last_flush = time.monotonic()
+            return
+        with open_h5(self.path, "a") as f:
+            for name, rows in side.items():
+                g = f["documents"].require_group(name)
+                if "json" not in g:
+                    g.create_dataset("json", shape=(0,), maxshape=(None,), dtype=STR, chunks=(256,))
+                    g.create_dataset("id", shape=(0,), maxshape=(None,), dtype=STR, chunks=(256,))
+                    g.create_dataset("doc_index", shape=(0,), maxshape=(None,), dtype="i8", chunks=(256,))
+                n0, n = g["doc_index"].shape[0], len(rows)
+                for ds_name, col, dt in (("json", 1, object), ("id", 2, object), ("doc_index", 0, "i8")):
+                    ds = g[ds_name]
+                    ds.resize(n0 + n, axis=0)
+                    ds[n0:] = np.asarray([r[col] for r in rows], dtype=dt)
+                self._side[name] = []
+            for seg in dirty:
+                seg.store(f)
+        self._last_flush = time.monotonic()

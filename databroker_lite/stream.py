@@ -1,0 +1,280 @@
+"""Streams of a run as xarray Datasets, in memory (read) or lazy (to_dask)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .errors import ExternalDataError, StreamNotFound
+from .storage import Column, Segment
+from .storage.handlers import (
+    ExternalRef, load_external, remap_path, resource_path, uri_to_path,
+)
+from .storage.lazy import LazyDataset
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def _dims(col: Column) -> tuple[str, ...]:
+    nd = len(col.shape)
+    if col.variable:
+        return ("time",)
+    if col.dims and len(col.dims) == nd:
+        return ("time", *col.dims)
+    return ("time", *(f"{col.key}_dim_{i}" for i in range(nd)))
+
+
+def _attrs(col: Column) -> dict:
+    dk = col.data_key
+    out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
+    if col.external:
+        out["external"] = col.external
+    return out
+
+
+def _load_blocks(refs: tuple, shape: tuple, key: str, run_uid: str, n_rows: int) -> np.ndarray:
+    """One dask chunk of an external column: several events or one stream block."""
+    parts = [load_external(r, shape, key, run_uid) for r in refs]
+    if refs and refs[0].spec.startswith("stream:"):
+        return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    return np.stack(parts) if parts else np.zeros((0, *shape))
+
+
+class Stream:
+    """One stream of a run (``run.primary``): its events as columns."""
+
+    def __init__(self, run: Run, name: str) -> None:
+        self.run = run
+        self.name = name
+        self._reader = run._reader()
+        self.segments: list[Segment] = self._reader.stream_segments(name)
+
+    def __repr__(self) -> str:
+        cols = self._reader.columns(self.name)
+        return f"<Stream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, columns {list(cols)}>"
+
+    def __len__(self) -> int:
+        return sum(self._reader.n_events(s) for s in self.segments)
+
+    @property
+    def metadata(self) -> dict:
+        """``{"descriptors": [...]}``, the descriptor documents of this stream."""
+        return {"descriptors": [s.descriptor for s in self.segments], "stream_name": self.name}
+
+    @property
+    def descriptors(self) -> list[dict]:
+        return [s.descriptor for s in self.segments]
+
+    def fields(self) -> list[str]:
+        return list(self._reader.columns(self.name))
+
+    # --- reading -----------------------------------------------------------
+    def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
+        """All events of the stream in memory, one data variable per data key."""
+        return self._build(fields, lazy=False)
+
+    def to_dask(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
+        """The same Dataset backed by dask arrays; nothing bulk is read until computed."""
+        return self._build(fields, lazy=True)
+
+    def _select(self, fields: Iterable[str] | str | None) -> dict[str, Column]:
+        cols = self._reader.columns(self.name)
+        if fields is None:
+            return cols
+        if isinstance(fields, str):
+            fields = [fields]
+        fields = list(fields)
+        missing = [f for f in fields if f not in cols]
+        if missing:
+            raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column(s) "
+                                 f"{missing}; it has {list(cols)}")
+        return {f: cols[f] for f in fields}
+
+    def _times(self) -> np.ndarray:
+        parts = []
+        for seg in self.segments:
+            t = self._reader.read_events(seg, "time")
+            if not len(t) and self._stream_rows(seg):
+                t = np.full(self._stream_rows(seg), np.nan)
+            parts.append(t)
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _build(self, fields: Any, lazy: bool) -> xr.Dataset:
+        cols = self._select(fields)
+        times = self._times()
+        data_vars = {}
+        for key, col in cols.items():
+            pieces = [self._segment_column(seg, col, lazy) for seg in self.segments]
+            if lazy:
+                arr = da.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+            else:
+                arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+            data_vars[key] = xr.Variable(_dims(col), arr, attrs=_attrs(col))
+        return xr.Dataset(data_vars, coords={"time": ("time", times)},
+                          attrs={"stream_name": self.name, "uid": self.run.uid})
+
+    def _rows(self, seg: Segment) -> int:
+        n = self._reader.n_events(seg)
+        return n if n else self._stream_rows(seg)
+
+    def _stream_rows(self, seg: Segment) -> int:
+        sd = [d for _, d, _ in self._reader.side_documents("stream_datum")
+              if d["descriptor"] == seg.descriptor_uid]
+        return max((d["seq_nums"]["stop"] - 1 for d in sd), default=0)
+
+    def _segment_column(self, seg: Segment, col: Column, lazy: bool):
+        n = self._rows(seg)
+        if col.key not in seg.descriptor["data_keys"]:
+            return self._filler(n, col, lazy)
+        if col.external:
+            return self._external(seg, col, n, lazy)
+        info = self._reader.dataset_info(seg, col.key)
+        text = col.dtype.kind == "O" and not col.variable
+        dtype = np.dtype("U") if text else col.dtype
+        if info is None:  # a descriptor without events yet
+            shape = (0, *(s or 0 for s in col.shape)) if not col.variable else (0,)
+            z = np.zeros(shape, dtype=dtype)
+            return da.from_array(z, chunks=z.shape or (0,)) if lazy else z
+        name, stored_shape, chunks = info
+        shape = (n, *stored_shape[1:])
+        if not lazy:
+            out = self._reader.read_column(seg, col.key, slice(0, n))
+            return out.astype(str) if text and out.size else (np.zeros(shape, "U1") if text else out)
+        proxy = LazyDataset(self._reader.path, name, shape, dtype,
+                            finished=self._reader.finished, text=text)
+        chunks = _dask_chunks(shape, chunks, dtype)
+        return da.from_array(proxy, chunks=chunks, asarray=False, fancy=False,
+                             name=f"{col.key}-{tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
+                             meta=np.zeros((0,) * len(shape), dtype=dtype))
+
+    def _filler(self, n: int, col: Column, lazy: bool):
+        shape = (n, *(s or 0 for s in col.shape))
+        if col.dtype.kind in "fc":
+            arr = np.full(shape, np.nan, dtype=col.dtype)
+        elif col.dtype.kind in "iub":
+            arr = np.full(shape, np.nan)
+        else:
+            arr = np.full(shape, "", dtype="U1")
+        return da.from_array(arr, chunks=arr.shape) if lazy else arr
+
+    # --- external data -------------------------------------------------------
+    def _refs(self, seg: Segment, col: Column, n: int) -> list[ExternalRef]:
+        reader, root_map, uid = self._reader, self.run.catalog.root_map, self.run.uid
+        if str(col.external).startswith("STREAM:"):
+            resources = {d["uid"]: d for _, d, _ in reader.side_documents("stream_resource")
+                         if d.get("data_key") == col.key}
+            refs = []
+            for _, d, _ in reader.side_documents("stream_datum"):
+                if d["descriptor"] != seg.descriptor_uid or d["stream_resource"] not in resources:
+                    continue
+                res = resources[d["stream_resource"]]
+                path = remap_path(uri_to_path(res["uri"]), root_map)
+                refs.append(ExternalRef(f"stream:{res['mimetype']}", path,
+                                        json.dumps(res.get("parameters", {}), sort_keys=True),
+                                        json.dumps([d["indices"]["start"], d["indices"]["stop"]]),
+                                        res["uid"]))
+            return refs
+        datum_ids = reader.read_column(seg, col.key, slice(0, n))
+        datums = {i: d for _, d, i in reader.side_documents("datum")}
+        resources = {i: d for _, d, i in reader.side_documents("resource")}
+        refs = []
+        for did in datum_ids:
+            datum = datums.get(did)
+            if datum is None:
+                raise ExternalDataError(f"run {uid}, key {col.key!r}: datum {did!r} is referenced "
+                                        "by an event but was never inserted")
+            res = resources[datum["resource"]]
+            refs.append(ExternalRef(res["spec"], resource_path(res, root_map),
+                                    json.dumps(res.get("resource_kwargs", {}), sort_keys=True),
+                                    json.dumps(datum.get("datum_kwargs", {}), sort_keys=True),
+                                    res["uid"]))
+        return refs
+
+    def _external(self, seg: Segment, col: Column, n: int, lazy: bool):
+        refs = self._refs(seg, col, n)
+        shape = col.shape
+        stream = str(col.external).startswith("STREAM:")
+        uid = self.run.uid
+        if not lazy:
+            if stream:
+                parts = [load_external(r, (None, *shape), col.key, uid) for r in refs]
+                return np.concatenate(parts) if parts else np.zeros((0, *shape), col.dtype)
+            if not refs:
+                return np.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
+            return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
+        name = f"{col.key}-ext-{tokenize(refs, shape, uid)}"
+        dsk, row_chunks = {}, []
+        zeros = (0,) * len(shape)
+        if stream:
+            for i, r in enumerate(refs):
+                a, b = json.loads(r.datum_kwargs)
+                dsk[(name, i, *zeros)] = (_load_blocks, (r,), (None, *shape), col.key, uid, b - a)
+                row_chunks.append(b - a)
+        else:
+            for i, r in enumerate(refs):
+                dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, 1)
+                row_chunks.append(1)
+        if not row_chunks:
+            return da.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
+        chunks = (tuple(row_chunks), *((s,) for s in shape))
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+        return da.Array(graph, name, chunks, dtype=col.dtype)
+
+    # --- timestamps and configuration ----------------------------------------
+    @property
+    def timestamps(self) -> xr.Dataset:
+        """Per-key timestamps, one data variable per key, on the same ``time``."""
+        cols = self._reader.columns(self.name)
+        data = {}
+        for key, col in cols.items():
+            parts = [self._reader.read_timestamps(seg, key) if key in seg.descriptor["data_keys"]
+                     else np.full(self._rows(seg), np.nan) for seg in self.segments]
+            data[key] = ("time", np.concatenate(parts) if parts else np.zeros(0))
+        return xr.Dataset(data, coords={"time": ("time", self._times())})
+
+    @property
+    def config(self) -> Mapping[str, xr.Dataset]:
+        """Configuration readings by object: one row per descriptor."""
+        objs: dict[str, list] = {}
+        for seg in self.segments:
+            for obj in seg.descriptor.get("configuration", {}):
+                objs.setdefault(obj, [])
+        out = {}
+        for obj in objs:
+            rows = [s.descriptor.get("configuration", {}).get(obj, {}) for s in self.segments]
+            keys = list(dict.fromkeys(k for r in rows for k in r.get("data", {})))
+            data = {}
+            for k in keys:
+                vals = [r.get("data", {}).get(k, np.nan) for r in rows]
+                arr = np.asarray(vals)
+                data[k] = (("time", *(f"{k}_dim_{i}" for i in range(arr.ndim - 1))), arr)
+            times = [s.descriptor.get("time", np.nan) for s in self.segments]
+            out[obj] = xr.Dataset(data, coords={"time": ("time", np.asarray(times, dtype=float))})
+        return out
+
+    def _repr_html_(self) -> str:
+        from .html import stream_html
+        return stream_html(self)
+
+
+def _dask_chunks(shape: tuple, h5chunks: tuple | None, dtype: np.dtype) -> tuple:
+    """Dask chunks aligned with the HDF5 chunks; tiny chunks merged along time."""
+    if not h5chunks or not shape:
+        return shape or ()
+    chunks = list(h5chunks)
+    item = 16 if dtype.kind in "OU" else dtype.itemsize
+    nbytes = item * int(np.prod(h5chunks))
+    if nbytes < 1 << 20:  # merge whole HDF5 chunks along time up to ~16 MB per task
+        chunks[0] = h5chunks[0] * max(1, (16 << 20) // max(nbytes, 1))
+    chunks[0] = max(1, min(chunks[0], shape[0] or 1))
+    return tuple(min(c, s) if s else 1 for c, s in zip(chunks, shape))
+
+
+
