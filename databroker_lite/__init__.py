@@ -3,9 +3,20 @@ from __future__ import annotations
 
 from .catalog import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
 from .errors import (
-    AmbiguousKey, CatalogError, CorruptRunFile, DatabrokerLiteError, ExternalDataError,
-    InvalidDocument, InvalidQuery, MissingExternalFile, MissingHandler, ReadOnlyCatalog,
-    RunNotFound, ShapeMismatch, StreamNotFound, UnsupportedLayout,
+    AmbiguousKey,
+    CatalogError,
+    CorruptRunFile,
+    DatabrokerLiteError,
+    ExternalDataError,
+    InvalidDocument,
+    InvalidQuery,
+    MissingExternalFile,
+    MissingHandler,
+    ReadOnlyCatalog,
+    RunNotFound,
+    ShapeMismatch,
+    StreamNotFound,
+    UnsupportedLayout,
 )
 from .query import ScanID, ScanIDRange, TimeRange
 from .run import Run

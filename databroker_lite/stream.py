@@ -14,7 +14,11 @@ from dask.highlevelgraph import HighLevelGraph
 from .errors import ExternalDataError, StreamNotFound
 from .storage import Column, Segment
 from .storage.handlers import (
-    ExternalRef, load_external, remap_path, resource_path, uri_to_path,
+    ExternalRef,
+    load_external,
+    remap_path,
+    resource_path,
+    uri_to_path,
 )
 from .storage.lazy import LazyDataset
 
@@ -233,7 +237,7 @@ class Stream:
         """Per-key timestamps, one data variable per key, on the same ``time``."""
         cols = self._reader.columns(self.name)
         data = {}
-        for key, col in cols.items():
+        for key in cols:
             parts = [self._reader.read_timestamps(seg, key) if key in seg.descriptor["data_keys"]
                      else np.full(self._rows(seg), np.nan) for seg in self.segments]
             data[key] = ("time", np.concatenate(parts) if parts else np.zeros(0))

@@ -3,7 +3,7 @@
 Nothing here imports xarray or dask: the reader hands out numpy arrays and plain
 descriptions of where data lives (:class:`~.layout.Column`).
 """
-from .files import open_h5, cached_h5
+from .files import cached_h5, open_h5
 from .layout import LAYOUT_VERSION, Column, Segment
 from .reader import RunReader
 from .writer import RunWriter

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +19,16 @@ from .. import documents as _docs
 from ..errors import InvalidDocument
 from .files import FILE_CACHE, open_h5
 from .layout import (
-    LAYOUT_ATTR, LAYOUT_VERSION, SIDE_DOCUMENTS, STR, Column, chunk_rows,
-    column_from_data_key, h5name, is_stream_external, storage_dtype,
+    LAYOUT_ATTR,
+    LAYOUT_VERSION,
+    SIDE_DOCUMENTS,
+    STR,
+    Column,
+    chunk_rows,
+    column_from_data_key,
+    h5name,
+    is_stream_external,
+    storage_dtype,
 )
 
 FLUSH_ROWS = 1000            # rows buffered in one descriptor before a flush
