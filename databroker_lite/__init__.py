@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .catalog import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
+from .config import catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
 from .errors import (
     AmbiguousKey,
     CatalogError,
@@ -33,5 +34,6 @@ __all__ = [
     "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "InvalidDocument",
     "InvalidQuery", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
     "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
-    "TimeRange", "UnsupportedLayout", "open_catalog", "register_handler", "temp",
+    "TimeRange", "UnsupportedLayout", "catalog", "install_catalog", "open_catalog",
+    "register_handler", "temp", "uninstall_catalog",
 ]

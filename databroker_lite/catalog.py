@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import numbers
 import os
 import shutil
@@ -40,7 +41,7 @@ class Catalog(Mapping):
                  _index: Index | None = None, _queries: tuple = ()) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.mode = mode
-        self.root_map = dict(root_map or {})
+        self.root_map = {**_stored_root_map(self.directory), **dict(root_map or {})}
         self.name = name
         self._queries = tuple(_queries)
         if _index is None:
@@ -188,6 +189,25 @@ class Catalog(Mapping):
     def _repr_html_(self) -> str:
         from .html import catalog_html
         return catalog_html(self)
+
+
+CATALOG_CONFIG = "catalog.json"
+
+
+def _stored_root_map(directory: str) -> dict[str, str]:
+    """The root_map kept in ``<catalog>/catalog.json``; relative targets are relative to it."""
+    path = os.path.join(directory, CATALOG_CONFIG)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: unreadable catalog config ({exc})") from exc
+    rm = cfg.get("root_map") or {}
+    if not isinstance(rm, dict):
+        raise CatalogError(f"{path}: 'root_map' must be an object")
+    return {str(k): os.path.normpath(os.path.join(directory, v)) for k, v in rm.items()}
 
 
 def _ordinal(k: int) -> str:

@@ -86,3 +86,10 @@ class ReadOnlyCatalog(CatalogError, PermissionError):
 
 class InvalidQuery(DatabrokerLiteError, ValueError):
     """A search query uses an unknown operator or an unusable value."""
+
+
+class CatalogNotFound(DatabrokerLiteError, KeyError):
+    """No named catalog of that name is on the catalog search path."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

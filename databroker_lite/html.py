@@ -1,6 +1,8 @@
 """HTML reprs for Jupyter: catalogs, runs and streams at a glance."""
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -37,10 +39,16 @@ def run_html(run: Run) -> str:
     return "".join(parts)
 
 
+def _streams(value: object) -> str:
+    names = json.loads(value) if isinstance(value, str) else (value or [])
+    return ", ".join(names)
+
+
 def catalog_html(cat: Catalog) -> str:
-    rows = [[r["scan_id"], r["uid"][:8], r["time"] and __import__("datetime").datetime.fromtimestamp(
-        r["time"]).strftime("%Y-%m-%d %H:%M:%S"), r["plan_name"] or "", r["exit_status"] or "—"]
+    rows = [[r["scan_id"], r["uid"][:8], r["time"] and datetime.fromtimestamp(
+        r["time"]).strftime("%Y-%m-%d %H:%M:%S"), r["plan_name"] or "", r["exit_status"] or "—",
+             _streams(r.get("streams"))]
             for r in cat._newest(10)]
     title = escape(cat.name or cat.directory)
     return (f"<div><b>Catalog {title}</b>: {len(cat)} runs at <code>{escape(cat.directory)}</code>"
-            + _table(["scan_id", "uid", "start", "plan", "exit"], rows) + "</div>")
+            + _table(["scan_id", "uid", "start", "plan", "exit", "streams"], rows) + "</div>")

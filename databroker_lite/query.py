@@ -27,7 +27,16 @@ def json_path(key: str) -> str:
     return "$" + "".join('."' + part.replace('"', '""') + '"' for part in key.split("."))
 
 
+def _addressable(key: str) -> bool:
+    """Whether SQLite's JSON path syntax can name this key (it has no escape for '"')."""
+    return '"' not in key
+
+
 class _Compiler:
+    """Builds one WHERE clause. Every ``?`` is created by ``p()`` at the very place it
+    appears in the SQL text (f-strings evaluate left to right), so parameters always
+    line up with their placeholders."""
+
     def __init__(self) -> None:
         self.params: list[Any] = []
 
@@ -47,22 +56,29 @@ class _Compiler:
                     raise InvalidQuery(f"{key} takes a non-empty list of queries")
                 subs = [self.compile(c) for c in cond]
                 joined = (" AND " if key == "$and" else " OR ").join(f"({s})" for s in subs)
-                parts.append(f"NOT ({joined})" if key == "$nor" else f"({joined})")
+                parts.append(f"NOT COALESCE(({joined}), 0)" if key == "$nor" else f"({joined})")
             elif key.startswith("$"):
                 raise InvalidQuery(f"unknown top-level operator {key!r}; use $and, $or, $nor")
             else:
                 parts.append(self.field(key, cond))
         return " AND ".join(parts) if parts else "1"
 
-    # --- one field --------------------------------------------------------
-    def _expr(self, key: str) -> tuple[str, str]:
-        """(value expression, type expression) for a key."""
+    # --- one field: each call below adds its own parameter, in SQL-text order ----
+    def _val(self, key: str) -> str:
+        """SQL for the key's value (NULL when absent)."""
+        if key in COLUMNS:
+            return COLUMNS[key]
+        path = json_path(key)
+        return f"json_extract(start, {self.p(path)})" if _addressable(key) else "NULL"
+
+    def _type(self, key: str) -> str:
+        """SQL for the key's JSON type ('integer', 'real', 'text', 'array', ...; NULL when absent)."""
         if key in COLUMNS:
             col = COLUMNS[key]
-            return col, f"(CASE WHEN {col} IS NULL THEN NULL WHEN typeof({col})='integer' THEN 'integer' " \
-                        f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)"
+            return (f"(CASE WHEN {col} IS NULL THEN NULL WHEN typeof({col})='integer' THEN 'integer' "
+                    f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)")
         path = json_path(key)
-        return f"json_extract(start, {self.p(path)})", f"json_type(start, {self.p(path)})"
+        return f"json_type(start, {self.p(path)})" if _addressable(key) else "NULL"
 
     def field(self, key: str, cond: Any) -> str:
         if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
@@ -79,18 +95,18 @@ class _Compiler:
 
     def eq(self, key: str, value: Any) -> str:
         value = _normalise(key, value)
-        expr, typ = self._expr(key)
+        json_path(key)  # validate the key even where no path is needed
         if value is None:
-            return f"({typ} IS NULL OR {typ} = 'null')"
+            return f"({self._type(key)} IS NULL OR {self._type(key)} = 'null')"
         if isinstance(value, (list, dict)):
-            return f"({expr} = json({self.p(json.dumps(value))}))"
+            return f"({self._val(key)} = json({self.p(json.dumps(value))}))"
         if key in COLUMNS:
-            return f"({expr} = {self.p(value)})"
-        path = json_path(key)
-        typed = self._typed(value, typ)
-        return (f"(({typed} AND {expr} = {self.p(value)}) OR "
-                f"(json_type(start, {self.p(path)}) = 'array' AND EXISTS (SELECT 1 FROM "
-                f"json_each(start, {self.p(path)}) WHERE value = {self.p(value)} AND "
+            return f"({self._val(key)} = {self.p(value)})"
+        if not _addressable(key):
+            return "0"
+        return (f"(({self._typed(value, self._type(key))} AND {self._val(key)} = {self.p(value)}) OR "
+                f"({self._type(key)} = 'array' AND EXISTS (SELECT 1 FROM "
+                f"json_each(start, {self.p(json_path(key))}) WHERE value = {self.p(value)} AND "
                 f"{self._typed(value, 'type')})))")
 
     def _typed(self, value: Any, typ: str) -> str:
@@ -101,40 +117,44 @@ class _Compiler:
         return f"{typ} = 'text'"
 
     def op(self, key: str, op: str, arg: Any, cond: Mapping) -> str:
-        expr, typ = self._expr(key)
+        # Negations use COALESCE(x, 0): SQL's NOT NULL is NULL, but a run without the key
+        # is "not equal" / "not in", as in MongoDB.
         if op == "$eq":
             return self.eq(key, arg)
         if op == "$ne":
-            return f"NOT {self.eq(key, arg)}"
+            return f"NOT COALESCE({self.eq(key, arg)}, 0)"
         if op in ("$in", "$nin"):
             if not isinstance(arg, (list, tuple, set)):
                 raise InvalidQuery(f"{op} on {key!r} takes a list, got {arg!r}")
             if not arg:
                 return "0" if op == "$in" else "1"
             any_of = " OR ".join(self.eq(key, v) for v in arg)
-            return f"({any_of})" if op == "$in" else f"NOT ({any_of})"
+            return f"({any_of})" if op == "$in" else f"NOT COALESCE(({any_of}), 0)"
         if op in _CMP:
             arg = _normalise(key, arg)
             if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
                 raise InvalidQuery(f"{op} on {key!r} compares numbers or strings, got {arg!r}")
-            return f"({self._typed(arg, typ)} AND {expr} {_CMP[op]} {self.p(arg)})"
+            return f"({self._typed(arg, self._type(key))} AND {self._val(key)} {_CMP[op]} {self.p(arg)})"
         if op == "$exists":
-            return f"({typ} IS NOT NULL)" if arg else f"({typ} IS NULL)"
+            return f"({self._type(key)} IS NOT NULL)" if arg else f"({self._type(key)} IS NULL)"
         if op == "$regex":
             flags = _regex_flags(cond.get("$options", ""))
             pattern = arg.pattern if isinstance(arg, re.Pattern) else arg
             if not isinstance(pattern, str):
                 raise InvalidQuery(f"$regex on {key!r} takes a string, got {arg!r}")
+            if isinstance(arg, re.Pattern):
+                flags |= arg.flags & (re.I | re.M | re.S | re.X)
             try:
                 re.compile(pattern, flags)
             except re.error as exc:
                 raise InvalidQuery(f"$regex on {key!r}: {pattern!r} is not a valid regular "
                                    f"expression ({exc})") from None
-            return f"({typ} = 'text' AND db_regexp({self.p(pattern)}, {self.p(flags)}, {expr}))"
+            return (f"({self._type(key)} = 'text' AND "
+                    f"db_regexp({self.p(pattern)}, {self.p(flags)}, {self._val(key)}))")
         if op == "$not":
             if not isinstance(arg, Mapping):
                 raise InvalidQuery(f"$not on {key!r} takes an operator dict")
-            return f"NOT ({self.field(key, arg)})"
+            return f"NOT COALESCE(({self.field(key, arg)}), 0)"
         raise InvalidQuery(f"unknown operator {op!r}")
 
 

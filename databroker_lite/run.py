@@ -98,6 +98,23 @@ class Run:
                                       "with stream.read() instead")
         return self._reader().documents()
 
+    def resources(self) -> list[dict]:
+        """The run's resource and stream_resource documents (where its external data is)."""
+        r = self._reader()
+        return [d for kind in ("resource", "stream_resource") for _, d, _ in r.side_documents(kind)]
+
+    def datums(self) -> list[dict]:
+        """The run's datum and stream_datum documents."""
+        r = self._reader()
+        return [d for kind in ("datum", "stream_datum") for _, d, _ in r.side_documents(kind)]
+
+    def export(self, fmt: str, dest: str | os.PathLike,
+               streams: list[str] | None = None) -> list[str]:
+        """Write this run as ``csv``, ``json``, ``spec`` or ``nexus`` files under ``dest``;
+        return the paths written. See :func:`databroker_lite.export.export`."""
+        from .export import export
+        return export(self, fmt, dest, streams=streams)
+
     def __repr__(self) -> str:
         r = self._reader()
         stop = r.stop or {}

@@ -43,12 +43,19 @@ def _attrs(col: Column) -> dict:
     return out
 
 
-def _load_blocks(refs: tuple, shape: tuple, key: str, run_uid: str, n_rows: int) -> np.ndarray:
-    """One dask chunk of an external column: several events or one stream block."""
+def _load_blocks(refs: tuple, shape: tuple, key: str, run_uid: str, n_rows: int,
+                 dtype: str | None = None) -> np.ndarray:
+    """One dask chunk of an external column: several events or one stream block.
+
+    The block is cast to the declared ``dtype``, as read() does: dask trusts that
+    every chunk has the dtype of the array.
+    """
     parts = [load_external(r, shape, key, run_uid) for r in refs]
     if refs and refs[0].spec.startswith("stream:"):
-        return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    return np.stack(parts) if parts else np.zeros((0, *shape))
+        out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    else:
+        out = np.stack(parts) if parts else np.zeros((0, *shape))
+    return out if dtype is None else out.astype(dtype, copy=False)
 
 
 class Stream:
@@ -65,7 +72,7 @@ class Stream:
         return f"<Stream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, columns {list(cols)}>"
 
     def __len__(self) -> int:
-        return sum(self._reader.n_events(s) for s in self.segments)
+        return sum(self._rows(s) for s in self.segments)  # rows of stream_datum-only streams too
 
     @property
     def metadata(self) -> dict:
@@ -118,6 +125,11 @@ class Stream:
             pieces = [self._segment_column(seg, col, lazy) for seg in self.segments]
             if lazy:
                 arr = da.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+                if _is_text(col):
+                    # dask assembles chunks into an array of the FIRST chunk's dtype, so
+                    # '<U3' then '<U4' chunks would truncate: keep str objects per chunk and
+                    # turn them into one '<U' array in a single final task (text is small).
+                    arr = arr.rechunk(-1).map_blocks(_text_block, dtype=np.dtype("U1"))
             else:
                 arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
             data_vars[key] = xr.Variable(_dims(col), arr, attrs=_attrs(col))
@@ -140,19 +152,21 @@ class Stream:
         if col.external:
             return self._external(seg, col, n, lazy)
         info = self._reader.dataset_info(seg, col.key)
-        text = col.dtype.kind == "O" and not col.variable
+        text = _is_text(col)
         dtype = np.dtype("U") if text else col.dtype
         if info is None:  # a descriptor without events yet
             shape = (0, *(s or 0 for s in col.shape)) if not col.variable else (0,)
-            z = np.zeros(shape, dtype=dtype)
+            z = np.zeros(shape, dtype=object if text and lazy else dtype)
             return da.from_array(z, chunks=z.shape or (0,)) if lazy else z
         name, stored_shape, chunks = info
         shape = (n, *stored_shape[1:])
         if not lazy:
             out = self._reader.read_column(seg, col.key, slice(0, n))
             return out.astype(str) if text and out.size else (np.zeros(shape, "U1") if text else out)
+        if text:  # str objects per chunk; _build makes them '<U' once assembled
+            dtype = np.dtype(object)
         proxy = LazyDataset(self._reader.path, name, shape, dtype,
-                            finished=self._reader.finished, text=text)
+                            finished=self._reader.finished)
         chunks = _dask_chunks(shape, chunks, dtype)
         return da.from_array(proxy, chunks=chunks, asarray=False, fancy=False,
                              name=f"{col.key}-{tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
@@ -165,7 +179,7 @@ class Stream:
         elif col.dtype.kind in "iub":
             arr = np.full(shape, np.nan)
         else:
-            arr = np.full(shape, "", dtype="U1")
+            arr = np.full(shape, "", dtype=object if lazy else "U1")
         return da.from_array(arr, chunks=arr.shape) if lazy else arr
 
     # --- external data -------------------------------------------------------
@@ -209,7 +223,9 @@ class Stream:
         if not lazy:
             if stream:
                 parts = [load_external(r, (None, *shape), col.key, uid) for r in refs]
-                return np.concatenate(parts) if parts else np.zeros((0, *shape), col.dtype)
+                if not parts:
+                    return np.zeros((0, *(s or 0 for s in shape)), col.dtype)
+                return np.concatenate(parts).astype(col.dtype, copy=False)
             if not refs:
                 return np.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
             return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
@@ -219,11 +235,12 @@ class Stream:
         if stream:
             for i, r in enumerate(refs):
                 a, b = json.loads(r.datum_kwargs)
-                dsk[(name, i, *zeros)] = (_load_blocks, (r,), (None, *shape), col.key, uid, b - a)
+                dsk[(name, i, *zeros)] = (_load_blocks, (r,), (None, *shape), col.key, uid, b - a,
+                                          col.dtype.str)
                 row_chunks.append(b - a)
         else:
             for i, r in enumerate(refs):
-                dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, 1)
+                dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, 1, col.dtype.str)
                 row_chunks.append(1)
         if not row_chunks:
             return da.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
@@ -238,10 +255,16 @@ class Stream:
         cols = self._reader.columns(self.name)
         data = {}
         for key in cols:
-            parts = [self._reader.read_timestamps(seg, key) if key in seg.descriptor["data_keys"]
-                     else np.full(self._rows(seg), np.nan) for seg in self.segments]
+            parts = [self._seg_timestamps(seg, key) for seg in self.segments]
             data[key] = ("time", np.concatenate(parts) if parts else np.zeros(0))
         return xr.Dataset(data, coords={"time": ("time", self._times())})
+
+    def _seg_timestamps(self, seg: Segment, key: str) -> np.ndarray:
+        n = self._rows(seg)
+        ts = (self._reader.read_timestamps(seg, key) if key in seg.descriptor["data_keys"]
+              else np.zeros(0))
+        # stream_datum rows without events have no per-key timestamps: NaN, one per row
+        return ts if len(ts) == n else np.full(n, np.nan)
 
     @property
     def config(self) -> Mapping[str, xr.Dataset]:
@@ -266,6 +289,15 @@ class Stream:
     def _repr_html_(self) -> str:
         from .html import stream_html
         return stream_html(self)
+
+
+def _is_text(col: Column) -> bool:
+    return col.dtype.kind == "O" and not col.variable
+
+
+def _text_block(block: np.ndarray) -> np.ndarray:
+    """str objects -> a '<U' array, as read() gives them (at least '<U1')."""
+    return block.astype(str) if block.size else np.zeros(block.shape, dtype="U1")
 
 
 def _dask_chunks(shape: tuple, h5chunks: tuple | None, dtype: np.dtype) -> tuple:

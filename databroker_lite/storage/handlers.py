@@ -45,6 +45,9 @@ class AreaDetectorHDF5Handler:
                 f"{ds.shape[0]}")
         return ds[start:stop]
 
+    def get_file_list(self, datum_kwargs: list[dict]) -> list[str]:
+        return [self.filename]
+
 
 class NpySeqHandler:
     """NPY_SEQ (ophyd.sim's img): one ``<path>_<index>.npy`` file per datum."""
@@ -59,6 +62,9 @@ class NpySeqHandler:
         if not os.path.exists(path):
             raise FileNotFoundError(path)
         return np.load(path, allow_pickle=False)
+
+    def get_file_list(self, datum_kwargs: list[dict]) -> list[str]:
+        return [f"{self.base}_{kw['index']}.npy" for kw in datum_kwargs]
 
 
 def _h5_dataset(path: str, name: str):

@@ -1,0 +1,108 @@
+"""Measurements that need a fresh interpreter: peak RSS and cold catalog opens.
+
+Run as ``python -m benchmarks._child TASK JSON_KWARGS``; prints one JSON line.
+Peak RSS is VmHWM from /proc/self/status (falling back to getrusage). Before the
+measured operation the high-water mark is reset (``/proc/self/clear_refs``), so
+``peak_mb`` is the process's peak during the operation and ``op_mb`` what the
+operation added on top of the imports and open file handles.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_kb() -> int:
+    hwm = _status_kb("VmHWM")
+    if hwm is not None:
+        return hwm
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _measure(op) -> dict:
+    reset = _reset_peak()
+    before = _status_kb("VmRSS") or _peak_kb()
+    t0 = time.perf_counter()
+    result = op()
+    dt = time.perf_counter() - t0
+    peak = _peak_kb()
+    out = {"seconds": dt, "peak_mb": peak / 1024, "before_mb": before / 1024,
+           "op_mb": (peak - before) / 1024, "peak_reset": reset,
+           "nbytes_mb": getattr(result, "nbytes", 0) / 2**20}
+    del result
+    return out
+
+
+def task_read(kind: str, directory: str = "", uid: str = "", path: str = "", name: str = "",
+              frame: int | None = None, field: str = "img") -> dict:
+    """A full read (frame None) or one frame, by databroker_lite or by raw h5py."""
+    if kind == "ours":
+        import databroker_lite
+        run = databroker_lite.open_catalog(directory, "r")[uid]
+        if frame is None:
+            return _measure(lambda: run.primary.read()[field].data)
+        return _measure(lambda: run.primary.to_dask()[field][frame].compute().data)
+    import h5py
+    f = h5py.File(path, "r")
+    ds = f[name]
+    if frame is None:
+        return _measure(lambda: ds[:])
+    return _measure(lambda: ds[frame])
+
+
+def task_open_catalog(directory: str) -> dict:
+    """Seconds to import databroker_lite and for open_catalog() to return, cold process."""
+    t0 = time.perf_counter()
+    import databroker_lite
+    t1 = time.perf_counter()
+    cat = databroker_lite.open_catalog(directory)
+    t2 = time.perf_counter()
+    n = len(cat)
+    return {"import_s": t1 - t0, "open_s": t2 - t1, "n": n}
+
+
+def task_open_sqlite(index: str) -> dict:
+    """The baseline: sqlite3.connect plus a count, cold process."""
+    t0 = time.perf_counter()
+    import sqlite3
+    t1 = time.perf_counter()
+    conn = sqlite3.connect(index)
+    n = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    t2 = time.perf_counter()
+    return {"import_s": t1 - t0, "open_s": t2 - t1, "n": n}
+
+
+TASKS = {"read": task_read, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
+
+
+def main(argv: list[str]) -> None:
+    task, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    out: Any = TASKS[task](**kwargs)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,162 @@
+"""Reading: a scalar table with read(), and an image stack frame by frame and whole."""
+from __future__ import annotations
+
+import os
+import time
+
+import event_model
+import h5py
+import numpy as np
+
+import databroker_lite
+
+from ._common import Baseline, Figure, in_child, timeit
+
+
+def write_scalar_run(cat: databroker_lite.Catalog, n_events: int, n_cols: int,
+                     rng: np.random.Generator) -> tuple[str, np.ndarray]:
+    """One run with ``n_events`` events of ``n_cols`` float columns; returns (uid, values)."""
+    values = rng.random((n_events, n_cols))
+    keys = [f"c{i}" for i in range(n_cols)]
+    bundle = event_model.compose_run(metadata={"plan_name": "count", "scan_id": 1})
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(
+        name="primary", data_keys={k: {"dtype": "number", "shape": [], "source": "sim"} for k in keys})
+    cat.insert("descriptor", desc.descriptor_doc)
+    now = time.time()
+    for i in range(n_events):
+        row = values[i]
+        cat.insert("event", desc.compose_event(
+            data={k: float(row[j]) for j, k in enumerate(keys)},
+            timestamps={k: now + i for k in keys}, seq_num=i + 1))
+    cat.insert("stop", bundle.compose_stop())
+    return bundle.start_doc["uid"], values
+
+
+def image_documents(stack: np.ndarray, scan_id: int = 1) -> list[tuple[str, dict]]:
+    """The documents of one run whose events carry the frames of ``stack`` as array data."""
+    _, h, w = stack.shape
+    bundle = event_model.compose_run(metadata={"plan_name": "count", "scan_id": scan_id})
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [h, w], "dtype_numpy": stack.dtype.str, "source": "sim"}})
+    docs = [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc)]
+    now = time.time()
+    for k in range(len(stack)):
+        docs.append(("event", desc.compose_event(data={"img": stack[k]}, timestamps={"img": now + k},
+                                                 seq_num=k + 1)))
+    docs.append(("stop", bundle.compose_stop()))
+    return docs
+
+
+def make_stack(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 4096, size=(n, h, w), dtype=np.uint16)
+
+
+def bench_scalar(tmp: str, repeat: int, rng: np.random.Generator) -> list[Figure]:
+    """Issue 2, item 1: read() of a 1,000-event, 10-column float stream vs raw h5py."""
+    n_events, n_cols = 1000, 10
+    cat = databroker_lite.open_catalog(os.path.join(tmp, "scalar"))
+    uid, values = write_scalar_run(cat, n_events, n_cols, rng)
+    run = cat[uid]
+    seg = run.primary.segments[0]
+    names = [f"{seg.group}/data/c{i}" for i in range(n_cols)]
+    ds = run.primary.read()
+    assert ds["c3"].shape == (n_events,) and np.array_equal(ds["c3"].values, values[:, 3])
+    assert ds.sizes["time"] == n_events
+
+    def h5_read(f: h5py.File) -> list[np.ndarray]:
+        return [f[f"{seg.group}/time"][:], *(f[n][:] for n in names)]
+
+    f = h5py.File(run.path, "r")
+    try:
+        assert np.array_equal(h5_read(f)[4], values[:, 3])
+        base_open = timeit(lambda: h5_read(f), repeat * 4, warmup=2)
+        ours_open = timeit(lambda: run.primary.read(), repeat * 4, warmup=2)
+    finally:
+        f.close()
+
+    def h5_cold() -> None:
+        with h5py.File(run.path, "r") as g:
+            h5_read(g)
+    base_cold = timeit(h5_cold, repeat * 4, warmup=1)
+    ours_cold = timeit(lambda: cat[uid].primary.read(), repeat * 4, warmup=1)
+    label = f"{n_events} events x {n_cols} float columns"
+    return [
+        Figure("1. scalar read", f"run.primary.read(), {label}", "s", ours_open,
+               [Baseline("h5py: 11 datasets [:] (file open)", base_open)], ("ratio", 2.0),
+               note="run object already in hand; baseline reads time + 10 columns from the same file"),
+        Figure("1. scalar read", "cat[uid].primary.read() from scratch", "s", ours_cold,
+               [Baseline("h5py: File() + 11 datasets [:]", base_cold)], ("ratio", 2.0)),
+    ]
+
+
+def bench_images(tmp: str, repeat: int, n: int, h: int, w: int,
+                 rng: np.random.Generator) -> list[Figure]:
+    """Issue 2, item 2: one frame via to_dask() and the whole stack via read(), vs h5py."""
+    stack = make_stack(n, h, w, rng)
+    directory = os.path.join(tmp, "images")
+    cat = databroker_lite.open_catalog(directory)
+    for name, doc in image_documents(stack):
+        cat.writer(name, doc)
+    uid = cat[-1].uid
+    run = cat[uid]
+    seg = run.primary.segments[0]
+    dsname = f"{seg.group}/data/img"
+    f = h5py.File(run.path, "r")
+    h5ds = f[dsname]
+    label = f"{n} x {h} x {w} uint16"
+    frames = rng.permutation(n)[: min(n, 16)]
+    lazy = run.primary.to_dask()
+    for k in frames[:3]:
+        assert np.array_equal(lazy["img"][int(k)].compute().values, stack[k])
+    try:
+        def each_frame(get):
+            def go():
+                for k in frames:
+                    get(int(k))
+            return go
+
+        per = len(frames)
+        base = [t / per for t in timeit(each_frame(lambda k: h5ds[k]), repeat, warmup=1)]
+        incl = [t / per for t in timeit(
+            each_frame(lambda k: run.primary.to_dask()["img"][k].compute()), repeat, warmup=1)]
+        excl = [t / per for t in timeit(each_frame(lambda k: lazy["img"][k].compute()), repeat, warmup=1)]
+        full_base = timeit(lambda: h5ds[:], repeat, warmup=1)
+        full = timeit(lambda: run.primary.read(), repeat, warmup=1)
+        assert np.array_equal(run.primary.read()["img"].values, stack)
+    finally:
+        f.close()
+
+
+    rss = {}
+    for kind in ("ours", "h5py"):
+        for frame in (None, int(frames[0])):
+            samples = [in_child("read", kind=kind, directory=directory, uid=uid, path=run.path,
+                                name=dsname, frame=frame) for _ in range(max(1, min(repeat, 3)))]
+            rss[kind, frame] = samples
+    sec = "2. image stack read"
+    figs = [
+        Figure(sec, f"to_dask()['img'][k].compute() incl. to_dask(), {label}", "s", incl,
+               [Baseline("h5py: ds[k]", base)], ("ratio", 2.0),
+               note=f"per frame, averaged over {per} different frames per sample"),
+        Figure(sec, "lazy['img'][k].compute() (to_dask() built once)", "s", excl,
+               [Baseline("h5py: ds[k]", base)], ("ratio", 2.0)),
+        Figure(sec, f"run.primary.read() of the whole stack ({stack_mb(n, h, w):.0f} MB)", "s", full,
+               [Baseline("h5py: ds[:]", full_base)], ("ratio", 1.3)),
+    ]
+    for frame, what in ((None, "read() whole stack"), (int(frames[0]), "one frame via to_dask()")):
+        ours, theirs = rss["ours", frame], rss["h5py", frame]
+        figs.append(Figure(sec, f"peak RSS added by {what} (fresh process)", "MB",
+                           [s["op_mb"] for s in ours],
+                           [Baseline("h5py equivalent", [s["op_mb"] for s in theirs])],
+                           note=(f"whole-process peak: ours {np.median([s['peak_mb'] for s in ours]):.0f} MB, "
+                                 f"h5py {np.median([s['peak_mb'] for s in theirs]):.0f} MB "
+                                 "(ours imports xarray and dask)")))
+        figs.append(Figure(sec, f"{what}, time in a fresh process", "s",
+                           [s["seconds"] for s in ours],
+                           [Baseline("h5py equivalent", [s["seconds"] for s in theirs])]))
+    return figs
+
+
+def stack_mb(n: int, h: int, w: int) -> float:
+    return n * h * w * 2 / 2**20

@@ -1,0 +1,224 @@
+"""NeXus export: one HDF5 NeXus file per run (NXentry, NXdata with signal/axes, metadata)."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._common import ExportWriter, dumps, plain, run_prefix
+from .spec import plan_description
+
+_STR = h5py.string_dtype()
+
+
+def _iso(t: float | None) -> str:
+    return datetime.fromtimestamp(t if t is not None else 0, tz=timezone.utc).isoformat()
+
+
+def _nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    g = parent.require_group(name)
+    g.attrs["NX_class"] = nx_class
+    return g
+
+
+def _h5name(key: str) -> str:
+    return str(key).replace("/", "_") or "_"
+
+
+def write_collection(group: h5py.Group, mapping: dict) -> None:
+    """``mapping`` as an NXcollection: dicts become subgroups; numbers, strings and
+    homogeneous lists become datasets; anything else is stored as a JSON string."""
+    for key, value in mapping.items():
+        name = _h5name(key)
+        if isinstance(value, dict):
+            write_collection(_nx_group(group, name, "NXcollection"), value)
+            continue
+        v = plain(value)
+        arr = None
+        if isinstance(v, (bool, int, float)) or (
+                isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            arr = np.asarray(v)
+        elif isinstance(v, str):
+            group.create_dataset(name, data=v, dtype=_STR)
+            continue
+        elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            group.create_dataset(name, data=v, dtype=_STR)
+            continue
+        if arr is not None and arr.dtype.kind in "iufb":
+            group.create_dataset(name, data=arr)
+        else:
+            ds = group.create_dataset(name, data=dumps(value), dtype=_STR)
+            ds.attrs["encoding"] = "json"
+
+
+class NexusWriter(ExportWriter):
+    """Write each run as a NeXus HDF5 file ``scan<scan_id>_<uid8>.nxs`` in ``directory``.
+
+    Layout (``NX_class`` attributes on every group; the root's ``default`` is ``entry``)::
+
+        /entry                      NXentry: title, entry_identifier (uid), start_time,
+                                             end_time, exit_status, plan_name
+          /data                     NXdata of the primary stream: ``signal`` (the first
+                                    hinted detector), ``axes`` (the plan's
+                                    start["hints"]["dimensions"], else the motors, else time)
+          /instrument               NXinstrument: name (beamline_id), /bluesky_streams ->
+          /sample                   NXsample: from start["sample"]
+          /bluesky                  NXcollection: start (as an NXcollection), start_json,
+                                    stop_json, descriptors_json
+            /streams/<stream>       NXcollection: time and one dataset per data key
+
+    Datasets grow as events arrive and the file is flushed after each page.
+    """
+
+    def __init__(self, directory: str | os.PathLike, stream: str = "primary") -> None:
+        super().__init__()
+        self.directory = os.fspath(directory)
+        self.stream = stream
+        os.makedirs(self.directory, exist_ok=True)
+        self._f: h5py.File | None = None
+        self._nrows: dict[str, int] = {}
+
+    @property
+    def _entry(self) -> h5py.Group:
+        assert self._f is not None
+        return self._f["entry"]
+
+    def start(self, doc: dict) -> dict:
+        self.close()
+        super().start(doc)
+        path = os.path.join(self.directory, run_prefix(doc) + ".nxs")
+        f = self._f = h5py.File(path, "w")
+        self._wrote(path)
+        self._nrows = {}
+        f.attrs.update(NX_class="NXroot", default="entry", creator="databroker_lite",
+                       file_name=os.path.basename(path), file_time=_iso(doc.get("time")),
+                       HDF5_Version=h5py.version.hdf5_version, h5py_version=h5py.version.version)
+        e = _nx_group(f, "entry", "NXentry")
+        e.attrs["default"] = "data"
+        e["title"] = f"scan {doc.get('scan_id', '?')}: {plan_description(doc)}"
+        e["entry_identifier"] = doc["uid"]
+        e["start_time"] = _iso(doc.get("time"))
+        e["plan_name"] = str(doc.get("plan_name", ""))
+        e["program_name"] = "bluesky"
+        inst = _nx_group(e, "instrument", "NXinstrument")
+        inst["name"] = str(doc.get("beamline_id") or doc.get("instrument") or "unknown")
+        sample = _nx_group(e, "sample", "NXsample")
+        s = doc.get("sample")
+        if isinstance(s, dict):
+            write_collection(sample, s)
+        elif s is not None:
+            sample["name"] = str(s)
+        bs = _nx_group(e, "bluesky", "NXcollection")
+        bs.create_dataset("start_json", data=dumps(doc), dtype=_STR)
+        write_collection(_nx_group(bs, "start", "NXcollection"), doc)
+        streams = _nx_group(bs, "streams", "NXcollection")
+        inst["bluesky_streams"] = h5py.SoftLink(streams.name)
+        f.flush()
+        return doc
+
+    def descriptor(self, doc: dict) -> dict:
+        super().descriptor(doc)
+        if self._f is None:
+            return doc
+        name = doc.get("name", "primary")
+        _nx_group(self._entry["bluesky/streams"], _h5name(name), "NXcollection")
+        self._nrows.setdefault(name, 0)
+        self._set_json("descriptors_json", self.run_metadata()["descriptors"])
+        return doc
+
+    def _set_json(self, name: str, value: Any) -> None:
+        bs = self._entry["bluesky"]
+        if name in bs:
+            del bs[name]
+        bs.create_dataset(name, data=dumps(value), dtype=_STR)
+
+    def _append(self, g: h5py.Group, key: str, values: Any, at: int, dk: dict | None) -> None:
+        arr = np.asarray(plain(values) if isinstance(values, list) and values
+                         and isinstance(values[0], str) else values)
+        if arr.dtype.kind in "OUS":
+            arr = np.asarray([str(x) for x in arr.ravel()], dtype=object).reshape(arr.shape)
+            dtype: Any = _STR
+        else:
+            dtype = arr.dtype
+        name = _h5name(key)
+        if name not in g:
+            fill = np.nan if arr.dtype.kind == "f" else (b"" if dtype is _STR else 0)
+            row = int(np.prod(arr.shape[1:], dtype=np.int64)) * max(arr.dtype.itemsize, 8)
+            chunk_rows = max(1, min(1024, (1 << 16) // max(row, 1)))  # ~64 kB chunks
+            ds = g.create_dataset(name, shape=(0, *arr.shape[1:]), maxshape=(None, *arr.shape[1:]),
+                                  dtype=dtype, chunks=(chunk_rows, *arr.shape[1:]), fillvalue=fill)
+            for a in ("units", "source", "dtype", "precision"):
+                if dk and a in dk:
+                    ds.attrs[a] = str(dk[a])
+        ds = g[name]
+        if arr.shape[1:] != ds.shape[1:]:
+            raise ValueError(f"{key!r}: rows of shape {arr.shape[1:]} after rows of shape "
+                             f"{ds.shape[1:]} (file {self._f.filename if self._f else '?'})")
+        ds.resize(at + len(arr), axis=0)
+        ds[at:at + len(arr)] = arr
+
+    def rows(self, descriptor: dict, page: dict) -> None:
+        if self._f is None:
+            return
+        name = descriptor.get("name", "primary")
+        g = self._entry["bluesky/streams"][_h5name(name)]
+        at = self._nrows[name]
+        self._append(g, "time", np.asarray(page["time"], dtype=float), at, {"units": "s"})
+        for key, values in page["data"].items():
+            self._append(g, key, values, at, descriptor["data_keys"].get(key))
+        self._nrows[name] = at + len(page["time"])
+        if name == self.stream and "data" not in self._entry:
+            self._nxdata(g)
+        self._f.flush()
+
+    def _nxdata(self, g: h5py.Group) -> None:
+        start = self._start or {}
+        numeric = [k for k in g if g[k].dtype.kind in "iufb"]
+        axes: list[str] = []
+        for fields, stream in (start.get("hints") or {}).get("dimensions", []) or []:
+            if stream == self.stream:
+                axes += [_h5name(f) for f in fields if _h5name(f) in numeric]
+        if not axes:
+            axes = [_h5name(m) for m in start.get("motors", []) or [] if _h5name(m) in numeric]
+        axes = list(dict.fromkeys(axes)) or ["time"]
+        hinted = [_h5name(f) for d in self._descriptors.values() if d.get("name") == self.stream
+                  for h in (d.get("hints") or {}).values() for f in h.get("fields", [])]
+        candidates = [k for k in hinted if k in numeric and k not in axes]
+        candidates += [k for k in numeric if k not in axes and k != "time"]
+        if not candidates:
+            return
+        signal = candidates[0]
+        d = _nx_group(self._entry, "data", "NXdata")
+        for k in dict.fromkeys([signal, *axes]):
+            d[k] = g[k]  # hard links: the same growing datasets
+        d.attrs["signal"] = signal
+        d.attrs["axes"] = [axes[0]] + ["."] * (g[signal].ndim - 1)
+        for a in axes:
+            d.attrs[f"{a}_indices"] = 0
+
+    def _end(self, stop: dict | None) -> None:
+        if self._f is None:
+            return
+        e = self._entry
+        if stop is not None:
+            e["end_time"] = _iso(stop.get("time"))
+            e["exit_status"] = str(stop.get("exit_status", ""))
+            if stop.get("reason"):
+                e["exit_reason"] = str(stop["reason"])
+            self._set_json("stop_json", stop)
+        else:
+            e["exit_status"] = "incomplete (no stop document)"
+        self._set_json("descriptors_json", self.run_metadata()["descriptors"])
+        self._f.close()
+        self._f = None
+
+    def stop(self, doc: dict) -> dict:
+        super().stop(doc)
+        self._end(doc)
+        return doc
+
+    def close(self) -> None:
+        self._end(None)

@@ -1,0 +1,328 @@
+"""Catalog look-ups, modes and repr (SPEC section 4)."""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import event_model
+import numpy as np
+import pytest
+
+import databroker_lite
+from databroker_lite import (
+    AmbiguousKey,
+    CatalogError,
+    DuplicateScanIDWarning,
+    ReadOnlyCatalog,
+    Run,
+    RunNotFound,
+)
+from databroker_lite.errors import DatabrokerLiteError
+
+T0 = 1_600_000_000.0  # 2020-09-13, a fixed epoch so run order is known
+
+
+def add_run(cat: databroker_lite.Catalog, *, scan_id: int | None = 1, t: float = T0,
+            uid: str | None = None, plan_name: str = "count", n: int = 2, stop: bool = True,
+            **md) -> str:
+    """Insert a small run (one 'primary' stream, ``n`` events of det) and return its uid."""
+    meta = {"plan_name": plan_name, "detectors": ["det"], **md}
+    if scan_id is not None:
+        meta["scan_id"] = scan_id
+    bundle = event_model.compose_run(uid=uid, time=t, metadata=meta)
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(
+        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}, time=t)
+    cat.insert("descriptor", desc.descriptor_doc)
+    for i in range(n):
+        cat.insert("event", desc.compose_event(data={"det": float(i)}, timestamps={"det": t + i},
+                                               seq_num=i + 1, time=t + i))
+    if stop:
+        cat.insert("stop", bundle.compose_stop(time=t + n))
+    return bundle.start_doc["uid"]
+
+
+@pytest.fixture
+def cat(tmp_path) -> databroker_lite.Catalog:
+    return databroker_lite.open_catalog(tmp_path / "cat")
+
+
+@pytest.fixture
+def five(cat) -> tuple[databroker_lite.Catalog, list[str]]:
+    """Five runs, scan_ids 101..105, inserted in time order (oldest first)."""
+    uids = [add_run(cat, scan_id=101 + i, t=T0 + 100 * i) for i in range(5)]
+    return cat, uids
+
+
+# --- mapping basics -------------------------------------------------------------
+
+def test_len_iter_contains_items(five):
+    cat, uids = five
+    assert len(cat) == 5
+    assert list(cat) == uids  # oldest first
+    assert uids[2] in cat
+    assert "not-a-uid" not in cat
+    assert 103 not in cat  # membership is by uid, never by scan_id
+    items = list(cat.items())
+    assert [k for k, _ in items] == uids
+    assert all(isinstance(r, Run) and r.uid == k for k, r in items)
+    assert items[0][1].metadata["start"]["scan_id"] == 101
+
+
+def test_iteration_order_follows_time_not_insertion(cat):
+    late = add_run(cat, scan_id=1, t=T0 + 50)
+    early = add_run(cat, scan_id=2, t=T0)
+    assert list(cat) == [early, late]
+    assert cat[-1].uid == late
+
+
+def test_empty_catalog(cat):
+    assert len(cat) == 0
+    assert list(cat) == []
+    with pytest.raises(RunNotFound, match="0 run"):
+        cat[-1]
+
+
+# --- look-ups -----------------------------------------------------------------
+
+def test_scan_id_lookup(five):
+    cat, uids = five
+    run = cat[103]
+    assert run.uid == uids[2]
+    assert run.metadata["start"]["scan_id"] == 103
+    assert run.primary.read()["det"].values.tolist() == [0.0, 1.0]
+
+
+def test_negative_index_is_kth_most_recent(five):
+    cat, uids = five
+    assert cat[-1].uid == uids[-1]
+    assert cat[-2].uid == uids[-2]
+    assert cat[-5].uid == uids[0]
+    with pytest.raises(RunNotFound, match="6th most recent"):
+        cat[-6]
+
+
+def test_uid_and_unique_prefix(cat):
+    a = add_run(cat, uid="777b44a0-1111-4111-8111-111111111111", scan_id=1, t=T0)
+    b = add_run(cat, uid="888c55b0-2222-4222-8222-222222222222", scan_id=2, t=T0 + 1)
+    assert cat[a].uid == a
+    assert cat["777b44a"].uid == a
+    assert cat["888c"].uid == b
+    assert cat[b[:20]].uid == b
+
+
+def test_ambiguous_prefix_lists_candidates(cat):
+    a = add_run(cat, uid="abc12300-1111-4111-8111-111111111111", scan_id=7, t=T0, plan_name="scan")
+    b = add_run(cat, uid="abc12399-2222-4222-8222-222222222222", scan_id=8, t=T0 + 60,
+                plan_name="rel_scan")
+    with pytest.raises(AmbiguousKey) as info:
+        cat["abc123"]
+    msg = str(info.value)
+    assert a in msg and b in msg
+    assert "scan_id=7" in msg and "scan_id=8" in msg
+    assert "plan=scan" in msg and "plan=rel_scan" in msg
+    assert re.search(r"time=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", msg)
+    assert {c["uid"] for c in info.value.candidates} == {a, b}
+    assert isinstance(info.value, KeyError)
+    assert isinstance(info.value, DatabrokerLiteError)
+    assert cat["abc1230"].uid == a  # one more character disambiguates
+
+
+def test_missing_key_says_nothing_matched(five):
+    cat, _ = five
+    with pytest.raises(RunNotFound, match="no run has scan_id 999"):
+        cat[999]
+    with pytest.raises(RunNotFound, match="no run has a uid starting with 'zzz'"):
+        cat["zzz"]
+    with pytest.raises(KeyError):  # plain KeyError handlers catch both kinds
+        cat["zzz"]
+    with pytest.raises(KeyError):
+        cat[999]
+    assert cat.get(999) is None
+    assert cat.get("zzz", "dflt") == "dflt"
+
+
+def test_string_is_never_a_scan_id(cat):
+    add_run(cat, scan_id=554, uid="c6b461f7-53aa-4b9b-9b6c-000000000554")
+    assert cat[554].metadata["start"]["scan_id"] == 554
+    with pytest.raises(RunNotFound) as info:
+        cat["554"]
+    msg = str(info.value)
+    assert "'554'" in msg
+    assert "scan_id use an int" in msg  # the hint
+
+
+def test_digit_string_that_is_a_uid_prefix_is_a_uid(cat):
+    u = add_run(cat, scan_id=1, uid="12345678-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
+    add_run(cat, scan_id=12345, t=T0 + 1)
+    assert cat["1234"].uid == u
+
+
+def test_duplicate_scan_ids_warn_and_return_most_recent(cat):
+    old = add_run(cat, scan_id=5, t=T0)
+    mid = add_run(cat, scan_id=5, t=T0 + 10)
+    new = add_run(cat, scan_id=5, t=T0 + 20)
+    add_run(cat, scan_id=6, t=T0 + 30)
+    with pytest.warns(DuplicateScanIDWarning) as rec:
+        run = cat[5]
+    assert run.uid == new
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert "3 runs have scan_id 5" in msg
+    assert old in msg and mid in msg
+    assert rec[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cat[6].metadata["start"]["scan_id"] == 6  # a unique scan_id does not warn
+
+
+@pytest.mark.parametrize("np_int", [np.int64, np.int32, np.uint16, np.intp])
+def test_numpy_ints_are_scan_ids(five, np_int):
+    cat, uids = five
+    assert cat[np_int(104)].uid == uids[3]
+    assert cat[np.int64(-1)].uid == uids[-1]
+
+
+@pytest.mark.parametrize("key", [True, False, 101.0, np.float64(101), None, 1.5, b"777"])
+def test_bad_key_types_raise_type_error(five, key):
+    cat, _ = five
+    with pytest.raises(TypeError):
+        cat[key]
+
+
+def test_lookups_on_search_results(five):
+    cat, uids = five
+    sub = cat.search({"scan_id": {"$in": [101, 103, 105]}})
+    assert len(sub) == 3
+    assert list(sub) == [uids[0], uids[2], uids[4]]
+    assert sub[-1].uid == uids[4]
+    assert sub[-2].uid == uids[2]  # k-th most recent among the matches
+    assert sub[-3].uid == uids[0]
+    with pytest.raises(RunNotFound):
+        sub[-4]
+    assert sub[103].uid == uids[2]
+    with pytest.raises(RunNotFound):
+        sub[102]  # in the catalog, not in the search result
+    assert uids[1] not in sub
+    assert uids[2] in sub
+    with pytest.raises(RunNotFound):
+        sub[uids[1]]
+    assert sub[uids[0][:8]].uid == uids[0]
+
+
+def test_duplicate_scan_ids_within_search(cat):
+    a = add_run(cat, scan_id=9, t=T0, plan_name="count")
+    add_run(cat, scan_id=9, t=T0 + 5, plan_name="scan")
+    sub = cat.search({"plan_name": "count"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sub[9].uid == a  # only one match inside the search result: no warning
+
+
+# --- modes ----------------------------------------------------------------------
+
+def test_open_creates_directory(tmp_path):
+    path = tmp_path / "new" / "nested"
+    cat = databroker_lite.open_catalog(path)
+    assert path.is_dir()
+    assert len(cat) == 0
+
+
+def test_read_only_missing_directory(tmp_path):
+    with pytest.raises(CatalogError, match="no catalog directory"):
+        databroker_lite.open_catalog(tmp_path / "missing", mode="r")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_bad_mode(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        databroker_lite.open_catalog(tmp_path, mode="w")
+
+
+def test_read_only_refuses_writes(five):
+    cat, uids = five
+    ro = databroker_lite.open_catalog(cat.directory, mode="r")
+    assert len(ro) == 5
+    assert ro[-1].uid == uids[-1]
+    bundle = event_model.compose_run(metadata={"scan_id": 1})
+    with pytest.raises(ReadOnlyCatalog):
+        ro.insert("start", bundle.start_doc)
+    with pytest.raises(ReadOnlyCatalog):
+        ro.writer
+    with pytest.raises(PermissionError):  # also a builtin PermissionError
+        ro.insert("start", bundle.start_doc)
+    assert len(ro) == 5
+    assert not os.path.exists(os.path.join(cat.directory, bundle.start_doc["uid"] + ".h5"))
+    with pytest.raises(ReadOnlyCatalog):
+        ro.search({"scan_id": 101}).insert("start", bundle.start_doc)
+
+
+def test_read_only_without_index_answers_from_memory(five, tmp_path):
+    import shutil
+    cat, uids = five
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for u in uids:
+        shutil.copy(os.path.join(cat.directory, u + ".h5"), copy)
+    ro = databroker_lite.open_catalog(copy, mode="r")
+    assert len(ro) == 5
+    assert list(ro) == uids
+    assert ro[103].uid == uids[2]
+    assert len(ro.search({"scan_id": {"$gte": 104}})) == 2
+    assert ro[-1].primary.read()["det"].values.tolist() == [0.0, 1.0]
+    assert not (copy / ".databroker_lite").exists()  # a read-only open writes nothing
+
+
+def test_read_only_on_unwritable_directory(five, tmp_path):
+    import shutil
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    cat, uids = five
+    copy = tmp_path / "ro"
+    copy.mkdir()
+    for u in uids[:3]:
+        shutil.copy(os.path.join(cat.directory, u + ".h5"), copy)
+    os.chmod(copy, 0o555)
+    try:
+        with pytest.raises(CatalogError, match="not writable"):
+            databroker_lite.open_catalog(copy)
+        ro = databroker_lite.open_catalog(copy, mode="r")
+        assert list(ro) == uids[:3]
+        assert not (copy / ".databroker_lite").exists()
+    finally:
+        os.chmod(copy, 0o755)
+
+
+# --- temp and repr ------------------------------------------------------------------
+
+def test_temp_is_a_fresh_writable_catalog():
+    a = databroker_lite.temp()
+    b = databroker_lite.temp()
+    assert a.directory != b.directory
+    assert os.path.isdir(a.directory)
+    uid = add_run(a)
+    assert list(a) == [uid]
+    assert len(b) == 0
+
+
+def test_repr_is_short_and_names_location_count_newest(cat):
+    uids = [add_run(cat, scan_id=200 + i, t=T0 + i, plan_name=f"plan{i}") for i in range(8)]
+    text = repr(cat)
+    lines = text.splitlines()
+    assert len(lines) <= 8
+    assert cat.directory in lines[0]
+    assert "8 runs" in lines[0]
+    assert uids[-1][:8] in text and "207" in text and "plan7" in text
+    assert uids[0][:8] not in text  # only the newest few
+    assert "3 older" in text
+    sub = cat.search({"scan_id": {"$lt": 202}})
+    assert "2 runs" in repr(sub) and "search" in repr(sub)
+
+
+def test_repr_of_empty_and_single(cat):
+    assert "0 runs" in repr(cat)
+    add_run(cat, stop=False)
+    text = repr(cat)
+    assert "1 run" in text and "1 runs" not in text
+    assert "no stop" in text

@@ -1,0 +1,365 @@
+"""External data through handlers: NPY_SEQ, AD_HDF5, stream resources, root_map, errors."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import dask
+import event_model
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import databroker_lite
+from databroker_lite import ExternalDataError, MissingExternalFile, MissingHandler, ShapeMismatch
+from databroker_lite.storage import handlers
+
+H, W = 4, 5
+
+
+def assert_same(actual: xr.Dataset, expected: xr.Dataset) -> None:
+    """Identical Datasets, dtypes included (xarray's identical() ignores dtypes)."""
+    xr.testing.assert_identical(actual, expected)
+    for name, var in expected.variables.items():
+        assert actual[name].dtype == var.dtype, (name, actual[name].dtype, var.dtype)
+
+
+def _frames(n: int, shape: tuple = (H, W)) -> np.ndarray:
+    return (np.arange(n * int(np.prod(shape)), dtype="u2")).reshape(n, *shape)
+
+
+def _write_ad_file(path, frames: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/data/data", data=frames, chunks=(1, *frames.shape[1:]))
+
+
+def _ad_run(cat, root: str, rel: str, *, n: int, fpp: int = 1, shape: list | None = None,
+            spec: str = "AD_HDF5") -> str:
+    """Insert a run whose 'img' key lives in an AD_HDF5 file; returns its uid."""
+    bundle = event_model.compose_run(metadata={"plan_name": "count"})
+    cat.insert("start", bundle.start_doc)
+    shape = shape if shape is not None else ([fpp, H, W] if fpp > 1 else [H, W])
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": shape, "source": "cam", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"},
+        "I0": {"dtype": "number", "shape": [], "source": "I0"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    res = bundle.compose_resource(spec=spec, root=root, resource_path=rel,
+                                  resource_kwargs={"frame_per_point": fpp})
+    cat.insert("resource", res.resource_doc)
+    for i in range(n):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"], "I0": float(i)},
+                                               timestamps={"img": 1.0, "I0": 1.0}, seq_num=i + 1,
+                                               filled={"img": False}))
+    cat.insert("stop", bundle.compose_stop())
+    return bundle.start_doc["uid"]
+
+
+@pytest.fixture
+def cat(tmp_path):
+    return databroker_lite.open_catalog(tmp_path / "catalog")
+
+
+@pytest.fixture
+def ad_run(cat, tmp_path):
+    root = str(tmp_path / "detector")
+    _write_ad_file(os.path.join(root, "scan1", "img.h5"), _frames(3))
+    uid = _ad_run(cat, root, "scan1/img.h5", n=3)
+    return cat[uid]
+
+
+def _count_loads(monkeypatch) -> dict:
+    calls = {"n": 0}
+    orig = handlers.load_external
+
+    def load(*args, **kwargs):
+        calls["n"] += 1
+        return orig(*args, **kwargs)
+
+    import databroker_lite.stream as stream_mod
+    monkeypatch.setattr(stream_mod, "load_external", load)
+    return calls
+
+
+# --- NPY_SEQ from ophyd.sim's img --------------------------------------------------------
+
+def test_npy_seq_from_ophyd_sim_img(cat, tmp_path, monkeypatch):
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import hw
+
+    save = tmp_path / "npy"
+    save.mkdir()
+    sim = hw(save_path=str(save))
+    sim.img.sim_set_func(lambda: np.arange(100.0).reshape(10, 10))
+    engine = RunEngine({})
+    engine.subscribe(cat.writer)
+    engine(count([sim.img], num=3))
+    assert len(list(save.glob("*.npy"))) == 3
+
+    stream = cat[-1].primary
+    assert stream.metadata["descriptors"][0]["data_keys"]["img"]["external"]
+    ds = stream.read()
+    assert ds["img"].shape == (3, 10, 10)
+    assert ds["img"].dims == ("time", "img_dim_0", "img_dim_1")
+    np.testing.assert_array_equal(ds["img"].values[1], np.arange(100.0).reshape(10, 10))
+
+    calls = _count_loads(monkeypatch)
+    lazy = stream.to_dask()
+    assert calls["n"] == 0
+    with dask.config.set(scheduler="synchronous"):
+        frame = lazy["img"][2].values
+    assert calls["n"] == 1
+    np.testing.assert_array_equal(frame, np.arange(100.0).reshape(10, 10))
+    assert_same(lazy.compute(), ds)
+
+
+# --- AD_HDF5 ---------------------------------------------------------------------------
+
+def test_ad_hdf5_read_and_lazy(ad_run, monkeypatch):
+    ds = ad_run.primary.read()
+    assert ds["img"].shape == (3, H, W)
+    assert ds["img"].dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(ds["img"].values, _frames(3))
+    np.testing.assert_array_equal(ds["I0"].values, [0.0, 1.0, 2.0])
+    calls = _count_loads(monkeypatch)
+    lazy = ad_run.primary.to_dask()
+    assert calls["n"] == 0
+    assert_same(lazy.compute(), ds)
+
+
+def test_ad_hdf5_frame_per_point(cat, tmp_path):
+    root = str(tmp_path / "det")
+    _write_ad_file(os.path.join(root, "a.h5"), _frames(6))
+    uid = _ad_run(cat, root, "a.h5", n=3, fpp=2)
+    ds = cat[uid].primary.read()
+    assert ds["img"].shape == (3, 2, H, W)
+    np.testing.assert_array_equal(ds["img"].values[1], _frames(6)[2:4])
+    assert_same(cat[uid].primary.to_dask().compute(), ds)
+
+
+def test_root_map_re_roots_moved_files(ad_run, cat, tmp_path):
+    old_root = _resource(ad_run)["root"]
+    new_root = str(tmp_path / "moved_detector")
+    shutil.move(old_root, new_root)
+    with pytest.raises(MissingExternalFile):
+        cat[ad_run.uid].primary.read()
+    moved = databroker_lite.open_catalog(cat.directory, root_map={old_root: new_root})
+    ds = moved[ad_run.uid].primary.read()
+    np.testing.assert_array_equal(ds["img"].values, _frames(3))
+    np.testing.assert_array_equal(moved[ad_run.uid].primary.to_dask()["img"][2].values, _frames(3)[2])
+
+
+def _resource(run) -> dict:
+    return next(doc for name, doc in run.documents() if name == "resource")
+
+
+def test_missing_file_raises_only_when_needed(ad_run, tmp_path):
+    path = os.path.join(_resource(ad_run)["root"], "scan1", "img.h5")
+    os.remove(path)
+    stream = ad_run.primary
+    lazy = stream.to_dask()  # builds: no external file is opened
+    assert lazy["img"].shape == (3, H, W)
+    np.testing.assert_array_equal(stream.read(["I0"])["I0"].values, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(lazy["I0"].values, [0.0, 1.0, 2.0])
+    res_uid = _resource(ad_run)["uid"]
+    for attempt in (lambda: lazy["img"][0].values, lambda: stream.read()):
+        with pytest.raises(MissingExternalFile) as info:
+            attempt()
+        msg = str(info.value)
+        assert res_uid in msg, msg
+        assert path in msg, msg
+        assert ad_run.uid in msg, msg
+        assert isinstance(info.value, FileNotFoundError)
+
+
+def test_unreadable_file_does_not_break_building(ad_run):
+    path = os.path.join(_resource(ad_run)["root"], "scan1", "img.h5")
+    with open(path, "wb") as f:
+        f.write(b"not an hdf5 file")
+    lazy = ad_run.primary.to_dask()
+    assert lazy["img"].shape == (3, H, W)
+    with pytest.raises(ExternalDataError) as info:
+        lazy["img"].compute()
+    assert _resource(ad_run)["uid"] in str(info.value) and path in str(info.value)
+
+
+def test_unknown_spec_names_spec_and_registration(cat, tmp_path):
+    root = str(tmp_path / "det")
+    _write_ad_file(os.path.join(root, "a.h5"), _frames(2))
+    uid = _ad_run(cat, root, "a.h5", n=2, spec="NO_SUCH_SPEC")
+    lazy = cat[uid].primary.to_dask()
+    for attempt in (lambda: cat[uid].primary.read(), lambda: lazy["img"].values):
+        with pytest.raises(MissingHandler) as info:
+            attempt()
+        msg = str(info.value)
+        assert "NO_SUCH_SPEC" in msg
+        assert "register_handler" in msg and "entry point" in msg
+
+
+def test_shape_mismatch_names_key_and_shapes(cat, tmp_path):
+    root = str(tmp_path / "det")
+    _write_ad_file(os.path.join(root, "a.h5"), _frames(2, shape=(H, W + 1)))
+    uid = _ad_run(cat, root, "a.h5", n=2)  # the descriptor says (4, 5); the file has (4, 6)
+    lazy = cat[uid].primary.to_dask()
+    for attempt in (lambda: cat[uid].primary.read(), lambda: lazy["img"].values):
+        with pytest.raises(ShapeMismatch) as info:
+            attempt()
+        msg = str(info.value)
+        assert "'img'" in msg
+        assert "[4, 5]" in msg and "[1, 4, 6]" in msg, msg
+
+
+def test_register_handler(cat, tmp_path, monkeypatch):
+    monkeypatch.setattr(handlers, "_registry", dict(handlers._registry))
+
+    class Ramp:
+        def __init__(self, filename: str, scale: int = 1) -> None:
+            self.scale = scale
+
+        def __call__(self, point_number: int) -> np.ndarray:
+            return np.full((H, W), point_number * self.scale, dtype="u2")
+
+    databroker_lite.register_handler("RAMP", Ramp)
+    with pytest.raises(ValueError, match="RAMP"):
+        databroker_lite.register_handler("RAMP", dict)
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [H, W], "source": "c", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    res = bundle.compose_resource(spec="RAMP", root=str(tmp_path), resource_path="none",
+                                  resource_kwargs={"scale": 3})
+    cat.insert("resource", res.resource_doc)
+    for i in range(2):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
+                                               seq_num=i + 1, filled={"img": False}))
+    cat.insert("stop", bundle.compose_stop())
+    ds = cat[-1].primary.read()
+    np.testing.assert_array_equal(ds["img"].values[1], np.full((H, W), 3, dtype="u2"))
+    assert_same(cat[-1].primary.to_dask().compute(), ds)
+
+
+# --- stream_resource / stream_datum ------------------------------------------------------
+
+def _stream_run(cat, path: str, n: int, per_datum: int = 2, shape: tuple = (H, W)) -> str:
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "cam": {"dtype": "array", "shape": list(shape), "source": "cam", "external": "STREAM:",
+                "dtype_numpy": "<u2"},
+        "I0": {"dtype": "number", "shape": [], "source": "I0"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    sres = bundle.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://{path}",
+                                          data_key="cam", parameters={"dataset": "/entry/data/data"})
+    cat.insert("stream_resource", sres.stream_resource_doc)
+    seq = 1
+    for start in range(0, n, per_datum):
+        stop = min(start + per_datum, n)
+        cat.insert("stream_datum", sres.compose_stream_datum(
+            indices={"start": start, "stop": stop}, seq_nums={"start": seq, "stop": seq + stop - start},
+            descriptor=desc.descriptor_doc))
+        for j in range(start, stop):
+            cat.insert("event", desc.compose_event(data={"I0": float(j)}, timestamps={"I0": 1.0},
+                                                   seq_num=seq, time=3000.0 + j))
+            seq += 1
+    cat.insert("stop", bundle.compose_stop())
+    return bundle.start_doc["uid"]
+
+
+def test_stream_resource_hdf5(cat, tmp_path, monkeypatch):
+    path = str(tmp_path / "det" / "stream.h5")
+    _write_ad_file(path, _frames(5))
+    uid = _stream_run(cat, path, n=5)
+    stream = cat[uid].primary
+    ds = stream.read()
+    assert ds["cam"].shape == (5, H, W)
+    assert ds["cam"].dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(ds["cam"].values, _frames(5))
+    np.testing.assert_array_equal(ds["time"].values, 3000.0 + np.arange(5))
+    calls = _count_loads(monkeypatch)
+    lazy = stream.to_dask()
+    assert calls["n"] == 0
+    assert lazy["cam"].data.chunks[0] == (2, 2, 1)
+    assert_same(lazy.compute(), ds)
+    # root_map also re-roots stream resources (their uri)
+    new_dir = tmp_path / "elsewhere"
+    shutil.move(str(tmp_path / "det"), new_dir)
+    with pytest.raises(MissingExternalFile):
+        databroker_lite.open_catalog(cat.directory)[uid].primary.read()
+    moved = databroker_lite.open_catalog(cat.directory, root_map={str(tmp_path / "det"): str(new_dir)})
+    np.testing.assert_array_equal(moved[uid].primary.read()["cam"].values, _frames(5))
+
+
+def test_stream_resource_shape_mismatch(cat, tmp_path):
+    path = str(tmp_path / "s.h5")
+    _write_ad_file(path, _frames(4, shape=(H + 1, W)))
+    uid = _stream_run(cat, path, n=4)
+    with pytest.raises(ShapeMismatch, match="'cam'"):
+        cat[uid].primary.read()
+    lazy = cat[uid].primary.to_dask()
+    with pytest.raises(ShapeMismatch, match=r"\[2, 5, 5\]"):
+        lazy["cam"].compute()
+
+
+def test_stream_datum_only_stream(cat, tmp_path):
+    """A flyer-style stream: stream_datum documents and no events at all."""
+    path = str(tmp_path / "fly.h5")
+    _write_ad_file(path, _frames(5))
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "cam": {"dtype": "array", "shape": [H, W], "source": "cam", "external": "STREAM:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    sres = bundle.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://{path}",
+                                          data_key="cam", parameters={"dataset": "entry/data/data"})
+    cat.insert("stream_resource", sres.stream_resource_doc)
+    for a, b in ((0, 3), (3, 5)):
+        cat.insert("stream_datum", sres.compose_stream_datum(
+            indices={"start": a, "stop": b}, seq_nums={"start": a + 1, "stop": b + 1},
+            descriptor=desc.descriptor_doc))
+    cat.insert("stop", bundle.compose_stop())
+    stream = cat[-1].primary
+    ds = stream.read()
+    np.testing.assert_array_equal(ds["cam"].values, _frames(5))
+    assert ds.sizes["time"] == 5
+    assert len(stream) == 5
+    lazy = stream.to_dask()
+    assert lazy["cam"].data.chunks[0] == (3, 2)
+    assert_same(lazy.compute(), ds)
+    ts = stream.timestamps
+    assert ts["cam"].shape == (5,)
+
+
+def test_external_dtype_is_the_declared_one_lazy_too(cat, tmp_path):
+    """Regression: lazy chunks kept the file's uint16 where the descriptor declares float64."""
+    root = str(tmp_path / "det")
+    _write_ad_file(os.path.join(root, "a.h5"), _frames(3))
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [H, W], "source": "cam", "external": "FILESTORE:"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    res = bundle.compose_resource(spec="AD_HDF5", root=root, resource_path="a.h5",
+                                  resource_kwargs={"frame_per_point": 1})
+    cat.insert("resource", res.resource_doc)
+    for i in range(3):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
+                                               seq_num=i + 1, filled={"img": False}))
+    cat.insert("stop", bundle.compose_stop())
+    stream = cat[-1].primary
+    eager = stream.read()
+    assert eager["img"].dtype == np.float64
+    computed = stream.to_dask().compute()
+    assert computed["img"].dtype == np.float64
+    assert_same(computed, eager)

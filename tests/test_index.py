@@ -1,0 +1,233 @@
+"""The derived SQLite index: rebuildable, follows the files, lazy, safe with concurrent readers."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import event_model
+import pytest
+
+import databroker_lite
+from databroker_lite import Run
+from databroker_lite.storage.reader import RunReader
+
+T0 = 1_600_000_000.0
+
+
+def add_run(cat: databroker_lite.Catalog, *, scan_id: int = 1, t: float = T0,
+            plan_name: str = "count", n: int = 2, **md) -> str:
+    """Insert a small finished run and return its uid."""
+    bundle = event_model.compose_run(time=t, metadata={"scan_id": scan_id, "plan_name": plan_name,
+                                                        **md})
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(
+        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}, time=t)
+    cat.insert("descriptor", desc.descriptor_doc)
+    for i in range(n):
+        cat.insert("event", desc.compose_event(data={"det": float(i)}, timestamps={"det": t + i},
+                                               seq_num=i + 1, time=t + i))
+    cat.insert("stop", bundle.compose_stop(time=t + n))
+    return bundle.start_doc["uid"]
+
+
+def answers(cat: databroker_lite.Catalog) -> dict:
+    """What a user would ask a catalog, as plain values."""
+    return {
+        "len": len(cat),
+        "uids": list(cat),
+        "newest": cat[-1].uid if len(cat) else None,
+        "scan_3": cat[3].uid if len(cat.search({"scan_id": 3})) else None,
+        "counts": list(cat.search({"plan_name": "count"})),
+        "sample": list(cat.search({"sample.name": "Cu"})),
+        "stop_status": [cat[u].metadata["stop"]["exit_status"] for u in cat],
+    }
+
+
+@pytest.fixture
+def four(tmp_path) -> tuple[databroker_lite.Catalog, list[str]]:
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    uids = [add_run(cat, scan_id=i + 1, t=T0 + 10 * i, plan_name=("count", "scan")[i % 2],
+                    sample={"name": "Cu" if i < 2 else "Fe"}) for i in range(4)]
+    return cat, uids
+
+
+def test_index_lives_in_hidden_directory(four):
+    cat, uids = four
+    assert os.path.isfile(os.path.join(cat.directory, ".databroker_lite", "index.sqlite"))
+    assert sorted(os.listdir(cat.directory)) == sorted([".databroker_lite", *(u + ".h5" for u in uids)])
+
+
+def test_deleted_index_is_rebuilt_with_same_answers(four):
+    cat, uids = four
+    before = answers(cat)
+    assert before["uids"] == uids and before["len"] == 4
+    shutil.rmtree(os.path.join(cat.directory, ".databroker_lite"))
+    again = databroker_lite.open_catalog(cat.directory)
+    assert answers(again) == before
+    assert os.path.isfile(os.path.join(cat.directory, ".databroker_lite", "index.sqlite"))
+    ro = databroker_lite.open_catalog(cat.directory, mode="r")
+    assert answers(ro) == before
+
+
+def test_reindex_method_rebuilds(four):
+    cat, uids = four
+    before = answers(cat)
+    counts = cat.reindex()
+    assert counts["added"] == 4 and counts["bad"] == 0
+    assert answers(cat) == before
+
+
+def test_run_file_copied_in_by_hand_is_seen(four, tmp_path):
+    cat, uids = four
+    other = databroker_lite.open_catalog(tmp_path / "other")
+    new = add_run(other, scan_id=99, t=T0 + 1000, plan_name="count")
+    already_open = cat.search({"plan_name": "count"})
+    assert len(cat) == 4 and len(already_open) == 2
+    shutil.copy(os.path.join(other.directory, new + ".h5"), cat.directory)
+    # an already-open catalog sees it on its next call, and so do its search results
+    assert len(cat) == 5
+    assert cat[-1].uid == new
+    assert cat[99].uid == new
+    assert new in cat
+    assert list(already_open)[-1] == new
+    assert cat[-1].primary.read()["det"].values.tolist() == [0.0, 1.0]
+    # a catalog opened afterwards too, read-only or not
+    assert list(databroker_lite.open_catalog(cat.directory)) == [*uids, new]
+    assert list(databroker_lite.open_catalog(cat.directory, mode="r")) == [*uids, new]
+
+
+def test_deleted_run_file_is_gone(four):
+    cat, uids = four
+    os.remove(os.path.join(cat.directory, uids[1] + ".h5"))
+    assert len(cat) == 3
+    assert list(cat) == [uids[0], uids[2], uids[3]]
+    assert uids[1] not in cat
+    with pytest.raises(databroker_lite.RunNotFound):
+        cat[2]
+    assert len(cat.search({"plan_name": "scan"})) == 1
+    assert list(databroker_lite.open_catalog(cat.directory, mode="r")) == [uids[0], uids[2], uids[3]]
+
+
+def test_unreadable_files_are_reported_not_listed(four):
+    cat, uids = four
+    with open(os.path.join(cat.directory, "junk.h5"), "wb") as f:
+        f.write(b"this is not HDF5")
+    with open(os.path.join(cat.directory, "notes.txt"), "w") as f:
+        f.write("ignored: not a run file name")
+    assert list(cat) == uids
+    assert list(cat.bad_files) == ["junk.h5"]
+    assert "junk.h5" in cat.bad_files["junk.h5"]  # the reason names the file
+    counts = cat.reindex()
+    assert counts["bad"] == 1 and counts["added"] == 4
+    os.remove(os.path.join(cat.directory, "junk.h5"))
+    assert cat.bad_files == {}
+
+
+def test_lookups_do_not_open_run_files(four, monkeypatch):
+    cat, uids = four
+    opened: list[str] = []
+
+    def refuse(self, path):
+        opened.append(os.fspath(path))
+        raise AssertionError(f"a look-up opened {path}")
+
+    monkeypatch.setattr(RunReader, "__init__", refuse)
+    fresh = databroker_lite.open_catalog(cat.directory, mode="r")
+    for c in (cat, fresh):
+        assert len(c) == 4
+        assert list(c) == uids
+        assert uids[0] in c
+        assert [u for u, _ in c.items()] == uids
+        assert len(c.search({"sample.name": "Cu", "scan_id": {"$gt": 1}})) == 1
+        for key in (-1, 3, uids[2], uids[2][:7]):
+            run = c[key]  # a Run object is made from the index alone
+            assert isinstance(run, Run)
+        assert c[-1].uid == uids[3] and c[3].uid == uids[2]
+        repr(c)
+    assert opened == []
+    with pytest.raises(AssertionError, match="opened"):
+        cat[-1].metadata  # the file is opened only when the run's content is asked for
+    assert opened == [os.path.join(cat.directory, uids[3] + ".h5")]
+
+
+def test_lookups_use_the_index_not_the_files(four, monkeypatch):
+    """A look-up does not even list the directory when nothing changed in it."""
+    cat, uids = four
+    len(cat)
+    calls = []
+    real_scandir = os.scandir
+
+    def counting_scandir(*args, **kwargs):
+        calls.append(args)
+        return real_scandir(*args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    assert cat[-1].uid == uids[-1]
+    assert len(cat.search({"plan_name": "scan"})) == 2
+    assert calls == []
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    import event_model
+    import databroker_lite
+
+    cat = databroker_lite.open_catalog(sys.argv[1])
+    for i in range(int(sys.argv[2])):
+        b = event_model.compose_run(metadata={"scan_id": i + 1, "plan_name": "count"})
+        cat.insert("start", b.start_doc)
+        d = b.compose_descriptor(name="primary",
+                                 data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}})
+        cat.insert("descriptor", d.descriptor_doc)
+        for j in range(4):
+            cat.insert("event", d.compose_event(data={"det": float(j)}, timestamps={"det": time.time()},
+                                                seq_num=j + 1))
+            cat.writer.flush()
+            time.sleep(0.005)
+        cat.insert("stop", b.compose_stop())
+        print("wrote", i + 1, flush=True)
+""")
+
+
+def test_readers_while_another_process_writes(tmp_path):
+    path = tmp_path / "busy"
+    path.mkdir()
+    n_runs = 12
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n_runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        open_rw = databroker_lite.open_catalog(path)
+        seen = {"rw": [], "r": [], "new": []}
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            open_r = databroker_lite.open_catalog(path, mode="r")
+            for label, c in (("rw", open_rw), ("r", open_r)):
+                n = len(c)
+                seen[label].append(n)
+                assert len(list(c.search({"plan_name": "count"}))) >= n
+                if n:
+                    newest = c[-1]
+                    assert newest.uid in c
+            seen["new"].append(len(databroker_lite.open_catalog(path)))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "database is locked" not in err
+    assert out.split()[-1] == str(n_runs)
+    for label, counts in seen.items():
+        assert counts == sorted(counts), f"{label} count went down: {counts}"
+    assert len(seen["rw"]) > 3  # the readers really ran alongside the writer
+    final = databroker_lite.open_catalog(path, mode="r")
+    assert len(final) == n_runs == len(open_rw)
+    assert [final[u].metadata["start"]["scan_id"] for u in final] == list(range(1, n_runs + 1))
+    assert all(final[u].metadata["stop"]["exit_status"] == "success" for u in final)
+    assert all(len(final[u].primary.read()["time"]) == 4 for u in final)
+    assert final.bad_files == {}
+    assert "no stop" not in repr(final)  # the index knows every run finished

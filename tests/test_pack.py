@@ -1,0 +1,414 @@
+"""Pack, verify, unpack and import (SPEC section 7)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import msgpack
+import numpy as np
+import pytest
+from event_model import compose_run
+
+import databroker_lite
+from databroker_lite import pack as P
+from databroker_lite.cli import main as cli
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "databroker-pack-0.3")
+
+
+def _scalar_run(cat, scan_id, n=5, t0=1.7e9, plan="scan", sample="Cu"):
+    b = compose_run(metadata={"scan_id": scan_id, "plan_name": plan, "sample": {"name": sample}},
+                    time=t0 + scan_id)
+    cat.insert("start", b.start_doc)
+    d = b.compose_descriptor(name="primary", data_keys={
+        "x": {"dtype": "number", "shape": [], "source": "x"},
+        "y": {"dtype": "number", "shape": [], "source": "y"}})
+    cat.insert("descriptor", d.descriptor_doc)
+    for i in range(n):
+        cat.insert("event", d.compose_event(data={"x": float(i), "y": float(i * scan_id)},
+                                            timestamps={"x": 0.0, "y": 0.0}))
+    cat.insert("stop", b.compose_stop())
+    return b.start_doc["uid"]
+
+
+def _ad_run(cat, root, scan_id=50, frames=4):
+    """A run whose images live in an AD_HDF5 file under ``root``."""
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    data = np.arange(frames * 6 * 5, dtype="u2").reshape(frames, 6, 5)
+    with h5py.File(os.path.join(root, "img", f"{scan_id}.h5"), "w") as f:
+        f.create_dataset("entry/data/data", data=data)
+    b = compose_run(metadata={"scan_id": scan_id, "plan_name": "count"})
+    cat.insert("start", b.start_doc)
+    res = b.compose_resource(spec="AD_HDF5", root=root, resource_path=f"img/{scan_id}.h5",
+                             resource_kwargs={"frame_per_point": 1})
+    cat.insert("resource", res.resource_doc)
+    d = b.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [6, 5], "source": "img", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", d.descriptor_doc)
+    for i in range(frames):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 0.0},
+                                            filled={"img": False}))
+    cat.insert("stop", b.compose_stop())
+    return b.start_doc["uid"], data
+
+
+@pytest.fixture
+def source(tmp_path):
+    cat = databroker_lite.open_catalog(tmp_path / "src")
+    uids = [_scalar_run(cat, s) for s in (1, 2, 3)]
+    ad_uid, frames = _ad_run(cat, str(tmp_path / "detector_files"))
+    return cat, uids, ad_uid, frames
+
+
+@pytest.fixture
+def named(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(tmp_path / "catalogs"))
+    monkeypatch.setenv("DATABROKER_LITE_DATA_DIR", str(tmp_path / "data"))
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_pack_all_then_move_and_open(source, tmp_path):
+    cat, uids, ad_uid, frames = source
+    dest = tmp_path / "pack"
+    report = P.pack(cat, dest, all=True, quiet=True)
+    assert sorted(report.runs) == sorted([*uids, ad_uid])
+    man = json.loads((dest / "manifest.json").read_text())
+    assert man["format"] == "databroker_lite-pack" and man["version"] == 1
+    assert {r["uid"] for r in man["runs"]} == {*uids, ad_uid}
+    for e in man["files"]:  # every file listed with its true size and checksum, all relative
+        assert not os.path.isabs(e["path"])
+        full = dest / e["path"]
+        assert full.stat().st_size == e["size"]
+        assert _sha(full) == e["sha256"]
+    assert any(e["path"].startswith("external/") and e["path"].endswith("img/50.h5") for e in man["files"])
+    # move the pack and remove the original detector files: it must still read
+    moved = tmp_path / "elsewhere" / "renamed-pack"
+    shutil.move(str(dest), moved)
+    shutil.rmtree(tmp_path / "detector_files")
+    packed = databroker_lite.open_catalog(moved)
+    assert len(packed) == 4
+    np.testing.assert_array_equal(packed[50].primary.read()["img"].values, frames)
+    np.testing.assert_array_equal(packed[2].primary.read()["y"].values, [0.0, 2.0, 4.0, 6.0, 8.0])
+    assert P.verify(moved).ok
+
+
+def test_dry_run_counts_and_writes_nothing(source, tmp_path):
+    cat, uids, ad_uid, _ = source
+    report = P.pack(cat, tmp_path / "p", scan_ids=["1-2"], dry_run=True)
+    assert report.dry_run and sorted(report.runs) == sorted(uids[:2])
+    assert report.bytes_total == sum(os.path.getsize(cat[s].path) for s in (1, 2))
+    assert not (tmp_path / "p").exists()
+
+
+def test_select_by_query_and_time(source, tmp_path):
+    cat, uids, ad_uid, _ = source
+    report = P.pack(cat, tmp_path / "p", query='{"plan_name": "count"}', quiet=True)
+    assert report.runs == [ad_uid]
+    report = P.pack(cat, tmp_path / "q", since=1.7e9 + 1.5, until=1.7e9 + 3.5, quiet=True)
+    assert sorted(report.runs) == sorted(uids[1:])
+
+
+def test_query_is_parsed_never_evaluated(source, tmp_path):
+    cat, *_ = source
+    with pytest.raises(databroker_lite.InvalidQuery, match="not valid JSON"):
+        P.pack(cat, tmp_path / "p", query='__import__("os").system("touch /tmp/pwned")')
+    with pytest.raises(databroker_lite.InvalidQuery, match="unknown operator"):
+        P.pack(cat, tmp_path / "p", query='{"scan_id": {"$where": "1"}}')
+    with pytest.raises(databroker_lite.InvalidQuery, match="say which runs"):
+        P.pack(cat, tmp_path / "p")
+
+
+def test_parse_scan_ids():
+    assert P.parse_scan_ids(["5", "7-9", "12,14"]) == [5, 7, 8, 9, 12, 14]
+    with pytest.raises(databroker_lite.InvalidQuery):
+        P.parse_scan_ids(["x"])
+
+
+def test_pack_again_adds_only_new_runs(source, tmp_path):
+    cat, uids, ad_uid, _ = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, scan_ids=[1], quiet=True)
+    new_uid = _scalar_run(cat, 7)
+    report = P.pack(cat, dest, scan_ids=[1, 7], quiet=True)
+    assert report.new_runs == [new_uid]
+    assert report.files_copied == 1 and report.files_reused == 1
+    man = json.loads((dest / "manifest.json").read_text())
+    assert {r["uid"] for r in man["runs"]} == {uids[0], new_uid}
+    assert P.verify(dest).ok
+
+
+def test_interrupted_pack_resumes(source, tmp_path, monkeypatch):
+    cat, uids, ad_uid, _ = source
+    dest = tmp_path / "p"
+    real = P._copy_hashed
+    calls = []
+
+    def failing(src, dst, progress=None):
+        calls.append(src)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-pack
+        return real(src, dst, progress)
+
+    monkeypatch.setattr(P, "_copy_hashed", failing)
+    with pytest.raises(KeyboardInterrupt):
+        P.pack(cat, dest, all=True, quiet=True)
+    assert not (dest / "manifest.json").exists()
+    assert not [p for p in dest.rglob("*") if ".partial-" in p.name]
+    monkeypatch.setattr(P, "_copy_hashed", real)
+    report = P.pack(cat, dest, all=True, quiet=True)
+    assert report.files_reused == 2
+    assert P.verify(dest).ok
+    assert len(databroker_lite.open_catalog(dest)) == 4
+
+
+def test_pack_killed_midway_then_finished(source, tmp_path):
+    """SIGKILL a packing process after its first file; pack again; the result verifies."""
+    cat, *_ = source
+    dest = tmp_path / "p"
+    script = textwrap.dedent(f"""
+        import time, databroker_lite.pack as P
+        real = P._copy_hashed
+        calls = []
+        def slow(src, dst, progress=None):
+            calls.append(src)
+            if len(calls) == 2:  # the first file is in place and journaled: wait to be killed
+                time.sleep(60)
+            return real(src, dst, progress)
+        P._copy_hashed = slow
+        P.pack({str(cat.directory)!r}, {str(dest)!r}, all=True, quiet=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    journal = dest / ".databroker_lite" / "pack-journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (dest / "manifest.json").exists()
+    with pytest.raises(P.PackError, match="unfinished"):
+        P.verify(dest)
+    report = P.pack(cat.directory, dest, all=True, quiet=True)
+    assert report.files_reused >= 1
+    assert P.verify(dest).ok
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "extra"])
+def test_verify_finds_damage(source, tmp_path, damage, capsys):
+    cat, *_ = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, all=True, quiet=True)
+    victim = dest / os.path.basename(cat[2].path)
+    if damage == "flip":
+        raw = bytearray(victim.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        victim.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:100])
+    elif damage == "delete":
+        victim.unlink()
+    else:
+        (dest / "stray.txt").write_text("hello")
+    report = P.verify(dest)
+    assert not report.ok
+    field = {"flip": "changed", "truncate": "changed", "delete": "missing", "extra": "extra"}[damage]
+    expected = "stray.txt" if damage == "extra" else victim.name
+    assert getattr(report, field) == [expected]
+    assert cli(["verify", str(dest)]) == 1
+    assert expected in capsys.readouterr().out
+
+
+def test_unpack_refuses_tampered_pack_and_leaves_destination(source, tmp_path, named):
+    cat, *_ = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, all=True, quiet=True)
+    victim = dest / os.path.basename(cat[1].path)
+    victim.write_bytes(victim.read_bytes()[:-10])
+    target = tmp_path / "target"
+    with pytest.raises(P.PackError, match=victim.name):
+        P.unpack(dest, "site-b", to=target)
+    assert not target.exists()
+    assert "site-b" not in list(databroker_lite.config.catalog)
+
+
+def test_unpack_installs_named_catalog(source, tmp_path, named):
+    cat, uids, ad_uid, frames = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, all=True, quiet=True)
+    report = P.unpack(dest, "site-b")
+    assert sorted(report.added) == sorted([*uids, ad_uid])
+    installed = databroker_lite.config.catalog["site-b"]
+    assert len(installed) == 4
+    np.testing.assert_array_equal(installed[50].primary.read()["img"].values, frames)
+    assert str(tmp_path / "data") in installed.directory
+
+
+def test_unpack_into_existing_skips_identical_reports_conflicts(source, tmp_path, named):
+    cat, uids, ad_uid, _ = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, scan_ids=[1, 2], quiet=True)
+    target = tmp_path / "target"
+    P.unpack(dest, "site-b", to=target)
+    # a different file under the same run name in the target: a conflict, never overwritten
+    other = target / os.path.basename(cat[2].path)
+    other.write_bytes(b"not the same run")
+    before = other.read_bytes()
+    report = P.unpack(dest, "site-b", to=target)
+    assert report.skipped_identical == [uids[0]]
+    assert len(report.conflicts) == 1 and uids[1] in report.conflicts[0]
+    assert other.read_bytes() == before
+
+
+def test_unpack_in_place(source, tmp_path, named):
+    cat, *_ = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, all=True, quiet=True)
+    P.unpack(dest, "here", in_place=True)
+    assert databroker_lite.config.catalog["here"].directory == str(dest)
+
+
+def _write_manifest(dest, files, runs=(), version=1):
+    man = {"format": "databroker_lite-pack", "version": version, "runs": list(runs), "files": files}
+    (dest / "manifest.json").write_text(json.dumps(man))
+
+
+@pytest.mark.parametrize("path", ["../evil.h5", "/etc/passwd", "a/../../evil", "C:/x"])
+def test_escaping_manifest_paths_are_refused(tmp_path, named, path):
+    dest = tmp_path / "p"
+    dest.mkdir()
+    _write_manifest(dest, [{"path": path, "size": 1, "sha256": "0" * 64}])
+    report = P.verify(dest)
+    assert report.unsafe == [path]
+    with pytest.raises(P.PackError, match="refusing"):
+        P.unpack(dest, "evil", to=tmp_path / "target")
+    assert not (tmp_path / "evil.h5").exists() and not (tmp_path / "target").exists()
+
+
+def test_symlink_out_of_pack_is_refused(tmp_path, named):
+    dest = tmp_path / "p"
+    dest.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    os.symlink(secret, dest / "link.h5")
+    _write_manifest(dest, [{"path": "link.h5", "size": 6, "sha256": _sha(secret)}])
+    assert P.verify(dest).unsafe == ["link.h5"]
+    with pytest.raises(P.PackError):
+        P.unpack(dest, "evil", to=tmp_path / "target")
+
+
+def test_bad_manifests(tmp_path):
+    dest = tmp_path / "p"
+    dest.mkdir()
+    (dest / "manifest.json").write_text("{not json")
+    with pytest.raises(P.PackError, match="not valid JSON"):
+        P.verify(dest)
+    _write_manifest(dest, [], version=99)
+    with pytest.raises(P.PackError, match="newer"):
+        P.verify(dest)
+    (dest / "manifest.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(P.PackError, match="not a databroker_lite pack"):
+        P.verify(dest)
+
+
+def test_cli_pack_verify_roundtrip(source, tmp_path, capsys):
+    cat, *_ = source
+    dest = tmp_path / "p"
+    assert cli(["pack", cat.directory, str(dest), "--scan-ids", "1-3", "-q"]) == 0
+    assert "packed 3 run(s)" in capsys.readouterr().out
+    assert cli(["verify", str(dest)]) == 0
+    assert "OK" in capsys.readouterr().out
+    out = subprocess.run([sys.executable, "-m", "databroker_lite", "pack", cat.directory,
+                          str(tmp_path / "q"), "--all", "--dry-run"], capture_output=True, text=True)
+    assert out.returncode == 0 and "would pack 4 run(s)" in out.stdout
+
+
+# --- interop with databroker-pack 0.3 and suitcase ---------------------------------
+
+def _expected():
+    with open(os.path.join(DATA, "expected_reads.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("flavour", ["msgpack", "jsonl"])
+def test_import_databroker_pack(tmp_path, flavour):
+    src = tmp_path / flavour
+    shutil.copytree(os.path.join(DATA, "packs", flavour), src)
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    report = P.import_documents(src, cat)
+    assert len(report.added) == 4
+    expected = _expected()
+    for uid, streams in expected.items():
+        run = cat[uid]
+        for stream, exp in streams.items():
+            ds = run[stream].read()
+            np.testing.assert_allclose(ds["time"].values, exp["time"])
+            for key, values in exp["values"].items():
+                assert list(ds[key].shape) == exp["shapes"][key]
+                if exp["dtypes"][key].startswith("<U"):
+                    assert ds[key].dtype.kind == "U"
+                    assert ds[key].values.tolist() == values
+                else:
+                    assert str(ds[key].dtype) == exp["dtypes"][key]
+                    np.testing.assert_array_equal(ds[key].values, np.asarray(values))
+    # the external files now live inside the catalog: the source pack can go
+    shutil.rmtree(src)
+    reopened = databroker_lite.open_catalog(tmp_path / "cat")
+    assert reopened[103].primary.read()["img_image"].shape == (8, 1, 16, 16)
+    # importing again adds nothing
+    shutil.copytree(os.path.join(DATA, "packs", flavour), src)
+    again = P.import_documents(src, cat)
+    assert again.added == [] and len(again.skipped_identical) == 4
+
+
+def test_import_suitcase_files_written_by_suitcase(tmp_path):
+    suitcase_msgpack = pytest.importorskip("suitcase.msgpack")
+    suitcase_jsonl = pytest.importorskip("suitcase.jsonl")
+    b = compose_run(metadata={"scan_id": 9, "plan_name": "count"})
+    d = b.compose_descriptor(name="primary", data_keys={"a": {"dtype": "number", "shape": [], "source": "a"}})
+    docs = [("start", b.start_doc), ("descriptor", d.descriptor_doc)]
+    docs += [("event", d.compose_event(data={"a": float(i)}, timestamps={"a": 0.0})) for i in range(3)]
+    docs.append(("stop", b.compose_stop()))
+    for mod, sub in ((suitcase_msgpack, "mp"), (suitcase_jsonl, "jl")):
+        mod.export(iter(docs), str(tmp_path / sub))
+        cat = databroker_lite.open_catalog(tmp_path / f"cat-{sub}")
+        report = P.import_documents(tmp_path / sub, cat)
+        assert report.added == [b.start_doc["uid"]]
+        assert cat[9].primary.read()["a"].values.tolist() == [0.0, 1.0, 2.0]
+        assert [n for n, _ in cat[9].documents()] == [n for n, _ in docs]
+
+
+def test_import_bad_document_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('["start", {"uid": "x"\n')
+    with pytest.raises(P.PackError, match="line 1"):
+        P.import_documents(bad, tmp_path / "cat")
+
+
+def test_pack_msgpack_format_is_databroker_pack_layout(source, tmp_path):
+    cat, uids, ad_uid, frames = source
+    dest = tmp_path / "mp"
+    P.pack(cat, dest, all=True, format="msgpack", quiet=True)
+    files = sorted(os.listdir(dest / "documents"))
+    assert files == sorted(f"{u}.msgpack" for u in [*uids, ad_uid])
+    with open(dest / "documents" / f"{uids[0]}.msgpack", "rb") as f:
+        items = list(msgpack.Unpacker(f, raw=False))
+    assert [i[0] for i in items] == [n for n, _ in cat[1].documents()]
+    assert "bluesky-msgpack-catalog" in (dest / "catalog.yml").read_text()
+    # and it imports back into a catalog with the same data
+    shutil.rmtree(tmp_path / "detector_files")
+    back = databroker_lite.open_catalog(tmp_path / "back")
+    P.import_documents(dest, back)
+    np.testing.assert_array_equal(back[50].primary.read()["img"].values, frames)

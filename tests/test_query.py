@@ -1,0 +1,264 @@
+"""Searching catalogs: MongoDB-style queries, helpers, bad queries, SQL injection."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+import event_model
+import numpy as np
+import pytest
+
+import databroker_lite
+from databroker_lite import InvalidQuery, RunNotFound, ScanID, ScanIDRange, TimeRange
+
+T0 = 1_600_000_000.0  # 2020-09-13 12:26:40 UTC
+HOUR, DAY = 3600.0, 86400.0
+
+# name -> (start time, metadata)
+RUNS = {
+    "r1": (T0, dict(scan_id=1, plan_name="count", detectors=["det"], operator="alice", energy=8.0,
+                    sample={"name": "Cu foil", "temp": 300})),
+    "r2": (T0 + HOUR, dict(scan_id=2, plan_name="scan", detectors=["det", "I0"], operator="bob",
+                           energy=7.1, sample={"name": "Fe foil", "temp": 77})),
+    "r3": (T0 + DAY, dict(scan_id=3, plan_name="rel_scan", detectors=["I0"], energy=9,
+                          sample={"name": "cu powder"})),
+    "r4": (T0 + 2 * DAY, dict(scan_id=4, plan_name="count", detectors=["det"], operator=None,
+                              notes="it's \"odd\"; -- ok", energy=12.5)),
+}
+
+
+def _add(cat: databroker_lite.Catalog, t: float, md: dict) -> str:
+    bundle = event_model.compose_run(time=t, metadata=md)
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(
+        name="primary", data_keys={"x": {"source": "sim", "dtype": "number", "shape": []}}, time=t)
+    cat.insert("descriptor", desc.descriptor_doc)
+    cat.insert("event", desc.compose_event(data={"x": 1.0}, timestamps={"x": t}, seq_num=1, time=t))
+    cat.insert("stop", bundle.compose_stop(time=t + 1))
+    return bundle.start_doc["uid"]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> tuple[databroker_lite.Catalog, dict[str, str]]:
+    cat = databroker_lite.open_catalog(tmp_path_factory.mktemp("query") / "cat")
+    uids = {name: _add(cat, t, md) for name, (t, md) in RUNS.items()}
+    return cat, uids
+
+
+def names(result: databroker_lite.Catalog, uids: dict[str, str]) -> list[str]:
+    """The short names of the runs in a search result, in catalog order."""
+    by_uid = {u: n for n, u in uids.items()}
+    return [by_uid[u] for u in result]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ({}, ["r1", "r2", "r3", "r4"]),
+    ({"plan_name": "count"}, ["r1", "r4"]),
+    ({"operator": "alice"}, ["r1"]),
+    ({"energy": 7.1}, ["r2"]),
+    ({"energy": 9}, ["r3"]),
+    ({"energy": 9.0}, ["r3"]),  # int and float compare as numbers
+    ({"scan_id": 3}, ["r3"]),
+    ({"scan_id": np.int64(3)}, ["r3"]),
+    ({"sample.name": "Cu foil"}, ["r1"]),
+    ({"sample.temp": 77}, ["r2"]),
+    ({"detectors": "det"}, ["r1", "r2", "r4"]),  # equality on an array means "contains"
+    ({"detectors": "I0"}, ["r2", "r3"]),
+    ({"detectors": ["det", "I0"]}, ["r2"]),  # a whole array matches exactly
+    ({"operator": None}, ["r3", "r4"]),  # null or missing
+    ({"plan_name": "count", "operator": "alice"}, ["r1"]),  # keys are ANDed
+    ({"sample.name": "cu foil"}, []),  # case matters
+    ({"nope": 1}, []),
+    ({"energy": "8.0"}, []),  # a string never equals a number
+])
+def test_equality(catalog, query, expected):
+    cat, uids = catalog
+    assert names(cat.search(query), uids) == expected
+
+
+@pytest.mark.parametrize("query, expected", [
+    ({"operator": {"$in": ["alice", "bob"]}}, ["r1", "r2"]),
+    ({"scan_id": {"$in": [2, 4, 99]}}, ["r2", "r4"]),
+    ({"detectors": {"$in": ["I0"]}}, ["r2", "r3"]),
+    ({"sample.name": {"$in": ["Fe foil", "cu powder"]}}, ["r2", "r3"]),
+    ({"scan_id": {"$in": []}}, []),
+    ({"plan_name": {"$nin": ["count"]}}, ["r2", "r3"]),
+    ({"operator": {"$nin": ["alice"]}}, ["r2", "r3", "r4"]),  # a missing key is "not in"
+    ({"detectors": {"$nin": ["I0"]}}, ["r1", "r4"]),
+    ({"energy": {"$gt": 8}}, ["r3", "r4"]),
+    ({"energy": {"$gte": 8}}, ["r1", "r3", "r4"]),
+    ({"energy": {"$lt": 8}}, ["r2"]),
+    ({"energy": {"$lte": 8.0}}, ["r1", "r2"]),
+    ({"energy": {"$gt": 7.5, "$lt": 10}}, ["r1", "r3"]),
+    ({"sample.temp": {"$lt": 100}}, ["r2"]),
+    ({"scan_id": {"$gte": 2, "$lte": 3}}, ["r2", "r3"]),
+    ({"plan_name": {"$gt": "count"}}, ["r2", "r3"]),  # strings compare as strings
+    ({"plan_name": {"$ne": "count"}}, ["r2", "r3"]),
+    ({"operator": {"$ne": "alice"}}, ["r2", "r3", "r4"]),  # missing key is "not equal"
+    ({"sample.name": {"$ne": "Cu foil"}}, ["r2", "r3", "r4"]),
+    ({"detectors": {"$ne": "det"}}, ["r3"]),
+    ({"operator": {"$exists": True}}, ["r1", "r2", "r4"]),  # present, even if null
+    ({"operator": {"$exists": False}}, ["r3"]),
+    ({"sample.temp": {"$exists": True}}, ["r1", "r2"]),
+    ({"sample": {"$exists": False}}, ["r4"]),
+    ({"sample.name": {"$regex": "^Cu"}}, ["r1"]),
+    ({"sample.name": {"$regex": "^cu", "$options": "i"}}, ["r1", "r3"]),
+    ({"sample.name": {"$regex": re.compile("foil$")}}, ["r1", "r2"]),
+    ({"plan_name": {"$regex": "scan"}}, ["r2", "r3"]),  # re.search: anywhere in the string
+    ({"energy": {"$regex": "8"}}, []),  # only strings match a regex
+    ({"$or": [{"operator": "alice"}, {"scan_id": 3}]}, ["r1", "r3"]),
+    ({"$and": [{"detectors": "det"}, {"energy": {"$gt": 8}}]}, ["r4"]),
+    ({"$nor": [{"operator": "alice"}]}, ["r2", "r3", "r4"]),
+    ({"energy": {"$not": {"$gt": 8}}}, ["r1", "r2"]),
+    ({"operator": {"$not": {"$regex": "^a"}}}, ["r2", "r3", "r4"]),
+])
+def test_operators(catalog, query, expected):
+    cat, uids = catalog
+    assert names(cat.search(query), uids) == expected
+
+
+def test_time_range_with_iso_strings_and_epoch_floats(catalog):
+    cat, uids = catalog
+
+    def local_iso(t: float) -> str:
+        return datetime.fromtimestamp(t).isoformat()
+
+    assert names(cat.search(TimeRange(since=local_iso(T0 + 1))), uids) == ["r2", "r3", "r4"]
+    assert names(cat.search(TimeRange(until=local_iso(T0 + 1))), uids) == ["r1"]
+    assert names(cat.search(TimeRange(since=local_iso(T0 + HOUR), until=local_iso(T0 + DAY))),
+                 uids) == ["r2"]  # since inclusive, until exclusive
+    assert names(cat.search(TimeRange(since=T0 + 10, until=T0 + 2 * DAY)), uids) == ["r2", "r3"]
+    assert names(cat.search(TimeRange(since=int(T0))), uids) == ["r1", "r2", "r3", "r4"]
+    # an explicit offset or a timezone name pins the instant
+    assert names(cat.search(TimeRange(since="2020-09-13T13:26:40+00:00")), uids) == ["r2", "r3", "r4"]
+    assert names(cat.search(TimeRange(until="2020-09-14 12:26:40", timezone="UTC")), uids) == ["r1", "r2"]
+    assert names(cat.search(TimeRange(since=datetime(2020, 9, 15, tzinfo=timezone.utc))), uids) == ["r4"]
+
+
+def test_time_range_errors():
+    with pytest.raises(InvalidQuery, match="ISO"):
+        TimeRange(since="yesterday-ish")
+    with pytest.raises(InvalidQuery, match="after"):
+        TimeRange(since=T0 + 10, until=T0)
+
+
+def test_scan_id_helpers(catalog):
+    cat, uids = catalog
+    assert names(cat.search(ScanID(2, 4)), uids) == ["r2", "r4"]
+    assert names(cat.search(ScanID(3)), uids) == ["r3"]
+    assert names(cat.search(ScanIDRange(2, 4)), uids) == ["r2", "r3"]  # stop exclusive
+    assert names(cat.search(ScanIDRange(10, 20)), uids) == []
+
+
+def test_chained_search_and_lookups(catalog):
+    cat, uids = catalog
+    counts = cat.search({"plan_name": {"$in": ["count", "scan"]}})
+    assert names(counts, uids) == ["r1", "r2", "r4"]
+    both = counts.search({"detectors": "det"}).search(TimeRange(since=T0 + 1))
+    assert names(both, uids) == ["r2", "r4"]
+    assert len(both) == 2
+    assert both[-1].uid == uids["r4"]
+    assert both[-2].uid == uids["r2"]
+    assert both[2].uid == uids["r2"]
+    assert both[uids["r4"][:10]].uid == uids["r4"]
+    with pytest.raises(RunNotFound):
+        both[1]  # scan_id 1 exists in the catalog but not in this result
+    with pytest.raises(RunNotFound):
+        both[-3]
+    assert uids["r1"] not in both and uids["r2"] in both
+    assert [u for u, _ in both.items()] == [uids["r2"], uids["r4"]]
+    assert len(cat) == 4  # the parent is untouched
+
+
+@pytest.mark.parametrize("query", [
+    {"energy": {"$foo": 1}},
+    {"$where": "1 == 1"},
+    {"sample.name": {"$regex": "(unclosed"}},
+    {"sample.name": {"$regex": 5}},
+    {"scan_id": {"$in": 3}},
+    {"scan_id": {"$gt": None}},
+    {"scan_id": {"$gt": [1, 2]}},
+    {"": 1},
+    {"a..b": 1},
+    {"sample": {"$exists": True, "name": "x"}},
+    {"$or": "not a list"},
+])
+def test_bad_queries_raise_invalid_query(catalog, query):
+    cat, _ = catalog
+    with pytest.raises(InvalidQuery):
+        cat.search(query)
+
+
+def test_invalid_query_is_a_value_error_and_names_the_problem(catalog):
+    cat, _ = catalog
+    with pytest.raises(ValueError, match=r"\$foo"):
+        cat.search({"energy": {"$foo": 1}})
+    with pytest.raises(InvalidQuery, match="not a valid regular expression"):
+        cat.search({"sample.name": {"$regex": "[a-"}})
+    with pytest.raises(TypeError):
+        cat.search("plan_name = 'count'")
+
+
+INJECTIONS = [
+    "') OR 1=1 --",
+    "\") OR 1=1 --",
+    "x' OR '1'='1",
+    "count'; DROP TABLE runs; --",
+    "1; DELETE FROM runs",
+    "$.\"plan_name\"",
+    "%",
+    "*",
+    "a\"]) OR 1=1 --",
+]
+
+
+@pytest.mark.parametrize("evil", INJECTIONS)
+def test_sql_injection_in_values_matches_nothing(catalog, evil):
+    cat, uids = catalog
+    for query in ({"plan_name": evil}, {"sample.name": evil}, {"detectors": evil},
+                  {"operator": {"$in": [evil]}}, {"scan_id": evil}, {"uid": evil},
+                  {"sample.name": {"$gt": evil, "$lt": evil}}):
+        assert list(cat.search(query)) == []
+    with pytest.raises(RunNotFound):
+        cat[evil]
+    assert evil not in cat
+    assert len(cat) == 4
+
+
+KEY_INJECTIONS = [e for e in INJECTIONS if not e.startswith("$")] + [
+    "sample.name\") OR 1=1 --", "plan_name; --", "plan_name') OR 1=1 --"]
+
+
+@pytest.mark.parametrize("evil", KEY_INJECTIONS)
+def test_sql_injection_in_keys_matches_nothing(catalog, evil):
+    cat, uids = catalog
+    assert list(cat.search({evil: "count"})) == []
+    assert list(cat.search({evil: {"$exists": True}})) == []
+    assert list(cat.search({f"sample.{evil}": "Cu foil"})) == []
+    assert names(cat.search({evil: {"$exists": False}}), uids) == ["r1", "r2", "r3", "r4"]
+    assert len(cat) == 4
+
+
+def test_keys_starting_with_dollar_are_operators(catalog):
+    cat, _ = catalog
+    with pytest.raises(InvalidQuery, match="unknown top-level operator"):
+        cat.search({'$."plan_name"': "count"})
+
+
+def test_quotes_in_values_are_matched_literally(catalog):
+    cat, uids = catalog
+    assert names(cat.search({"notes": "it's \"odd\"; -- ok"}), uids) == ["r4"]
+    assert names(cat.search({"notes": {"$regex": "'s \"odd\"; --"}}), uids) == ["r4"]
+
+
+def test_index_still_works_after_injection_attempts(catalog):
+    cat, uids = catalog
+    for evil in KEY_INJECTIONS:
+        assert list(cat.search({evil: evil})) == []
+        cat.search({"plan_name": {"$regex": re.escape(evil)}})
+    assert len(cat) == 4
+    assert list(cat) == list(uids.values())
+    assert cat[-1].uid == uids["r4"]
+    assert names(cat.search({"plan_name": "count"}), uids) == ["r1", "r4"]
+    fresh = databroker_lite.open_catalog(cat.directory, mode="r")
+    assert len(fresh) == 4
