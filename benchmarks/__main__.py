@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  done in {timings[name]:.1f} s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(os.path.join(tmp, "catalog.parts"), ignore_errors=True)
     print()
     print(table(figures))
     met = [f.met() for f in figures if f.met() is not None]

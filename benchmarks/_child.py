@@ -73,6 +73,29 @@ def task_read(kind: str, directory: str = "", uid: str = "", path: str = "", nam
     return _measure(lambda: ds[frame])
 
 
+def task_ingest(kind: str, directory: str, n: int, h: int, w: int) -> dict:
+    """Write an n x h x w uint16 stack through cat.writer (ours) or raw h5py."""
+    import os
+
+    import numpy as np
+    stack = np.random.default_rng(3).integers(0, 4096, size=(n, h, w), dtype=np.uint16)
+    if kind == "ours":
+        import databroker_lite
+
+        from .reads import image_documents
+        docs = image_documents(stack)
+        writer = databroker_lite.open_catalog(directory).writer
+
+        def op() -> None:
+            for name, doc in docs:
+                writer(name, doc)
+        return _measure(op)
+
+    from .ingest import h5py_write_stack
+    os.makedirs(directory, exist_ok=True)
+    return _measure(lambda: h5py_write_stack(os.path.join(directory, "stack.h5"), stack))
+
+
 def task_open_catalog(directory: str) -> dict:
     """Seconds to import databroker_lite and for open_catalog() to return, cold process."""
     t0 = time.perf_counter()
@@ -95,7 +118,7 @@ def task_open_sqlite(index: str) -> dict:
     return {"import_s": t1 - t0, "open_s": t2 - t1, "n": n}
 
 
-TASKS = {"read": task_read, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
+TASKS = {"read": task_read, "ingest": task_ingest, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
 
 
 def main(argv: list[str]) -> None:

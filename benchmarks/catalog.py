@@ -131,7 +131,7 @@ def bench_catalog(tmp: str, repeat: int, n_runs: int, workers: int,
                    per_run, [Baseline("h5py: same content, one file", samples)],
                    note=f"{n_runs:,} runs written in {wall:.0f} s with {workers} processes "
                         f"({n_runs / wall:.0f} runs/s); per-run times are per task of {TASK_RUNS} runs "
-                        "in one process")]
+                        "in one process, including composing the documents with event_model")]
 
     # the index: built on first open, then rebuilt with reindex()
     t0 = time.perf_counter()

@@ -230,8 +230,23 @@ class CatalogWriter:
         _OPEN_WRITERS.add(self)
 
     def __call__(self, name: str, doc: Mapping) -> None:
-        _docs.validate(name, doc)
+        _docs.validate(name, doc, run_uid=self._run_uid_of(name, doc))
         getattr(self, "_" + name)(doc)
+
+    def _run_uid_of(self, name: str, doc: Any) -> str | None:
+        """The run a document says (or is known) to belong to, for error messages."""
+        if not isinstance(doc, Mapping):
+            return None
+        if name == "start":
+            return doc.get("uid") if isinstance(doc.get("uid"), str) else None
+        ref = doc.get("run_start")
+        if isinstance(ref, str):
+            return ref
+        for kind, field in (("descriptor", "descriptor"), ("resource", "resource")):
+            ref = doc.get(field)
+            if isinstance(ref, str) and (kind, ref) in self._owner:
+                return self._owner[(kind, ref)]
+        return None
 
     def _run_of(self, name: str, kind: str, ref: str, doc: Mapping) -> RunWriter:
         run_uid = self._owner.get((kind, ref))

@@ -48,8 +48,9 @@ def run_demo(*, progress: bool = True) -> None:
     lazy_ds = run.primary.to_dask()
     print(lazy_ds)
     image = lazy_ds["Synced_saxs_image"]
-    print(f"\nSynced_saxs_image: {image.nbytes / 1e6:.0f} MB if loaded, "
-          f"{image.data.npartitions} chunks read only when needed")
+    n = image.data.npartitions
+    print(f"\nSynced_saxs_image: {image.nbytes / 1e6:.0f} MB if loaded, in {n} "
+          f"chunk{'s' if n != 1 else ''}, each read only when needed")
 
     _section("corrected[100, 0, :, :].compute()   (reads one frame and the darks)")
     corrected = image - run.dark.to_dask()["Synced_saxs_image"].mean("time")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import sqlite3
 import threading
 import time
@@ -70,15 +71,35 @@ class Index:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         elif not os.path.exists(self.path) or not os.access(os.path.dirname(self.path), os.W_OK):
             self.in_memory = True  # read-only catalog without a usable index: build one in memory
-        conn = self.conn
-        if self.in_memory or writable:
-            with conn:
-                conn.executescript(_SCHEMA)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            self._init_db()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, disk I/O, ...: not ours to fix
+                raise CatalogError(f"{self.path}: cannot use the index ({exc})") from exc
+            # not a database or corrupt: the index is derived, so start a new one
+            self.close()
+            if writable:
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(self.path + suffix):
+                        os.remove(self.path + suffix)
+            else:
+                self.in_memory = True
+            self._init_db()
         version = self._meta("schema_version")
         if version is not None and int(version) > SCHEMA_VERSION:
             raise CatalogError(f"{self.path}: index schema {version} is newer than this package "
                                f"knows; run 'databroker-lite reindex {self.directory}'")
+
+    def _init_db(self) -> None:
+        conn = self.conn
+        if self.in_memory or self.writable:
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is None:
+            self.close()  # read-only, and the index file was never filled: use one in memory
+            self.in_memory = True
+            self._init_db()
 
     # --- connection per thread (sqlite3 connections are not shared across threads)
     @property
@@ -88,7 +109,7 @@ class Index:
             if self.in_memory:
                 c = getattr(self, "_memconn", None)
                 if c is None:
-                    c = self._memconn = sqlite3.connect(":memory:", check_same_thread=False)
+                    c = self._memconn = self._memory_copy()
             else:
                 c = sqlite3.connect(self.path, timeout=60, isolation_level=None if not self.writable else "")
                 c.execute("PRAGMA busy_timeout = 60000")
@@ -101,6 +122,29 @@ class Index:
             self._local.conn = c
             self._local.pid = os.getpid()
         return c
+
+    def _memory_copy(self) -> sqlite3.Connection:
+        """An in-memory index, starting from a copy of the on-disk one if it can be read.
+
+        A read-only catalog (say on a read-only mount) then only catches up with what
+        changed since, instead of reading every run file.
+        """
+        uri = pathlib.Path(self.path).as_uri()
+        # mode=ro reads the write-ahead log too; immutable=1 works where even that cannot
+        for flags in ("?mode=ro", "?immutable=1"):
+            mem = sqlite3.connect(":memory:", check_same_thread=False)
+            if not os.path.exists(self.path):
+                return mem
+            try:
+                src = sqlite3.connect(uri + flags, uri=True)
+                try:
+                    src.backup(mem)
+                finally:
+                    src.close()
+                return mem
+            except sqlite3.DatabaseError:  # unreadable this way
+                mem.close()
+        return sqlite3.connect(":memory:", check_same_thread=False)
 
     def close(self) -> None:
         c = getattr(self._local, "conn", None)
@@ -154,14 +198,20 @@ class Index:
                 try:
                     reader = RunReader(path)
                     mtime, size = on_disk[f]
+                    if reader.stop is None and conn.execute(
+                            "SELECT 1 FROM runs WHERE uid = ? AND file = ? AND stop IS NOT NULL",
+                            (reader.uid, f)).fetchone():
+                        continue  # read before its writer added the stop, which the index has
                     self._upsert(reader.start, reader.stop, reader.stream_names, f, mtime, size)
                     conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
                     counts["updated" if f in known else "added"] += 1
                 except (CorruptRunFile, OSError, KeyError, ValueError) as exc:
-                    conn.execute("DELETE FROM runs WHERE file = ?", (f,))
-                    conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
-                                 (f, *on_disk[f], str(exc)))
-                    counts["bad"] += 1
+                    # A file the index already lists is a run another process is writing
+                    # (just created, or mid-flush): keep its row. Anything else is bad.
+                    cur = conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
+                                       "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
+                                       (f, *on_disk[f], str(exc), f))
+                    counts["bad"] += cur.rowcount > 0
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
@@ -199,6 +249,8 @@ class Index:
         mtime, size = _stat(path)
         with self.conn:
             self._upsert(start, stop, streams, file, mtime, size)
+            # a reader may have met the file half-created and called it bad
+            self.conn.execute("DELETE FROM bad_files WHERE file = ?", (file,))
             if dir_before is not None and self._meta("dir_stamp") == dir_before:
                 self._set_meta("dir_stamp", self.dir_stamp())
 

@@ -6,9 +6,10 @@ are built from quoted key parts, so no key or value can change the SQL.
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from datetime import timezone as _tz
 from typing import Any
 
@@ -196,13 +197,20 @@ def compile_query(query: Mapping) -> tuple[str, list[Any]]:
 def _to_timestamp(value: Any, tz: str | None) -> float:
     if value is None:
         raise InvalidQuery("a time bound is None")
-    if isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        raise InvalidQuery(f"cannot use {value!r} as a time")
+    if isinstance(value, numbers.Real):  # epoch seconds, numpy scalars included
         return float(value)
     if isinstance(value, datetime):
         dt = value
+    elif isinstance(value, date):  # a whole day starts at midnight
+        dt = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):  # UTC; fromisoformat reads "Z" only from Python 3.11
+            text = text[:-1] + "+00:00"
         try:
-            dt = datetime.fromisoformat(value.strip())
+            dt = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidQuery(f"cannot read {value!r} as a date/time; use ISO format like "
                                "'2021-12-06' or '2021-12-06 15:46'") from None

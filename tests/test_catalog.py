@@ -19,6 +19,7 @@ from databroker_lite import (
     RunNotFound,
 )
 from databroker_lite.errors import DatabrokerLiteError
+from databroker_lite.storage.reader import RunReader
 
 T0 = 1_600_000_000.0  # 2020-09-13, a fixed epoch so run order is known
 
@@ -249,7 +250,7 @@ def test_read_only_refuses_writes(five):
     with pytest.raises(ReadOnlyCatalog):
         ro.insert("start", bundle.start_doc)
     with pytest.raises(ReadOnlyCatalog):
-        ro.writer
+        ro.writer  # noqa: B018 - the property raises
     with pytest.raises(PermissionError):  # also a builtin PermissionError
         ro.insert("start", bundle.start_doc)
     assert len(ro) == 5
@@ -274,24 +275,36 @@ def test_read_only_without_index_answers_from_memory(five, tmp_path):
     assert not (copy / ".databroker_lite").exists()  # a read-only open writes nothing
 
 
-def test_read_only_on_unwritable_directory(five, tmp_path):
+def test_read_only_on_unwritable_directory(five, tmp_path, monkeypatch):
     import shutil
-    if os.geteuid() == 0:
-        pytest.skip("root can write anywhere")
     cat, uids = five
     copy = tmp_path / "ro"
-    copy.mkdir()
-    for u in uids[:3]:
-        shutil.copy(os.path.join(cat.directory, u + ".h5"), copy)
-    os.chmod(copy, 0o555)
-    try:
-        with pytest.raises(CatalogError, match="not writable"):
-            databroker_lite.open_catalog(copy)
-        ro = databroker_lite.open_catalog(copy, mode="r")
-        assert list(ro) == uids[:3]
-        assert not (copy / ".databroker_lite").exists()
-    finally:
-        os.chmod(copy, 0o755)
+    shutil.copytree(cat.directory, copy)  # run files and their index
+    os.remove(copy / (uids[4] + ".h5"))  # the copied index is now out of date
+    real_access = os.access
+
+    def no_writes_under_copy(path, mode, *args, **kwargs):  # chmod does not stop root
+        if mode & os.W_OK and os.path.abspath(path).startswith(str(copy)):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", no_writes_under_copy)
+    with pytest.raises(CatalogError, match="not writable"):
+        databroker_lite.open_catalog(copy)
+    index = copy / ".databroker_lite" / "index.sqlite"
+    stamp = os.stat(index).st_mtime_ns
+
+    def refuse(self, path):
+        raise AssertionError(f"opened {path}: the copied index should have been used")
+
+    monkeypatch.setattr(RunReader, "__init__", refuse)
+    ro = databroker_lite.open_catalog(copy, mode="r")
+    assert list(ro) == uids[:4]
+    assert ro[-1].uid == uids[3]
+    assert len(ro.search({"scan_id": {"$gt": 102}})) == 2
+    assert os.stat(index).st_mtime_ns == stamp  # the index was not written
+    monkeypatch.undo()
+    assert ro[-1].primary.read()["det"].values.tolist() == [0.0, 1.0]
 
 
 # --- temp and repr ------------------------------------------------------------------

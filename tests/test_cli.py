@@ -66,6 +66,19 @@ def test_reindex_replaces_a_stale_index(three, capsys, tmp_path):
         cat[99]
 
 
+def test_reindex_repairs_a_damaged_index(three, capsys):
+    path, uids = three
+    index = os.path.join(path, ".databroker_lite", "index.sqlite")
+    for leftover in (index + "-wal", index + "-shm"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    with open(index, "wb") as f:
+        f.write(b"garbage" * 200)
+    assert main(["reindex", path]) == 0
+    assert "3 runs indexed" in capsys.readouterr().out
+    assert list(databroker_lite.open_catalog(path, mode="r")) == uids
+
+
 def test_reindex_missing_directory_is_an_error_and_creates_nothing(tmp_path, capsys):
     missing = tmp_path / "typo"
     assert main(["reindex", str(missing)]) == 1

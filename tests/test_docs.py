@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["tutorial.rst", "howto/find_runs.rst", "howto/write_runs.rst",
-         "howto/lazy_and_distributed.rst", "howto/named_catalogs.rst", "layout.rst"]
+REQUIRED = ["tutorial.rst", "howto/find_runs.rst", "howto/write_runs.rst",
+            "howto/lazy_and_distributed.rst", "howto/named_catalogs.rst", "layout.rst"]
+#: every page with examples in it, so a new how-to is tested without being listed here
+PAGES = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.rst")
+               if "_build" not in p.parts and ">>> " in p.read_text(encoding="utf-8"))
+
+
+def test_the_pages_with_examples_are_found() -> None:
+    assert set(REQUIRED) <= set(PAGES), sorted(set(REQUIRED) - set(PAGES))
 
 
 @pytest.fixture

@@ -73,6 +73,25 @@ def test_deleted_index_is_rebuilt_with_same_answers(four):
     assert answers(ro) == before
 
 
+@pytest.mark.parametrize("content", [b"", b"not a database" * 100])
+@pytest.mark.parametrize("mode", ["a", "r"])
+def test_damaged_index_file_is_replaced(four, content, mode):
+    cat, uids = four
+    before = answers(cat)
+    index_dir = os.path.join(cat.directory, ".databroker_lite")
+    shutil.rmtree(index_dir)
+    os.mkdir(index_dir)
+    with open(os.path.join(index_dir, "index.sqlite"), "wb") as f:
+        f.write(content)
+    again = databroker_lite.open_catalog(cat.directory, mode=mode)
+    assert answers(again) == before
+    if mode == "r":  # read-only answers from memory and leaves the file alone
+        with open(os.path.join(index_dir, "index.sqlite"), "rb") as f:
+            assert f.read() == content
+    else:
+        assert answers(databroker_lite.open_catalog(cat.directory, mode="r")) == before
+
+
 def test_reindex_method_rebuilds(four):
     cat, uids = four
     before = answers(cat)
@@ -127,6 +146,23 @@ def test_unreadable_files_are_reported_not_listed(four):
     assert cat.bad_files == {}
 
 
+def test_listed_run_unreadable_for_a_moment_stays_listed(four, monkeypatch):
+    """A reader that meets a run file mid-flush (another process writing) keeps listing it."""
+    cat, uids = four
+    from databroker_lite.errors import CorruptRunFile
+
+    def mid_flush(self, path):
+        raise CorruptRunFile(f"{path}: damaged run file (truncated)")
+
+    monkeypatch.setattr(RunReader, "__init__", mid_flush)
+    st = os.stat(os.path.join(cat.directory, uids[1] + ".h5"))
+    os.utime(os.path.join(cat.directory, uids[1] + ".h5"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with open(os.path.join(cat.directory, "junk.h5"), "wb") as f:  # also changes the directory
+        f.write(b"junk")
+    assert list(cat) == uids
+    assert list(cat.bad_files) == ["junk.h5"]
+
+
 def test_lookups_do_not_open_run_files(four, monkeypatch):
     cat, uids = four
     opened: list[str] = []
@@ -150,7 +186,7 @@ def test_lookups_do_not_open_run_files(four, monkeypatch):
         repr(c)
     assert opened == []
     with pytest.raises(AssertionError, match="opened"):
-        cat[-1].metadata  # the file is opened only when the run's content is asked for
+        cat[-1].metadata  # noqa: B018 - the file is opened only when the run's content is asked for
     assert opened == [os.path.join(cat.directory, uids[3] + ".h5")]
 
 

@@ -133,6 +133,11 @@ def test_time_range_with_iso_strings_and_epoch_floats(catalog):
     assert names(cat.search(TimeRange(since="2020-09-13T13:26:40+00:00")), uids) == ["r2", "r3", "r4"]
     assert names(cat.search(TimeRange(until="2020-09-14 12:26:40", timezone="UTC")), uids) == ["r1", "r2"]
     assert names(cat.search(TimeRange(since=datetime(2020, 9, 15, tzinfo=timezone.utc))), uids) == ["r4"]
+    assert names(cat.search(TimeRange(since="2020-09-13T13:26:40Z")), uids) == ["r2", "r3", "r4"]
+    assert names(cat.search(TimeRange(since=np.float64(T0 + 1))), uids) == ["r2", "r3", "r4"]
+    local_day = datetime.fromtimestamp(T0 + DAY).date()  # the local calendar day of r3
+    assert "r3" in names(cat.search(TimeRange(since=local_day)), uids)
+    assert names(cat.search(TimeRange(since=local_day)), uids)[-1] == "r4"
 
 
 def test_time_range_errors():
@@ -140,6 +145,10 @@ def test_time_range_errors():
         TimeRange(since="yesterday-ish")
     with pytest.raises(InvalidQuery, match="after"):
         TimeRange(since=T0 + 10, until=T0)
+    with pytest.raises(InvalidQuery):
+        TimeRange(since=True)
+    with pytest.raises(InvalidQuery):
+        TimeRange(until=[T0])
 
 
 def test_scan_id_helpers(catalog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import h5py
 import numpy as np
@@ -107,7 +108,10 @@ def test_truncated_copy_of_a_run(good_cat, tmp_path):
     with open(src, "rb") as fh:
         blob = fh.read()
     _write_bad(good_cat, "truncated.h5", blob[: len(blob) // 2])
+    t = time.monotonic()
     _check_rest_works(good_cat, "truncated.h5")
+    # a damaged file is not mistaken for a locked one (no waiting for a lock to go away)
+    assert time.monotonic() - t < 10
     with pytest.raises(RunNotFound):
         good_cat[9]
 
@@ -119,15 +123,22 @@ def test_run_truncated_in_place_raises_naming_the_file(good_cat):
     size = os.path.getsize(path)
     with open(path, "r+b") as fh:
         fh.truncate(size // 2)
+    with pytest.raises(CorruptRunFile, match=os.path.basename(path)):
+        databroker_lite.storage.RunReader(path)
     # the index may still list it (the directory did not change): opening it names the file
     if uid in good_cat:
         with pytest.raises(CorruptRunFile, match=os.path.basename(path)):
             good_cat[uid].primary.read()
     good_cat.refresh()
-    assert f"{uid}.h5" in good_cat.bad_files
-    assert uid not in good_cat
-    assert len(good_cat) == 1
+    # The index keeps listing a file it already knew when it cannot read it (it may be a
+    # run mid-flush in another process); either way the damage is reported by name.
+    if uid in good_cat:
+        with pytest.raises(CorruptRunFile, match=os.path.basename(path)):
+            good_cat[uid].primary.read()
+    else:
+        assert f"{uid}.h5" in good_cat.bad_files
     assert good_cat[1].primary.read()["x"].values.tolist() == [0.0, 1.5, 3.0]
+    assert len(good_cat.search({"plan_name": "count"})) == 1
 
 
 def test_someone_elses_hdf5_layout(good_cat):

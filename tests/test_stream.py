@@ -1,6 +1,7 @@
 """Stream.read(), to_dask() equality, timestamps, config, descriptors and reprs (SPEC 5-6)."""
 from __future__ import annotations
 
+import pickle
 import re
 import time
 import uuid
@@ -141,6 +142,7 @@ def test_read_equals_to_dask_compute(run, stream):
         assert isinstance(lazy[key].data, da.Array), key
     computed = lazy.compute()
     assert_same(computed, eager)
+    assert_same(pickle.loads(pickle.dumps(lazy)).compute(), eager)
     for key in eager.data_vars:
         assert computed[key].dtype == eager[key].dtype, key
         assert computed[key].dims == eager[key].dims, key

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -234,3 +235,21 @@ def test_small_mode_only_shrinks_images(tutorial_env: Path) -> None:
     shape = run.primary.to_dask()["Synced_saxs_image"].shape
     assert shape == (params["n_frames"], 1, *params["small_shape"])
     assert run.dark.to_dask()["Synced_saxs_image"].shape[0] == params["n_dark"]
+
+
+def test_demo_shows_the_tutorial(tutorial_env: Path, capsys: pytest.CaptureFixture) -> None:
+    from databroker_lite.cli import main
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "bluesky-tutorial-BMM: " in out and "bluesky-tutorial-RSOXS: " in out
+    assert "uid='8aaf81b9-85f2-51ac-8655-1b712a81002a'" in out
+    assert "list(run) -> ['baseline', 'primary']" in out
+    head = out.split("ds = run.primary.read()")[1]
+    assert "dcm_energy" in head and "I0" in head and "8779.0" in head
+    below, above = (float(x) for x in
+                    out.split("log(I0/It): ")[1].split(" eV (")[0].replace(" below 8950 eV,", "")
+                    .replace(" above 9000", "").split())
+    assert above > below + 0.5
+    assert "uid='777b44a7-" in out
+    assert "dask.array<chunksize=" in out and "Synced_saxs_image" in out
+    assert re.search(r"Synced_saxs_image: \d+ MB if loaded, in \d+ chunks?, each read only", out)

@@ -125,7 +125,8 @@ class ExportWriter(event_model.DocumentRouter):
         return {"start": self._start, "stop": self._stop, "descriptors": descs}
 
     def descriptor(self, doc: dict) -> dict:
-        self._descriptors[doc["uid"]] = doc
+        if self._start is not None and doc.get("run_start") in (None, self._start["uid"]):
+            self._descriptors[doc["uid"]] = doc
         return doc
 
     def event_page(self, doc: dict) -> dict:
@@ -216,7 +217,7 @@ def replay(run: Run, writer: ExportWriter, streams: Iterable[str] | None = None)
         writer._source_descriptors[name] = descs
         writer("descriptor", desc)
         datasets[name] = (desc, stream.to_dask())
-    for name, (desc, ds) in datasets.items():
+    for desc, ds in datasets.values():
         for page in iter_pages(ds, desc["uid"]):
             writer("event_page", page)
     if md["stop"] is not None:

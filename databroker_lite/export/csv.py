@@ -88,6 +88,8 @@ class CSVWriter(ExportWriter):
 
     def descriptor(self, doc: dict) -> dict:
         super().descriptor(doc)
+        if doc["uid"] not in self._descriptors:  # not of the run being written
+            return doc
         stream = doc.get("name", "primary")
         keys = list(doc["data_keys"])
         same = [f for u, f in self._files.items() if self._descriptors[u].get("name") == stream]

@@ -69,6 +69,8 @@ class JSONWriter(ExportWriter):
 
     def descriptor(self, doc: dict) -> dict:
         super().descriptor(doc)
+        if doc["uid"] not in self._descriptors:  # not of the run being written
+            return doc
         stream = doc.get("name", "primary")
         self._nrows.setdefault(stream, 0)
         self._column(stream, "time")

@@ -18,6 +18,12 @@ def _iso(t: float | None) -> str:
     return datetime.fromtimestamp(t if t is not None else 0, tz=timezone.utc).isoformat()
 
 
+def _text(group: h5py.Group, name: str, value: str) -> None:
+    if name in group:
+        del group[name]
+    group.create_dataset(name, data=str(value), dtype=_STR)
+
+
 def _nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     g = parent.require_group(name)
     g.attrs["NX_class"] = nx_class
@@ -98,19 +104,19 @@ class NexusWriter(ExportWriter):
                        HDF5_Version=h5py.version.hdf5_version, h5py_version=h5py.version.version)
         e = _nx_group(f, "entry", "NXentry")
         e.attrs["default"] = "data"
-        e["title"] = f"scan {doc.get('scan_id', '?')}: {plan_description(doc)}"
-        e["entry_identifier"] = doc["uid"]
-        e["start_time"] = _iso(doc.get("time"))
-        e["plan_name"] = str(doc.get("plan_name", ""))
-        e["program_name"] = "bluesky"
+        _text(e, "title", f"scan {doc.get('scan_id', '?')}: {plan_description(doc)}")
+        _text(e, "entry_identifier", doc["uid"])
+        _text(e, "start_time", _iso(doc.get("time")))
+        _text(e, "plan_name", str(doc.get("plan_name", "")))
+        _text(e, "program_name", "bluesky")
         inst = _nx_group(e, "instrument", "NXinstrument")
-        inst["name"] = str(doc.get("beamline_id") or doc.get("instrument") or "unknown")
+        _text(inst, "name", str(doc.get("beamline_id") or doc.get("instrument") or "unknown"))
         sample = _nx_group(e, "sample", "NXsample")
         s = doc.get("sample")
         if isinstance(s, dict):
             write_collection(sample, s)
         elif s is not None:
-            sample["name"] = str(s)
+            _text(sample, "name", str(s))
         bs = _nx_group(e, "bluesky", "NXcollection")
         bs.create_dataset("start_json", data=dumps(doc), dtype=_STR)
         write_collection(_nx_group(bs, "start", "NXcollection"), doc)
@@ -121,7 +127,7 @@ class NexusWriter(ExportWriter):
 
     def descriptor(self, doc: dict) -> dict:
         super().descriptor(doc)
-        if self._f is None:
+        if self._f is None or doc["uid"] not in self._descriptors:
             return doc
         name = doc.get("name", "primary")
         _nx_group(self._entry["bluesky/streams"], _h5name(name), "NXcollection")
@@ -187,7 +193,10 @@ class NexusWriter(ExportWriter):
         hinted = [_h5name(f) for d in self._descriptors.values() if d.get("name") == self.stream
                   for h in (d.get("hints") or {}).values() for f in h.get("fields", [])]
         candidates = [k for k in hinted if k in numeric and k not in axes]
-        candidates += [k for k in numeric if k not in axes and k != "time"]
+        order = [_h5name(k) for d in self._descriptors.values() if d.get("name") == self.stream
+                 for k in d["data_keys"]]
+        rest = [k for k in dict.fromkeys(order) if k in numeric and k not in axes]
+        candidates += sorted(rest, key=lambda k: g[k].dtype.kind == "b")  # numbers before flags
         if not candidates:
             return
         signal = candidates[0]
@@ -204,13 +213,13 @@ class NexusWriter(ExportWriter):
             return
         e = self._entry
         if stop is not None:
-            e["end_time"] = _iso(stop.get("time"))
-            e["exit_status"] = str(stop.get("exit_status", ""))
+            _text(e, "end_time", _iso(stop.get("time")))
+            _text(e, "exit_status", str(stop.get("exit_status", "")))
             if stop.get("reason"):
-                e["exit_reason"] = str(stop["reason"])
+                _text(e, "exit_reason", str(stop["reason"]))
             self._set_json("stop_json", stop)
         else:
-            e["exit_status"] = "incomplete (no stop document)"
+            _text(e, "exit_status", "incomplete (no stop document)")
         self._set_json("descriptors_json", self.run_metadata()["descriptors"])
         self._f.close()
         self._f = None

@@ -160,7 +160,7 @@ class SpecWriter(ExportWriter):
                and any(_numeric_scalar(v) and k not in self._columns
                        for k, v in doc["data_keys"].items()))
         super().descriptor(doc)
-        if new:
+        if new and doc["uid"] in self._descriptors:
             self._write([f"#C {_ctime(doc.get('time'))}  a new {self.stream} descriptor brings "
                          "new columns: the run continues as the next scan"])
             self._columns = None

@@ -19,9 +19,11 @@ _LOCK_WAIT = float(os.environ.get("DATABROKER_LITE_LOCK_WAIT", "30"))
 
 
 def _is_lock_error(exc: OSError) -> bool:
+    # Not a bare "lock": HDF5's message for a truncated file mentions "sblock->base_addr".
+    if isinstance(exc, BlockingIOError) or getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK):
+        return True
     text = str(exc).lower()
-    return "lock" in text or "resource temporarily unavailable" in text or (
-        getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK))
+    return "unable to lock file" in text or "resource temporarily unavailable" in text
 
 
 def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = None) -> h5py.File:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from numbers import Integral, Real
 from typing import Any
@@ -64,6 +65,8 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
                     return v
                 if isinstance(v, (float, np.floating)) and float(v).is_integer():
                     return int(v)
+                if isinstance(v, (float, np.floating)):
+                    raise _NeedsFloat
                 bad(v, ev, "an integer")
             return check_int
         if kind == "b":
@@ -97,8 +100,14 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
             return arr.astype(object)
         if arr.dtype.kind in "USO" or (kind in "iufb" and arr.dtype.kind == "c"):
             bad(v, ev, f"an array of {col.dtype}")
+        if kind in "iu" and arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
+            bad(v, ev, f"an array of {col.dtype} (it has non-integer values)")  # no silent truncation
         return arr
     return check_array
+
+
+class _NeedsFloat(Exception):
+    """An "integer" column received a fractional number (ophyd.sim setpoints do this)."""
 
 
 class _SegmentBuffer:
@@ -109,6 +118,7 @@ class _SegmentBuffer:
         self.group = group
         self.doc_index = doc_index
         self.created = False
+        self.final = False
         self.n_stored = 0
         self.columns: dict[str, Column] = {}
         self.checkers: dict[str, Callable] = {}
@@ -141,6 +151,18 @@ class _SegmentBuffer:
             self.checkers[key] = _checker(col, self.run_uid)
         return col
 
+    def _promote(self, key: str, value: Any, ev: Mapping) -> Any:
+        # Rejecting the event would abort the user's run and lose data; widen the column
+        # to float64 instead (stored rows are converted at the next flush) and say so.
+        old = self.columns[key]
+        self.columns[key] = col = Column(key, np.dtype("float64"), old.shape, old.dims,
+                                         old.external, old.data_key)
+        self.checkers[key] = _checker(col, self.run_uid)
+        warnings.warn(f"run {self.run_uid}: data[{key!r}] = {value!r} is not an integer although "
+                      f"descriptor {self.descriptor['uid']} declares one; the column is stored "
+                      "as float64 from now on", stacklevel=6)
+        return self.checkers[key](value, ev)
+
     def add(self, ev: Mapping, doc_index: int) -> None:
         data, ts = ev["data"], ev["timestamps"]
         if data.keys() != self.key_set:
@@ -159,7 +181,10 @@ class _SegmentBuffer:
         for key, v in data.items():  # check everything before buffering anything
             if key not in self.checkers:
                 self._column(key, v)
-            values[key] = self.checkers[key](v, ev)
+            try:
+                values[key] = self.checkers[key](v, ev)
+            except _NeedsFloat:
+                values[key] = self._promote(key, v, ev)
             t = ts[key]
             if not isinstance(t, (Real, np.number)) or isinstance(t, (str, bool)):
                 raise InvalidDocument(f"timestamps[{key!r}] = {t!r} is not a number",
@@ -198,7 +223,7 @@ class _SegmentBuffer:
             g.create_dataset("descriptor", data=_docs.dumps(self.descriptor), dtype=STR)
         for name, dt in (("time", "f8"), ("seq_num", "i8"), ("uid", STR), ("doc_index", "i8")):
             if name not in g:
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(self._rows(1024),))
         g.require_group("data")
         g.require_group("timestamps")
         self.created = True
@@ -206,6 +231,16 @@ class _SegmentBuffer:
     def _ensure_column(self, g, key: str) -> None:
         name = h5name(key)
         if name in g["data"]:
+            ds = g["data"][name]
+            col = self.columns.get(key)
+            if col is not None and col.dtype.kind == "f" and ds.dtype.kind in "iu":
+                old = ds[...]  # promoted from integer: rewrite the column as float64
+                attrs = dict(ds.attrs)
+                del g["data"][name]
+                new = g["data"].create_dataset(name, data=old.astype("f8"), maxshape=(None,),
+                                               chunks=(chunk_rows((), col.dtype),))
+                new.attrs.update(attrs)
+                new.attrs["dtype"] = "<f8"
             return
         col = self.columns.get(key) or column_from_data_key(key, self.data_keys[key])
         if col.external:
@@ -220,13 +255,18 @@ class _SegmentBuffer:
             dt, row = storage_dtype(col.dtype), col.shape
         ds = g["data"].create_dataset(
             name, shape=(0, *row), maxshape=(None, *row), dtype=dt,
-            chunks=(chunk_rows(row, col.dtype), *row) if row else (chunk_rows((), col.dtype),))
+            chunks=(self._rows(chunk_rows(row, col.dtype)), *row))
         ds.attrs["key"] = key
         ds.attrs["dtype"] = col.dtype.str if col.dtype.kind != "O" else "str"
         g["timestamps"].create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8",
-                                       chunks=(4096,))
+                                       chunks=(self._rows(1024),))
 
-    def store(self, f) -> None:
+    def _rows(self, rows: int) -> int:
+        # A segment first stored at the run's stop will never grow: size its chunks to fit.
+        return max(1, min(rows, len(self.time))) if self.final else rows
+
+    def store(self, f, final: bool = False) -> None:
+        self.final = final and not self.created
         if not self.created or self.group not in f:
             self._create(f)
         g = f[self.group]
@@ -239,7 +279,7 @@ class _SegmentBuffer:
             name = h5name(key)
             if name not in g["filled"]:
                 ds = g["filled"].create_dataset(name, shape=(n0,), maxshape=(None,), dtype="i1",
-                                                chunks=(4096,), fillvalue=-1)
+                                                chunks=(self._rows(1024),), fillvalue=-1)
                 ds.attrs["key"] = key
         if n == 0:
             return
@@ -403,9 +443,7 @@ class RunWriter:
         self._side_doc("stream_datum", doc, doc["uid"])
 
     def stop(self, doc: dict) -> None:
-        self.flush()
-        with open_h5(self.path, "a") as f:
-            f.create_dataset("stop", data=_docs.dumps(doc), dtype=STR)
+        self.flush(final=True, stop=doc)
         self.stop_doc = doc
         FILE_CACHE.forget(self.path)
 
@@ -416,11 +454,11 @@ class RunWriter:
     def _buffered_bytes(self) -> int:
         return sum(s.nbytes for s in self._segments.values())
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False, stop: dict | None = None) -> None:
         """Write everything buffered to the file, so other processes can read it."""
         dirty = [s for s in self._segments.values() if len(s) or not s.created]
         side = {k: v for k, v in self._side.items() if v}
-        if not dirty and not side:
+        if not dirty and not side and stop is None:
             self._last_flush = time.monotonic()
             return
         with open_h5(self.path, "a") as f:
@@ -437,5 +475,7 @@ class RunWriter:
                     ds[n0:] = np.asarray([r[col] for r in rows], dtype=dt)
                 self._side[name] = []
             for seg in dirty:
-                seg.store(f)
+                seg.store(f, final=final)
+            if stop is not None:  # last, so a file with /stop holds every row
+                f.create_dataset("stop", data=_docs.dumps(stop), dtype=STR)
         self._last_flush = time.monotonic()

@@ -1,0 +1,287 @@
+"""Bad documents: a clear InvalidDocument naming run, document and problem; nothing lost."""
+from __future__ import annotations
+
+import copy
+
+import event_model
+import numpy as np
+import pytest
+from conftest import insert_all, make_run_docs, normalise
+
+import databroker_lite
+from databroker_lite import InvalidDocument
+
+
+@pytest.fixture
+def half_run(cat):
+    """A catalog with one finished run (scan_id 1) and one open run (scan_id 2) with 2 events."""
+    insert_all(cat, make_run_docs(3, metadata={"scan_id": 1}))
+    docs = make_run_docs(5, metadata={"scan_id": 2})
+    insert_all(cat, docs[:4])  # start, descriptor, 2 events
+    return cat, docs
+
+
+def _finish_and_check(cat, docs, n_before: int = 4) -> None:
+    """Insert the rest of the open run; both runs read back exactly what was accepted."""
+    insert_all(cat, docs[n_before:])
+    assert len(cat) == 2
+    assert normalise(list(cat[2].documents())) == normalise(docs)
+    assert cat[2].primary.read()["x"].values.tolist() == [0.0, 1.5, 3.0, 4.5, 6.0]
+    assert cat[1].primary.read()["n"].values.tolist() == [0, 1, 2]
+
+
+def test_invalid_document_is_a_value_error():
+    assert issubclass(InvalidDocument, ValueError)
+    assert issubclass(InvalidDocument, databroker_lite.DatabrokerLiteError)
+
+
+def test_unknown_document_name(half_run):
+    cat, docs = half_run
+    with pytest.raises(InvalidDocument, match="unknown document name 'bogus'"):
+        cat.writer("bogus", {"uid": "x"})
+    _finish_and_check(cat, docs)
+
+
+def test_document_that_is_not_a_dict(half_run):
+    cat, docs = half_run
+    with pytest.raises(InvalidDocument, match="event document.*expected a dict, got list"):
+        cat.writer("event", [1, 2, 3])
+    _finish_and_check(cat, docs)
+
+
+def test_event_for_unknown_descriptor(half_run):
+    cat, docs = half_run
+    ev = copy.deepcopy(docs[4][1])
+    ev["descriptor"] = "no-such-descriptor"
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("event", ev)
+    msg = str(info.value)
+    assert "no-such-descriptor" in msg and ev["uid"] in msg and "event" in msg
+    _finish_and_check(cat, docs)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda ev: ev["data"].pop("x"), ["missing ['x']"]),
+    (lambda ev: ev["data"].update(y=1.0), ["unexpected ['y']"]),
+])
+def test_event_keys_differ_from_descriptor(half_run, change, words):
+    cat, docs = half_run
+    ev = copy.deepcopy(docs[4][1])
+    change(ev)
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("event", ev)
+    msg = str(info.value)
+    for w in [docs[0][1]["uid"], ev["uid"], docs[1][1]["uid"], *words]:
+        assert w in msg
+    _finish_and_check(cat, docs)
+
+
+@pytest.mark.parametrize("key, value, what", [
+    ("x", "5.0", "a number"),
+    ("n", 2.5, "an integer"),
+    ("n", "3", "an integer"),
+    ("label", 3, "a string"),
+    ("flag", "yes", "a boolean"),
+    ("vec", ["a", "b", "c"], "an array of float64"),
+])
+def test_wrong_value_type(half_run, key, value, what):
+    cat, docs = half_run
+    ev = copy.deepcopy(docs[4][1])
+    ev["data"][key] = value
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("event", ev)
+    msg = str(info.value)
+    assert f"data[{key!r}]" in msg and what in msg
+    assert docs[0][1]["uid"] in msg and ev["uid"] in msg
+    _finish_and_check(cat, docs)
+
+
+def test_float_values_into_an_integer_array_are_refused(cat):
+    keys = {"counts": {"source": "s", "dtype": "array", "shape": [3], "dtype_numpy": "<i8"}}
+    docs = make_run_docs(2, data_keys=keys, data=lambda i: {"counts": [i, i + 1, i + 2]})
+    insert_all(cat, docs[:3])
+    bad = copy.deepcopy(docs[3][1])
+    bad["data"]["counts"] = [1.5, 2.0, 3.0]
+    with pytest.raises(InvalidDocument, match=r"data\['counts'\]"):
+        cat.writer("event", bad)
+    insert_all(cat, docs[3:])
+    assert cat[-1].primary.read()["counts"].values.tolist() == [[0, 1, 2], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("value, got", [
+    ([1.0, 2.0], "(2,)"),
+    ([[1.0, 2.0, 3.0]], "(1, 3)"),
+    (7.0, "()"),
+])
+def test_array_with_wrong_shape(half_run, value, got):
+    cat, docs = half_run
+    ev = copy.deepcopy(docs[4][1])
+    ev["data"]["vec"] = value
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("event", ev)
+    msg = str(info.value)
+    assert "data['vec']" in msg and got in msg and "[3]" in msg
+    assert docs[0][1]["uid"] in msg
+    _finish_and_check(cat, docs)
+
+
+def test_scalar_key_given_an_array(half_run):
+    cat, docs = half_run
+    ev = copy.deepcopy(docs[4][1])
+    ev["data"]["x"] = [1.0, 2.0]
+    with pytest.raises(InvalidDocument, match=r"data\['x'\]"):
+        cat.writer("event", ev)
+    _finish_and_check(cat, docs)
+
+
+def test_first_event_with_wrong_shape_does_not_fix_the_column(cat):
+    keys = {"a": {"source": "s", "dtype": "array", "shape": [2], "dtype_numpy": "<f8"},
+            "s": {"source": "s", "dtype": "number", "shape": []}}
+    docs = make_run_docs(2, data_keys=keys, data=lambda i: {"a": [i, i], "s": float(i)})
+    insert_all(cat, docs[:2])
+    bad = copy.deepcopy(docs[2][1])
+    bad["data"]["s"] = [1.0, 2.0]
+    with pytest.raises(InvalidDocument, match=r"data\['s'\] has shape \(2,\)"):
+        cat.writer("event", bad)
+    insert_all(cat, docs[2:])
+    ds = cat[-1].primary.read()
+    assert ds["s"].values.tolist() == [0.0, 1.0]
+    assert ds["a"].values.tolist() == [[0.0, 0.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("remove, field", [
+    (lambda d: d.pop("data_keys"), "'data_keys' is a required property"),
+    (lambda d: d["data_keys"]["x"].pop("dtype"), "'dtype' is a required property"),
+    (lambda d: d.pop("run_start"), "'run_start' is a required property"),
+])
+def test_descriptor_missing_required_fields(cat, remove, field):
+    docs = make_run_docs(3, metadata={"scan_id": 5})
+    cat.writer(*docs[0])
+    bad = copy.deepcopy(docs[1][1])
+    remove(bad)
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("descriptor", bad)
+    msg = str(info.value)
+    assert field in msg and "descriptor document" in msg and bad["uid"] in msg
+    if "run_start" in bad:
+        assert docs[0][1]["uid"] in msg  # names the run when the document says which
+    insert_all(cat, docs[1:])
+    assert normalise(list(cat[5].documents())) == normalise(docs)
+
+
+def test_start_missing_uid(cat):
+    with pytest.raises(InvalidDocument, match="start document.*'uid' is a required property"):
+        cat.writer("start", {"time": 1.0})
+    assert len(cat) == 0
+    assert cat.bad_files == {}
+
+
+def test_datum_for_unknown_resource(half_run):
+    cat, docs = half_run
+    datum = {"datum_id": "nowhere/0", "resource": "nowhere", "datum_kwargs": {}}
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("datum", datum)
+    msg = str(info.value)
+    assert "datum document nowhere/0" in msg and "resource 'nowhere'" in msg
+    with pytest.raises(InvalidDocument, match="resource 'nowhere'"):
+        cat.writer("datum_page", event_model.pack_datum_page(datum))
+    _finish_and_check(cat, docs)
+
+
+def test_stop_for_unknown_run(half_run):
+    cat, docs = half_run
+    stop = copy.deepcopy(docs[-1][1])
+    stop["run_start"] = "no-such-run"
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("stop", stop)
+    msg = str(info.value)
+    assert "stop document" in msg and "no-such-run" in msg and stop["uid"] in msg
+    _finish_and_check(cat, docs)
+
+
+def test_second_stop_for_a_finished_run(half_run):
+    cat, docs = half_run
+    insert_all(cat, docs[4:])
+    with pytest.raises(InvalidDocument, match="stop document"):
+        cat.writer("stop", docs[-1][1])
+    assert normalise(list(cat[2].documents())) == normalise(docs)
+
+
+def test_duplicate_start_uid(half_run):
+    cat, docs = half_run
+    finished = cat[1].metadata["start"]
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("start", finished)
+    assert finished["uid"] in str(info.value) and "already" in str(info.value)
+    with pytest.raises(InvalidDocument, match="already"):
+        cat.writer("start", docs[0][1])  # the open run
+    _finish_and_check(cat, docs)
+    assert cat[1].primary.read()["x"].values.tolist() == [0.0, 1.5, 3.0]
+
+
+def test_duplicate_descriptor_and_datum_ids(cat):
+    bundle = event_model.compose_run(metadata={"scan_id": 8})
+    res = bundle.compose_resource(spec="NPY_SEQ", root="/", resource_path="d", resource_kwargs={})
+    datum = res.compose_datum(datum_kwargs={"index": 0})
+    cat.writer("start", bundle.start_doc)
+    cat.writer("resource", res.resource_doc)
+    cat.writer("datum", datum)
+    with pytest.raises(InvalidDocument, match="already"):
+        cat.writer("datum", datum)
+    with pytest.raises(InvalidDocument, match="already"):
+        cat.writer("resource", res.resource_doc)
+    cat.writer("stop", bundle.compose_stop())
+    names = [n for n, _ in cat[8].documents()]
+    assert names == ["start", "resource", "datum", "stop"]
+
+
+def test_bad_event_in_the_middle_of_a_page(half_run):
+    cat, docs = half_run
+    events = [copy.deepcopy(d) for n, d in docs if n == "event"]
+    bad = copy.deepcopy(events[3])
+    bad["data"]["x"] = "oops"
+    page = event_model.pack_event_page(events[2], bad, events[4])
+    with pytest.raises(InvalidDocument) as info:
+        cat.writer("event_page", page)
+    msg = str(info.value)
+    assert "data['x']" in msg and bad["uid"] in msg and docs[0][1]["uid"] in msg
+    cat.writer.flush()
+    # nothing of the page was stored; the two earlier events are intact
+    assert cat[2].primary.read()["x"].values.tolist() == [0.0, 1.5]
+    assert [n for n, _ in cat[2].documents()] == ["start", "descriptor", "event", "event"]
+    _finish_and_check(cat, docs)
+
+
+def test_bad_page_after_a_flush_keeps_flushed_rows(cat):
+    keys = {"x": {"source": "s", "dtype": "number", "shape": []}}
+    docs = make_run_docs(6, data_keys=keys, data=lambda i: {"x": float(i)})
+    insert_all(cat, docs[:4])
+    cat.writer.flush()
+    events = [d for n, d in docs if n == "event"]
+    bad = copy.deepcopy(events[3])
+    bad["data"]["x"] = None
+    with pytest.raises(InvalidDocument, match="is not a number"):
+        cat.writer("event_page", event_model.pack_event_page(events[2], bad))
+    insert_all(cat, docs[4:])
+    assert normalise(list(cat[-1].documents())) == normalise(docs)
+
+
+def test_event_page_with_ragged_columns(half_run):
+    cat, docs = half_run
+    events = [d for n, d in docs if n == "event"]
+    page = event_model.pack_event_page(events[2], events[3])
+    page["data"]["x"] = page["data"]["x"][:1]
+    with pytest.raises(InvalidDocument, match=r"data\['x'\] has 1 entries, 'uid' has 2"):
+        cat.writer("event_page", page)
+    _finish_and_check(cat, docs)
+
+
+def test_catalog_stays_readable_from_a_fresh_process_view(half_run):
+    cat, docs = half_run
+    with pytest.raises(InvalidDocument):
+        cat.writer("event", {**docs[4][1], "data": {**docs[4][1]["data"], "x": np.array([1, 2])}})
+    cat.writer.flush()
+    again = databroker_lite.open_catalog(cat.directory, mode="r")
+    assert len(again) == 2
+    assert again[2].primary.read()["x"].values.tolist() == [0.0, 1.5]
+    assert again.bad_files == {}
