@@ -1,7 +1,7 @@
 """databroker_lite: Bluesky runs in HDF5 files, read back as xarray, no server needed."""
 from __future__ import annotations
 
-from .catalog import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
+from .catalogs import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
 from .config import catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
 from .errors import (
     AmbiguousKey,

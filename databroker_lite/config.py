@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .catalog import Catalog, open_catalog
+from .catalogs import Catalog, open_catalog
 from .errors import CatalogError, CatalogNotFound
 
 #: Environment variable holding the catalog search path.

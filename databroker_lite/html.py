@@ -7,7 +7,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
+    from .catalogs import Catalog
     from .run import Run
     from .stream import Stream
 

@@ -206,8 +206,9 @@ class Index:
                     conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
                     counts["updated" if f in known else "added"] += 1
                 except (CorruptRunFile, OSError, KeyError, ValueError) as exc:
-                    # A file the index already lists is a run another process is writing
-                    # (just created, or mid-flush): keep its row. Anything else is bad.
+                    # A listed run without a stop may be mid-flush in another process: keep
+                    # its row. A finished run that no longer reads is damaged: say so.
+                    conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
                     cur = conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
                                        "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
                                        (f, *on_disk[f], str(exc), f))

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .catalog import Catalog
+from .catalogs import Catalog
 from .config import check_directory, check_root_map, resolve_path
 
 

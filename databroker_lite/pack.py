@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 
 from . import __version__
-from .catalog import CATALOG_CONFIG, Catalog, _stored_root_map, open_catalog
+from .catalogs import CATALOG_CONFIG, Catalog, _stored_root_map, open_catalog
 from .errors import DatabrokerLiteError, InvalidQuery
 from .index import INDEX_DIR
 from .query import TimeRange

@@ -11,7 +11,7 @@ from .storage import RunReader
 from .stream import Stream
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
+    from .catalogs import Catalog
 
 
 def _fmt_time(t: float | None) -> str:

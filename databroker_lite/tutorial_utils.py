@@ -27,7 +27,7 @@ import numpy as np
 from event_model import compose_run
 
 from . import config as _config
-from .catalog import Catalog, open_catalog
+from .catalogs import Catalog, open_catalog
 
 __all__ = ["fetch_BMM_example", "fetch_RSOXS_example", "tutorial_data_dir"]
 

@@ -78,7 +78,6 @@ def test_event_keys_differ_from_descriptor(half_run, change, words):
 
 @pytest.mark.parametrize("key, value, what", [
     ("x", "5.0", "a number"),
-    ("n", 2.5, "an integer"),
     ("n", "3", "an integer"),
     ("label", 3, "a string"),
     ("flag", "yes", "a boolean"),

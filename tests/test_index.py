@@ -146,21 +146,26 @@ def test_unreadable_files_are_reported_not_listed(four):
     assert cat.bad_files == {}
 
 
-def test_listed_run_unreadable_for_a_moment_stays_listed(four, monkeypatch):
-    """A reader that meets a run file mid-flush (another process writing) keeps listing it."""
+def test_unreadable_run_listed_only_while_it_has_no_stop(four, monkeypatch):
+    """A run without a stop may be mid-flush in another process: it stays listed.
+    A finished run that no longer reads is damaged: it moves to bad_files."""
     cat, uids = four
     from databroker_lite.errors import CorruptRunFile
+    with cat._index.conn:  # pretend uids[2] is still being written
+        cat._index.conn.execute("UPDATE runs SET stop = NULL WHERE uid = ?", (uids[2],))
 
     def mid_flush(self, path):
         raise CorruptRunFile(f"{path}: damaged run file (truncated)")
 
     monkeypatch.setattr(RunReader, "__init__", mid_flush)
-    st = os.stat(os.path.join(cat.directory, uids[1] + ".h5"))
-    os.utime(os.path.join(cat.directory, uids[1] + ".h5"), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    for u in uids[1:3]:
+        p = os.path.join(cat.directory, u + ".h5")
+        st = os.stat(p)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with open(os.path.join(cat.directory, "junk.h5"), "wb") as f:  # also changes the directory
         f.write(b"junk")
-    assert list(cat) == uids
-    assert list(cat.bad_files) == ["junk.h5"]
+    assert list(cat) == [uids[0], uids[2], uids[3]]
+    assert sorted(cat.bad_files) == sorted(["junk.h5", uids[1] + ".h5"])
 
 
 def test_lookups_do_not_open_run_files(four, monkeypatch):

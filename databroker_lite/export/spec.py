@@ -138,7 +138,7 @@ class SpecWriter(ExportWriter):
     def _scan_header(self) -> None:
         start = self._start or {}
         base = self._baseline or {}
-        names = list(base)
+        names = sorted(base)  # descriptor key order is not stable across runs
         lines: list[str] = []
         if names != self._header_names:
             lines += self._file_header(names)

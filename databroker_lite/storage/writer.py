@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from numbers import Integral, Real
@@ -341,12 +342,22 @@ class RunWriter:
         if os.path.exists(self.path):
             raise InvalidDocument(f"a run file already exists at {self.path}",
                                   run_uid=self.run_uid, name="start")
-        with open_h5(self.path, "w-") as f:
-            f.attrs[LAYOUT_ATTR] = LAYOUT_VERSION
-            f.attrs["uid"] = self.run_uid
-            f.create_dataset("start", data=_docs.dumps(start), dtype=STR)
-            f.create_group("streams")
-            f.create_group("documents")
+        # Build the file aside and rename it into place, so nobody sees it half made.
+        part = f"{self.path}.{uuid.uuid4().hex[:8]}.partial"
+        try:
+            with open_h5(part, "w-") as f:
+                f.attrs[LAYOUT_ATTR] = LAYOUT_VERSION
+                f.attrs["uid"] = self.run_uid
+                f.create_dataset("start", data=_docs.dumps(start), dtype=STR)
+                f.create_group("streams")
+                f.create_group("documents")
+            if os.path.exists(self.path):
+                raise InvalidDocument(f"a run file already exists at {self.path}",
+                                      run_uid=self.run_uid, name="start")
+            os.replace(part, self.path)
+        finally:
+            if os.path.exists(part):
+                os.remove(part)
         self._last_flush = time.monotonic()
 
     @property
