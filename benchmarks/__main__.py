@@ -13,7 +13,7 @@ import numpy as np
 
 from ._common import Figure, machine_info, table
 
-FULL = {"stack": (500, 512, 512), "scalar_events": 10_000, "catalog_runs": 20_000, "repeat": 5}
+FULL = {"stack": (500, 512, 512), "scalar_events": 10_000, "catalog_runs": 100_000, "repeat": 5}
 QUICK = {"stack": (50, 256, 256), "scalar_events": 10_000, "catalog_runs": 2_000, "repeat": 3}
 SECTIONS = ("scalar", "images", "ingest", "catalog")
 
@@ -25,7 +25,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "latest.json"),
                    help="where to write the results as JSON (default %(default)s)")
     p.add_argument("--catalog-runs", type=int, default=None,
-                   help="runs in the catalog benchmark (20,000 full, 2,000 quick)")
+                   help="runs in the catalog benchmark (100,000 full, 2,000 quick)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes writing the catalog's runs (default %(default)s)")
     p.add_argument("--only", choices=SECTIONS, action="append",

@@ -34,6 +34,7 @@ class RunReader:
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
         self._side: dict[str, list[tuple[int, dict, str]]] | None = None
+        self._memo: dict[tuple, Any] = {}
 
     @contextlib.contextmanager
     def _open_fresh(self):
@@ -88,6 +89,9 @@ class RunReader:
 
     def columns(self, stream: str) -> dict[str, Column]:
         """The columns of a stream, merged over its descriptors."""
+        cached = self._memo.get(("columns", stream))
+        if cached is not None:
+            return dict(cached)
         out: dict[str, Column] = {}
         for seg in self.stream_segments(stream):
             with self.h5() as f:
@@ -105,6 +109,8 @@ class RunReader:
                             f"run {self.uid}, stream {stream!r}: key {key!r} has shape "
                             f"{list(prev.shape)} in one descriptor and {list(col.shape)} in another")
                     out.setdefault(key, col)
+        if self.finished:  # a finished run never changes: remember what we looked up
+            self._memo[("columns", stream)] = dict(out)
         return out
 
     def n_events(self, seg: Segment) -> int:
@@ -116,12 +122,16 @@ class RunReader:
 
     def dataset_info(self, seg: Segment, key: str) -> tuple[str, tuple, tuple | None] | None:
         """(dataset path, stored shape, HDF5 chunks) of an internal column, or None."""
+        memo_key = ("info", seg.group, key)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
         name = f"{seg.group}/data/{h5name(key)}"
         with self.h5() as f:
-            if name not in f:
-                return None
-            ds = f[name]
-            return name, ds.shape, ds.chunks
+            ds = f.get(name)
+            info = None if ds is None else (name, ds.shape, ds.chunks)
+        if self.finished:
+            self._memo[memo_key] = info
+        return info
 
     def read_events(self, seg: Segment, field: str, sel: slice = slice(None)) -> np.ndarray:
         """time, seq_num, uid or doc_index of a segment's events."""
@@ -236,9 +246,12 @@ def read_dataset(f: h5py.File, name: str, sel: Any, path: str) -> np.ndarray:
     except KeyError:
         raise CorruptRunFile(f"{path}: dataset {name!r} is missing") from None
     try:
-        if h5py.check_string_dtype(ds.dtype) is not None:
+        dt = ds.dtype
+        if dt.kind != "O":  # plain numbers: the common, fast case
+            return ds[sel]
+        if h5py.check_string_dtype(dt) is not None:
             return np.asarray(ds.asstr()[sel], dtype=object)
-        vlen = h5py.check_vlen_dtype(ds.dtype)
+        vlen = h5py.check_vlen_dtype(dt)
         if vlen is not None:
             flat = ds[sel]
             grp, _, key = name.rpartition("/data/")
