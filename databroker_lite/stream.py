@@ -301,13 +301,19 @@ def _text_block(block: np.ndarray) -> np.ndarray:
 
 
 def _dask_chunks(shape: tuple, h5chunks: tuple | None, dtype: np.dtype) -> tuple:
-    """Dask chunks aligned with the HDF5 chunks; tiny chunks merged along time."""
+    """Dask chunks aligned with the HDF5 chunks; chunks of scalar columns merged along time.
+
+    A column with one value per event has small HDF5 chunks (8 kB of float64); one dask
+    task per HDF5 chunk would make graphs of thousands of tasks, so whole HDF5 chunks are
+    merged up to ~16 MB. Array columns (images, spectra) keep one task per HDF5 chunk, so
+    that reading one frame reads one chunk.
+    """
     if not h5chunks or not shape:
         return shape or ()
     chunks = list(h5chunks)
     item = 16 if dtype.kind in "OU" else dtype.itemsize
     nbytes = item * int(np.prod(h5chunks))
-    if nbytes < 1 << 20:  # merge whole HDF5 chunks along time up to ~16 MB per task
+    if len(shape) == 1:  # merge whole HDF5 chunks along time up to ~16 MB per task
         chunks[0] = h5chunks[0] * max(1, (16 << 20) // max(nbytes, 1))
     chunks[0] = max(1, min(chunks[0], shape[0] or 1))
     return tuple(min(c, s) if s else 1 for c, s in zip(chunks, shape))
