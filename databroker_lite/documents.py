@@ -9,7 +9,6 @@ ingest below 10,000 events per second.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Mapping
 from numbers import Integral, Real
 from typing import Any
@@ -88,7 +87,7 @@ def _fail(msg: str, run_uid: str | None, name: str, doc: Mapping) -> None:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
+    return type(x) is float or type(x) is int or (isinstance(x, Real) and not isinstance(x, bool))
 
 
 def _check_event(doc: Mapping, run_uid: str | None) -> None:
@@ -164,6 +163,3 @@ def loads(text: str | bytes) -> Any:
     """Inverse of :func:`dumps`."""
     return json.loads(text)
 
-
-def is_finite_number(x: Any) -> bool:
-    return _is_number(x) and math.isfinite(x)

@@ -19,7 +19,7 @@ from typing import Any
 from . import documents as _docs
 from .errors import CatalogError, CorruptRunFile
 from .query import compile_query, db_regexp
-from .storage import RunReader
+from .storage import RunSummary
 
 INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
@@ -196,7 +196,7 @@ class Index:
             for f in todo:
                 path = os.path.join(self.directory, f)
                 try:
-                    reader = RunReader(path)
+                    reader = RunSummary(path)
                     mtime, size = on_disk[f]
                     if reader.stop is None and conn.execute(
                             "SELECT 1 FROM runs WHERE uid = ? AND file = ? AND stop IS NOT NULL",
@@ -266,6 +266,8 @@ class Index:
 
     def count(self, queries: list[Mapping]) -> int:
         where, params = self._where(queries)
+        if not queries:  # no WHERE at all lets SQLite use its fast whole-table count
+            return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
 
     def uids(self, queries: list[Mapping], *, newest_first: bool = False,

@@ -13,7 +13,7 @@ import pytest
 
 import databroker_lite
 from databroker_lite import Run
-from databroker_lite.storage.reader import RunReader
+from databroker_lite.storage.reader import RunReader, RunSummary
 
 T0 = 1_600_000_000.0
 
@@ -157,7 +157,7 @@ def test_unreadable_run_listed_only_while_it_has_no_stop(four, monkeypatch):
     def mid_flush(self, path):
         raise CorruptRunFile(f"{path}: damaged run file (truncated)")
 
-    monkeypatch.setattr(RunReader, "__init__", mid_flush)
+    monkeypatch.setattr(RunSummary, "__init__", mid_flush)
     for u in uids[1:3]:
         p = os.path.join(cat.directory, u + ".h5")
         st = os.stat(p)
@@ -177,6 +177,7 @@ def test_lookups_do_not_open_run_files(four, monkeypatch):
         raise AssertionError(f"a look-up opened {path}")
 
     monkeypatch.setattr(RunReader, "__init__", refuse)
+    monkeypatch.setattr(RunSummary, "__init__", refuse)
     fresh = databroker_lite.open_catalog(cat.directory, mode="r")
     for c in (cat, fresh):
         assert len(c) == 4

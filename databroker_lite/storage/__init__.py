@@ -5,7 +5,7 @@ descriptions of where data lives (:class:`~.layout.Column`).
 """
 from .files import cached_h5, open_h5
 from .layout import LAYOUT_VERSION, Column, Segment
-from .reader import RunReader
+from .reader import RunReader, RunSummary
 from .writer import RunWriter
 
-__all__ = ["LAYOUT_VERSION", "Column", "RunReader", "RunWriter", "Segment", "cached_h5", "open_h5"]
+__all__ = ["LAYOUT_VERSION", "Column", "RunReader", "RunSummary", "RunWriter", "Segment", "cached_h5", "open_h5"]

@@ -16,6 +16,34 @@ from .files import cached_h5, open_h5
 from .layout import LAYOUT_ATTR, LAYOUT_VERSION, Column, Segment, column_from_data_key, h5name, unh5name
 
 
+class RunSummary:
+    """Just what the index needs from a run file: start, stop and stream names."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            with open_h5(self.path, "r") as f:
+                _check_layout(f, self.path)
+                self.start: dict = _docs.loads(f["start"][()])
+                self.stop: dict | None = _docs.loads(f["stop"][()]) if "stop" in f else None
+                self.stream_names = [unh5name(s) for s in f["streams"]]
+        except (CorruptRunFile, FileNotFoundError):
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
+        self.uid: str = self.start["uid"]
+
+
+def _check_layout(f: h5py.File, path: str) -> None:
+    version = f.attrs.get(LAYOUT_ATTR)
+    if version is None:
+        raise CorruptRunFile(f"{path}: not a databroker_lite run file "
+                             f"(no {LAYOUT_ATTR!r} attribute on the root group)")
+    if int(version) > LAYOUT_VERSION:
+        raise UnsupportedLayout(f"{path}: layout version {int(version)} is newer than "
+                                f"this databroker_lite reads ({LAYOUT_VERSION}); upgrade it")
+
+
 class RunReader:
     """One run file, opened read-only.
 
@@ -54,13 +82,7 @@ class RunReader:
                 yield f
 
     def _load(self, f: h5py.File) -> None:
-        version = f.attrs.get(LAYOUT_ATTR)
-        if version is None:
-            raise CorruptRunFile(f"{self.path}: not a databroker_lite run file "
-                                 f"(no {LAYOUT_ATTR!r} attribute on the root group)")
-        if int(version) > LAYOUT_VERSION:
-            raise UnsupportedLayout(f"{self.path}: layout version {int(version)} is newer than "
-                                    f"this databroker_lite reads ({LAYOUT_VERSION}); upgrade it")
+        _check_layout(f, self.path)
         self.start: dict = _docs.loads(f["start"][()])
         self.stop: dict | None = _docs.loads(f["stop"][()]) if "stop" in f else None
         self.uid: str = self.start["uid"]

@@ -56,6 +56,8 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
     if col.shape == ():
         if kind == "f" or kind == "c":
             def check_num(v: Any, ev: dict) -> Any:
+                if type(v) is float or type(v) is int:  # the common case, without ABC checks
+                    return v
                 if not isinstance(v, (Real, np.number)) or isinstance(v, str):
                     bad(v, ev, "a number")
                 return v
@@ -187,7 +189,7 @@ class _SegmentBuffer:
             except _NeedsFloat:
                 values[key] = self._promote(key, v, ev)
             t = ts[key]
-            if not isinstance(t, (Real, np.number)) or isinstance(t, (str, bool)):
+            if type(t) is not float and (not isinstance(t, (Real, np.number)) or isinstance(t, (str, bool))):
                 raise InvalidDocument(f"timestamps[{key!r}] = {t!r} is not a number",
                                       run_uid=self.run_uid, name="event", doc_uid=ev.get("uid"))
         for k in filled:
