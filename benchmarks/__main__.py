@@ -13,9 +13,11 @@ import numpy as np
 
 from ._common import Figure, machine_info, table
 
-FULL = {"stack": (500, 512, 512), "scalar_events": 10_000, "catalog_runs": 100_000, "repeat": 5}
-QUICK = {"stack": (50, 256, 256), "scalar_events": 10_000, "catalog_runs": 2_000, "repeat": 3}
-SECTIONS = ("scalar", "images", "ingest", "catalog")
+FULL = {"stack": (500, 512, 512), "scalar_events": 10_000, "catalog_runs": 100_000, "repeat": 5,
+        "pack_mb": 1024}
+QUICK = {"stack": (50, 256, 256), "scalar_events": 10_000, "catalog_runs": 2_000, "repeat": 3,
+         "pack_mb": 64}
+SECTIONS = ("scalar", "images", "ingest", "catalog", "pack")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"databroker_lite benchmarks ({mode}, repeat={repeat}); data in {tmp}", flush=True)
     try:
-        from . import catalog, ingest, reads
+        from . import catalog, ingest, pack, reads
         n, h, w = cfg["stack"]
         plan = {
             "scalar": lambda: reads.bench_scalar(tmp, repeat, rng),
             "images": lambda: reads.bench_images(tmp, repeat, n, h, w, rng),
             "ingest": lambda: ingest.bench_ingest(tmp, repeat, n, h, w, cfg["scalar_events"], rng),
             "catalog": lambda: catalog.bench_catalog(tmp, repeat, n_runs, args.workers, rng),
+            "pack": lambda: pack.bench_pack(tmp, repeat, cfg["pack_mb"], rng),
         }
         for name in sections:
             print(f"- {name} ...", flush=True)

@@ -118,7 +118,13 @@ def task_open_sqlite(index: str) -> dict:
     return {"import_s": t1 - t0, "open_s": t2 - t1, "n": n}
 
 
-TASKS = {"read": task_read, "ingest": task_ingest, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
+def task_pack(src: str, dest: str) -> dict:
+    """Peak memory of packing a catalog."""
+    import databroker_lite
+    return _measure(lambda: databroker_lite.pack(src, dest, all=True, quiet=True))
+
+
+TASKS = {"pack": task_pack, "read": task_read, "ingest": task_ingest, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
 
 
 def main(argv: list[str]) -> None:

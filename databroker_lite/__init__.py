@@ -19,6 +19,16 @@ from .errors import (
     StreamNotFound,
     UnsupportedLayout,
 )
+from .packing import (
+    PackError,
+    PackReport,
+    UnpackReport,
+    VerifyReport,
+    import_documents,
+    pack,
+    unpack,
+    verify,
+)
 from .query import ScanID, ScanIDRange, TimeRange
 from .run import Run
 from .storage.handlers import register_handler
@@ -32,7 +42,8 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
 __all__ = [
     "AmbiguousKey", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
     "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "InvalidDocument",
-    "InvalidQuery", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
+    "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
+    "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
     "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
     "TimeRange", "UnsupportedLayout", "catalog", "install_catalog", "open_catalog",
     "register_handler", "temp", "uninstall_catalog",

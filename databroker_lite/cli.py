@@ -35,31 +35,29 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from databroker_lite import pack
-    report = pack.pack(args.catalog, args.dest, all=args.all, uids=args.uids, scan_ids=args.scan_ids,
-                       query=args.query, since=args.since, until=args.until, external=args.external,
-                       format=args.format, dry_run=args.dry_run, quiet=args.quiet)
+    report = databroker_lite.pack(args.catalog, args.dest, all=args.all, uids=args.uids,
+                                  scan_ids=args.scan_ids, query=args.query, since=args.since,
+                                  until=args.until, external=args.external, format=args.format,
+                                  dry_run=args.dry_run, quiet=args.quiet)
     print(report)
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from databroker_lite import pack
-    report = pack.verify(args.dest, quiet=args.quiet)
+    report = databroker_lite.verify(args.dest, quiet=args.quiet)
     print(report)
     return 0 if report.ok else 1
 
 
 def _cmd_unpack(args: argparse.Namespace) -> int:
-    from databroker_lite import pack
-    report = pack.unpack(args.dest, args.name, to=args.to, in_place=args.in_place, quiet=args.quiet)
+    report = databroker_lite.unpack(args.dest, args.name, to=args.to, in_place=args.in_place,
+                                    quiet=args.quiet)
     print(report)
     return 1 if report.conflicts else 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from databroker_lite import pack
-    report = pack.import_documents(args.src, args.catalog, quiet=args.quiet)
+    report = databroker_lite.import_documents(args.src, args.catalog, quiet=args.quiet)
     print(report)
     return 0
 

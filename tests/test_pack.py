@@ -18,7 +18,7 @@ import pytest
 from event_model import compose_run
 
 import databroker_lite
-from databroker_lite import pack as P
+from databroker_lite import packing as P
 from databroker_lite.cli import main as cli
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "databroker-pack-0.3")
@@ -180,7 +180,7 @@ def test_pack_killed_midway_then_finished(source, tmp_path):
     cat, *_ = source
     dest = tmp_path / "p"
     script = textwrap.dedent(f"""
-        import time, databroker_lite.pack as P
+        import time, databroker_lite.packing as P
         real = P._copy_hashed
         calls = []
         def slow(src, dst, progress=None):

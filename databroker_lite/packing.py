@@ -24,12 +24,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from . import __version__
+from ._version import __version__
 from .catalogs import CATALOG_CONFIG, Catalog, _stored_root_map, open_catalog
 from .errors import DatabrokerLiteError, InvalidQuery
 from .index import INDEX_DIR
@@ -240,21 +241,27 @@ def sha256_file(path: str) -> str:
 
 
 def _copy_hashed(src: str, dst: str, progress: Any = None) -> tuple[int, str]:
-    """Copy src to dst through a partial file; return (size, sha256)."""
+    """Copy src to dst through a partial file; return (size, sha256).
+
+    The kernel copies (``shutil.copyfile`` uses copy_file_range/sendfile) in a thread
+    while this thread hashes the source, so the two overlap on separate cores.
+    """
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     part = f"{dst}.partial-{uuid.uuid4().hex[:8]}"
     h = hashlib.sha256()
     size = 0
     try:
-        with open(src, "rb") as fi, open(part, "wb") as fo:
-            while chunk := fi.read(_BLOCK):
-                h.update(chunk)
-                fo.write(chunk)
-                size += len(chunk)
-                if progress is not None:
-                    progress.update(len(chunk))
-            fo.flush()
-            os.fsync(fo.fileno())
+        with ThreadPoolExecutor(1) as pool:
+            copying = pool.submit(shutil.copyfile, src, part)
+            with open(src, "rb") as fi:
+                while chunk := fi.read(_BLOCK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    if progress is not None:
+                        progress.update(len(chunk))
+            copying.result()
+        if os.path.getsize(part) != size:
+            raise PackError(f"{src} changed while it was being packed; pack again")
         shutil.copystat(src, part)
         os.replace(part, dst)
     except BaseException:
