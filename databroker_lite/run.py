@@ -1,7 +1,9 @@
 """A run: its metadata, its streams and its documents."""
 from __future__ import annotations
 
+import collections
 import os
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,28 @@ def _fmt_time(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+_READERS: collections.OrderedDict[tuple, RunReader] = collections.OrderedDict()
+_READERS_LOCK = threading.Lock()
+
+
+def _open_reader(path: str) -> RunReader:
+    """A reader of a run file; finished runs are remembered (per process) until they change."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    with _READERS_LOCK:
+        r = _READERS.get(key)
+        if r is not None:
+            _READERS.move_to_end(key)
+            return r
+    r = RunReader(path)
+    if r.finished:
+        with _READERS_LOCK:
+            _READERS[key] = r
+            while len(_READERS) > 256:
+                _READERS.popitem(last=False)
+    return r
+
+
 class Run:
     """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
 
@@ -33,7 +57,7 @@ class Run:
     def _reader(self) -> RunReader:
         r = self.__reader
         if r is None or not r.finished:  # a run being written: look again each time
-            r = self.__reader = RunReader(self.path)
+            r = self.__reader = _open_reader(self.path)
         return r
 
     @property
