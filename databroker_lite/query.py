@@ -105,10 +105,13 @@ class _Compiler:
             return f"({self._val(key)} = {self.p(value)})"
         if not _addressable(key):
             return "0"
-        return (f"(({self._typed(value, self._type(key))} AND {self._val(key)} = {self.p(value)}) OR "
+        # A string can only match if its JSON form appears in the stored start document:
+        # instr() skips most rows without parsing their JSON, which json_extract must do.
+        prefilter = f"instr(start, {self.p(json.dumps(value))}) > 0 AND " if isinstance(value, str) else ""
+        return (f"({prefilter}(({self._typed(value, self._type(key))} AND {self._val(key)} = {self.p(value)}) OR "
                 f"({self._type(key)} = 'array' AND EXISTS (SELECT 1 FROM "
                 f"json_each(start, {self.p(json_path(key))}) WHERE value = {self.p(value)} AND "
-                f"{self._typed(value, 'type')})))")
+                f"{self._typed(value, 'type')}))))")
 
     def _typed(self, value: Any, typ: str) -> str:
         if isinstance(value, bool):
