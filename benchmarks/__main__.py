@@ -17,7 +17,7 @@ FULL = {"stack": (500, 512, 512), "scalar_events": 10_000, "catalog_runs": 100_0
         "pack_mb": 1024}
 QUICK = {"stack": (50, 256, 256), "scalar_events": 10_000, "catalog_runs": 2_000, "repeat": 3,
          "pack_mb": 64}
-SECTIONS = ("scalar", "images", "ingest", "catalog", "pack")
+SECTIONS = ("scalar", "images", "ingest", "catalog", "pack", "peer")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +33,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", choices=SECTIONS, action="append",
                    help="run only these sections (repeatable)")
     p.add_argument("--tmp", default=None, help="parent directory for the generated data")
+    p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
+                   help="compare with databroker 1.2.5 in a cached venv of its own (default: "
+                        "build the venv if missing, except in --quick mode with CI=true)")
     return p.parse_args(argv)
 
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"databroker_lite benchmarks ({mode}, repeat={repeat}); data in {tmp}", flush=True)
     try:
-        from . import catalog, ingest, pack, reads
+        from . import catalog, ingest, pack, peer, reads
         n, h, w = cfg["stack"]
         plan = {
             "scalar": lambda: reads.bench_scalar(tmp, repeat, rng),
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             "ingest": lambda: ingest.bench_ingest(tmp, repeat, n, h, w, cfg["scalar_events"], rng),
             "catalog": lambda: catalog.bench_catalog(tmp, repeat, n_runs, args.workers, rng),
             "pack": lambda: pack.bench_pack(tmp, repeat, cfg["pack_mb"], rng),
+            "peer": lambda: peer.bench_peer(tmp, args.quick, repeat, args.workers, args.peer, rng),
         }
         for name in sections:
             print(f"- {name} ...", flush=True)

@@ -42,6 +42,7 @@ class Baseline:
     """What our figure is compared with, measured in the same run on the same data."""
     name: str
     values: list[float]
+    goal: float | None = None   # a ratio limit against this baseline (ours/baseline <= goal)
 
 
 @dataclass
@@ -72,8 +73,9 @@ class Figure:
         return ours / base if base else float("inf")
 
     def met(self) -> bool | None:
+        own = [self.ratio(b) <= b.goal for b in self.baselines if b.goal is not None]
         if self.goal is None:
-            return None
+            return all(own) if own else None
         kind, x = self.goal
         if kind == "ratio":
             return bool(self.baselines) and self.ratio(self.baselines[0]) <= x
@@ -85,7 +87,7 @@ class Figure:
 
     def goal_text(self) -> str:
         if self.goal is None:
-            return "-"
+            return "-" if not any(b.goal for b in self.baselines) else ""
         kind, x = self.goal
         if kind == "ratio":
             return f"<= {x:g}x"
@@ -115,6 +117,11 @@ def fmt(v: float, unit: str) -> str:
     return f"{v:g} {unit}"
 
 
+def fmt_ratio(r: float) -> str:
+    """A ratio with two significant digits below 0.1 (0.0031x), else two decimals."""
+    return f"{r:.2g}x" if r < 0.1 else f"{r:.2f}x"
+
+
 def spread(values: list[float], unit: str) -> str:
     if len(values) == 1:
         return "(n=1)"
@@ -139,8 +146,8 @@ def table(figures: list[Figure]) -> str:
                 ours if i == 0 else "",
                 b.name if b else "-",
                 fmt(statistics.median(b.values), f.unit) if b else "-",
-                f"{f.ratio(b):.2f}x" if b else "-",
-                f.goal_text() if i == 0 else "",
+                fmt_ratio(f.ratio(b)) if b else "-",
+                (f.goal_text() if i == 0 else "") + (f"<= {b.goal:g}x" if b and b.goal else ""),
                 met if i == 0 else "",
             ])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]

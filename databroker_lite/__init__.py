@@ -34,6 +34,16 @@ from .run import Run
 from .storage.handlers import register_handler
 from .stream import Stream
 
+
+def from_uri(url: str, api_key: str | None = None, **kwargs):
+    """A catalog served by ``databroker-lite serve`` (needs the ``server`` extra).
+
+    See :func:`databroker_lite.remote.from_uri`; tiled is imported only when called.
+    """
+    from .remote import from_uri as _from_uri
+    return _from_uri(url, api_key=api_key, **kwargs)
+
+
 try:
     from ._version import __version__
 except ImportError:  # pragma: no cover - running from a source tree without install
@@ -45,6 +55,6 @@ __all__ = [
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
     "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
     "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
-    "TimeRange", "UnsupportedLayout", "catalog", "install_catalog", "open_catalog",
+    "TimeRange", "UnsupportedLayout", "catalog", "from_uri", "install_catalog", "open_catalog",
     "register_handler", "temp", "uninstall_catalog",
 ]

@@ -145,6 +145,11 @@ class Catalog(Mapping):
         for uid in self:
             yield self[uid]
 
+    def summaries(self, uids: list[str]) -> list[dict]:
+        """Index rows (uid, scan_id, time, stop_time, exit_status, plan_name, streams, file)
+        of these runs, without opening their files."""
+        return self._fresh().summaries(list(uids))
+
     # --- search -------------------------------------------------------------
     def search(self, query: Mapping) -> Catalog:
         """The runs whose start documents match a MongoDB-style query (chainable)."""

@@ -204,6 +204,21 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_export)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from databroker_lite.server import serve
+        from databroker_lite.server.app import read_api_key
+    except ImportError as exc:
+        print(f"databroker-lite serve: error: needs the server extra "
+              f"(pip install 'databroker_lite[server]'): {exc}", file=sys.stderr)
+        return 2
+    key = read_api_key(args.api_key_file)
+    print(f"serving {', '.join(args.catalogs)} on http://{args.host}:{args.port} "
+          "(API key from the key file); Ctrl-C stops", flush=True)
+    serve(args.catalogs, api_key=key, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="databroker-lite", description=databroker_lite.__doc__)
     p.add_argument("--version", action="version", version=databroker_lite.__version__)
@@ -219,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pack_commands(sub)
     _add_catalog_commands(sub)
     _add_export_command(sub)
+    s = sub.add_parser("serve", help="serve catalogs over HTTP through tiled, with an API key "
+                                     "(needs the server extra)")
+    s.add_argument("catalogs", nargs="+", metavar="CATALOG", help="catalog directory or name")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key-file", required=True, metavar="FILE",
+                   help="file holding the API key clients must send (letters and digits)")
+    s.set_defaults(func=_cmd_serve)
     return p
 
 

@@ -168,7 +168,13 @@ class Index:
         return f"{st.st_mtime_ns}"
 
     def is_stale(self) -> bool:
-        return self._meta("dir_stamp") != self.dir_stamp()
+        stamp = self.dir_stamp()
+        if stamp == getattr(self, "_seen_fresh", None):
+            return False  # the directory has not changed since the index last matched it
+        stale = self._meta("dir_stamp") != stamp
+        if not stale:
+            self._seen_fresh = stamp
+        return stale
 
     def refresh(self, *, full: bool = False) -> dict[str, int]:
         """Bring the index in line with the files; returns counts of what changed."""
@@ -189,6 +195,9 @@ class Index:
         conn = self.conn
         with conn:
             for f in gone:
+                # a writer may have created and recorded it since the directory was listed
+                if os.path.exists(os.path.join(self.directory, f)):
+                    continue
                 conn.execute("DELETE FROM runs WHERE file = ?", (f,))
                 counts["removed"] += 1
             for f in gone_bad:

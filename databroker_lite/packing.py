@@ -181,7 +181,8 @@ def select_runs(catalog: Catalog, *, all: bool = False, uids: Iterable[str] | No
     else:
         for uid in cat:
             chosen[uid] = cat[uid]
-    return sorted(chosen.values(), key=lambda r: (r.start.get("time", 0), r.uid))
+    times = {row["uid"]: row["time"] or 0.0 for row in catalog.summaries(list(chosen))}
+    return sorted(chosen.values(), key=lambda r: (times.get(r.uid, 0.0), r.uid))
 
 
 # --- which external files a run needs -----------------------------------------
@@ -404,10 +405,9 @@ def pack(catalog: Catalog | str | os.PathLike, dest: str | os.PathLike, *, all: 
             report.files_copied += 1
             report.bytes_copied += size
     all_runs = dict(old_runs)
-    for run in runs:
-        s = run.start
-        all_runs[run.uid] = {"uid": run.uid, "scan_id": s.get("scan_id"), "time": s.get("time"),
-                             "plan_name": s.get("plan_name"), "file": os.path.basename(run.path)}
+    for row in cat.summaries([r.uid for r in runs]):  # from the index: no file opened
+        all_runs[row["uid"]] = {"uid": row["uid"], "scan_id": row["scan_id"], "time": row["time"],
+                                "plan_name": row["plan_name"], "file": row["file"]}
     old_cfg = {}
     cfg_path = os.path.join(dest, CATALOG_CONFIG)
     if os.path.exists(cfg_path):

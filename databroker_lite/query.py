@@ -8,12 +8,20 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import signal
+import threading
+import warnings
 from collections.abc import Mapping
 from datetime import date, datetime
 from datetime import timezone as _tz
 from typing import Any
 
 from .errors import InvalidQuery
+
+try:  # the regular-expression parser, to spot catastrophic patterns before they run
+    import re._parser as _sre_parse  # Python >= 3.11
+except ImportError:  # pragma: no cover
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 # keys stored as their own indexed columns in the index
 COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
@@ -153,6 +161,10 @@ class _Compiler:
             except re.error as exc:
                 raise InvalidQuery(f"$regex on {key!r}: {pattern!r} is not a valid regular "
                                    f"expression ({exc})") from None
+            risk = regex_risk(pattern, flags)
+            if risk:
+                raise InvalidQuery(f"$regex on {key!r}: {pattern!r} is refused: {risk}, which can "
+                                   "take exponential time; rewrite it without that")
             return (f"({self._type(key)} = 'text' AND "
                     f"db_regexp({self.p(pattern)}, {self.p(flags)}, {self._val(key)}))")
         if op == "$not":
@@ -175,17 +187,112 @@ def _normalise(key: str, value: Any) -> Any:
     return value
 
 
-_regex_cache: dict[tuple[str, int], re.Pattern] = {}
+_regex_cache: dict[tuple[str, int], re.Pattern | None] = {}
+REGEX_TIME_LIMIT = 1.0   # seconds one $regex may spend on one value (main thread)
+_MAXREPEAT = getattr(_sre_parse, "MAXREPEAT", 2**32 - 1)
+
+
+class RegexTimeout(UserWarning):
+    """A $regex took too long on a value; the value was counted as not matching."""
+
+
+def regex_risk(pattern: str, flags: int = 0) -> str | None:
+    """Why a pattern may backtrack catastrophically (None if it looks safe).
+
+    Refused: a back-reference, and an unbounded repetition of something that itself
+    repeats or has alternatives (``(a+)+``, ``(a|aa)*``): the classic exponential cases.
+    Polynomial cases (``.*.*x``) are bounded by the time limit in :func:`db_regexp`.
+    """
+    try:
+        tree = _sre_parse.parse(pattern, flags)
+    except re.error:
+        return None  # compile reports it
+
+    def walk(items, outer: str) -> str | None:  # outer: "", "bounded" or "unbounded" repeat
+        in_repeat = outer == "unbounded"
+        for op, av in items:
+            name = str(op)
+            if name in ("GROUPREF", "GROUPREF_EXISTS", "GROUPREF_IGNORE", "GROUPREF_LOC_IGNORE",
+                        "GROUPREF_UNI_IGNORE"):
+                return "a back-reference"
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                lo, hi, sub = av
+                unbounded = hi == _MAXREPEAT or hi > 1000
+                if (in_repeat and (hi > 1 or lo != hi)) or (outer and unbounded):
+                    return "a repetition inside a repetition"
+                if name != "POSSESSIVE_REPEAT" and hi > 1:
+                    r = walk(sub, "unbounded" if (unbounded or in_repeat) else "bounded")
+                    if r:
+                        return r
+            elif name == "BRANCH":
+                if in_repeat:
+                    return "alternatives inside a repetition"
+                for b in av[1]:
+                    r = walk(b, outer)
+                    if r:
+                        return r
+            elif name == "SUBPATTERN":
+                r = walk(av[-1], outer)
+                if r:
+                    return r
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                r = walk(av[1], outer)
+                if r:
+                    return r
+        return None
+    return walk(tree, "")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Timeout
+
+
+def _search(rx: re.Pattern, text: str) -> bool:
+    """rx.search with a time limit where one can be set: Python's re is interrupted by
+    signals, so in the main thread (with SIGALRM unused) a timer ends a runaway match."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
+            or signal.getitimer(signal.ITIMER_REAL)[0] != 0 or len(text) < 256):
+        return rx.search(text) is not None  # short texts cannot take long
+    old = signal.signal(signal.SIGALRM, _alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, REGEX_TIME_LIMIT)
+        try:
+            return rx.search(text) is not None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
 
 
 def db_regexp(pattern: str, flags: int, value: Any) -> bool:
-    """The SQLite function behind $regex (re.search semantics)."""
+    """The SQLite function behind $regex (re.search semantics).
+
+    A pattern that runs over the time limit on a value is given up for this process:
+    it matches nothing from then on (a RegexTimeout warning says so), so a search ends
+    in about REGEX_TIME_LIMIT instead of hanging the catalog.
+    """
     if value is None:
         return False
-    rx = _regex_cache.get((pattern, flags))
+    key = (pattern, flags)
+    if key in _regex_cache:
+        rx = _regex_cache[key]
+    else:
+        rx = _regex_cache.setdefault(key, re.compile(pattern, flags))
     if rx is None:
-        rx = _regex_cache.setdefault((pattern, flags), re.compile(pattern, flags))
-    return rx.search(str(value)) is not None
+        return False
+    try:
+        return _search(rx, str(value))
+    except _Timeout:
+        _regex_cache[key] = None
+        warnings.warn(f"$regex {pattern!r} took over {REGEX_TIME_LIMIT} s on one value and was "
+                      "abandoned; values it had not reached count as not matching", RegexTimeout,
+                      stacklevel=2)
+        return False
 
 
 def compile_query(query: Mapping) -> tuple[str, list[Any]]:

@@ -5,11 +5,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 
 from .errors import ExternalDataError, StreamNotFound
 from .storage import Column, Segment
@@ -24,6 +21,19 @@ from .storage.lazy import LazyDataset
 
 if TYPE_CHECKING:
     from .run import Run
+
+
+def _da():
+    """dask.array, imported on first lazy use (it costs ~1 s; read() and the CLI need none)."""
+    import dask.array
+
+    return dask.array
+
+
+def _tokenize(*args: Any) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*args)
 
 
 def _dims(col: Column) -> tuple[str, ...]:
@@ -124,7 +134,7 @@ class Stream:
         for key, col in cols.items():
             pieces = [self._segment_column(seg, col, lazy) for seg in self.segments]
             if lazy:
-                arr = da.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+                arr = _da().concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
                 if _is_text(col):
                     # dask assembles chunks into an array of the FIRST chunk's dtype, so
                     # '<U3' then '<U4' chunks would truncate: keep str objects per chunk and
@@ -157,7 +167,7 @@ class Stream:
         if info is None:  # a descriptor without events yet
             shape = (0, *(s or 0 for s in col.shape)) if not col.variable else (0,)
             z = np.zeros(shape, dtype=object if text and lazy else dtype)
-            return da.from_array(z, chunks=z.shape or (0,)) if lazy else z
+            return _da().from_array(z, chunks=z.shape or (0,)) if lazy else z
         name, stored_shape, chunks = info
         shape = (n, *stored_shape[1:])
         if not lazy:
@@ -168,8 +178,8 @@ class Stream:
         proxy = LazyDataset(self._reader.path, name, shape, dtype,
                             finished=self._reader.finished)
         chunks = _dask_chunks(shape, chunks, dtype)
-        return da.from_array(proxy, chunks=chunks, asarray=False, fancy=False,
-                             name=f"{col.key}-{tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
+        return _da().from_array(proxy, chunks=chunks, asarray=False, fancy=False,
+                             name=f"{col.key}-{_tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
                              meta=np.zeros((0,) * len(shape), dtype=dtype))
 
     def _filler(self, n: int, col: Column, lazy: bool):
@@ -180,7 +190,7 @@ class Stream:
             arr = np.full(shape, np.nan)
         else:
             arr = np.full(shape, "", dtype=object if lazy else "U1")
-        return da.from_array(arr, chunks=arr.shape) if lazy else arr
+        return _da().from_array(arr, chunks=arr.shape) if lazy else arr
 
     # --- external data -------------------------------------------------------
     def _refs(self, seg: Segment, col: Column, n: int) -> list[ExternalRef]:
@@ -228,8 +238,17 @@ class Stream:
                 return np.concatenate(parts).astype(col.dtype, copy=False)
             if not refs:
                 return np.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
-            return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
-        name = f"{col.key}-ext-{tokenize(refs, shape, uid)}"
+            if None in shape:
+                return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
+            out = np.empty((len(refs), *shape), dtype=col.dtype)  # one copy in memory, not two
+            for i, r in enumerate(refs):
+                out[i] = load_external(r, shape, col.key, uid)
+            return out
+        # Name the graph by where the refs come from, not by hashing every ref (slow for
+        # thousands of frames); the file's stamp changes whenever its datums could.
+        token = _tokenize(self._reader.path, self.run._stamp, seg.group, col.key, shape,
+                          sorted(self.run.catalog.root_map.items()))
+        name = f"{col.key}-ext-{token}"
         dsk, row_chunks = {}, []
         zeros = (0,) * len(shape)
         if stream:
@@ -243,10 +262,12 @@ class Stream:
                 dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, 1, col.dtype.str)
                 row_chunks.append(1)
         if not row_chunks:
-            return da.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
+            return _da().zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
         chunks = (tuple(row_chunks), *((s,) for s in shape))
+        from dask.highlevelgraph import HighLevelGraph
+
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-        return da.Array(graph, name, chunks, dtype=col.dtype)
+        return _da().Array(graph, name, chunks, dtype=col.dtype)
 
     # --- timestamps and configuration ----------------------------------------
     @property

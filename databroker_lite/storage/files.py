@@ -1,21 +1,47 @@
-"""Opening HDF5 files: lock-aware retries and a per-process cache of read handles.
+"""Opening HDF5 files: lock-aware retries, crash-safe flushes, a cache of read handles.
 
 A writer holds a run file open only while it flushes, so a reader that meets the
 HDF5 file lock waits a moment and tries again instead of failing.
+
+A flush goes through :func:`journaled_h5`: HDF5 writes the file through a Python
+file object that, before it overwrites any byte the file held when the flush began,
+appends the old bytes to ``<file>.journal`` (an undo journal: a JSON header, then
+checksummed records ``offset, length, crc32, bytes``). The journal is deleted when the
+flush has closed the file. A process killed mid-flush leaves the journal; whoever
+opens the file next (:func:`recover`) puts the saved bytes back and truncates the file
+to its old length: the file is again exactly what the last complete flush left.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
+import fcntl
+import io
+import json
 import os
+import struct
 import threading
 import time
+import warnings
+import zlib
+from collections.abc import Iterator
 
 import h5py
 
 from ..errors import CatalogError, CorruptRunFile
 
 _LOCK_WAIT = float(os.environ.get("DATABROKER_LITE_LOCK_WAIT", "30"))
+JOURNAL_SUFFIX = ".journal"
+# What survives a power cut (a killed process loses nothing flushed whatever this says):
+# "none" (default): the operating system writes files out in its own time (seconds);
+# "stop": a run's file is fsynced when its stop is written; "flush": at every flush.
+SYNC = os.environ.get("DATABROKER_LITE_SYNC", "none").strip().lower()
+SYNC_EVERY_FLUSH = SYNC == "flush"
+SYNC_AT_STOP = SYNC in ("stop", "flush")
+_MAGIC = b"DBLJ1\n"
+_REC = struct.Struct("<QQI")    # offset, length, crc32 of the saved bytes
+_PAGE = 4096
 
 
 def _is_lock_error(exc: OSError) -> bool:
@@ -35,9 +61,10 @@ def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = No
     path = os.fspath(path)
     deadline = time.monotonic() + (_LOCK_WAIT if wait is None else wait)
     delay = 0.002
+    repaired = False
     while True:
         try:
-            return h5py.File(path, mode)
+            f = h5py.File(path, mode)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -50,7 +77,283 @@ def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = No
             if _is_lock_error(exc):
                 raise CatalogError(f"{path}: still locked by another process after "
                                    f"{_LOCK_WAIT:.0f} s ({exc})") from exc
+            if mode == "r" and not repaired and os.path.exists(path + JOURNAL_SUFFIX):
+                recover(path)  # unreadable, with a journal: a writer died mid-flush
+                repaired = True
+                continue
+            if mode != "r":
+                raise CatalogError(getattr(exc, "errno", None) or errno.EIO,
+                                   f"{path}: cannot write ({exc})") from exc
             raise CorruptRunFile(f"{path}: not a readable HDF5 file ({exc})") from exc
+        if mode == "r" and not repaired and os.path.exists(path + JOURNAL_SUFFIX):
+            # We hold HDF5's shared lock, and a live writer holds the exclusive one for a
+            # whole flush, journal included: so this journal is a dead writer's. Undo it.
+            f.close()
+            recover(path)
+            repaired = True
+            continue
+        return f
+
+
+def _lock(fd: int, path: str) -> None:
+    """Take the exclusive lock HDF5 readers respect (flock), waiting for them to finish."""
+    deadline = time.monotonic() + _LOCK_WAIT
+    delay = 0.0002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise CatalogError(f"{path}: still locked by another process after "
+                                   f"{_LOCK_WAIT:.0f} s") from None
+            # Poll often: readers open and close the file all the time, and a writer that
+            # backed off like they do would rarely find a moment when none has it open.
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _UndoFile(io.FileIO):
+    """The run file as HDF5 writes it during a flush: old bytes are journaled first."""
+
+    _raw_write = io.FileIO.write  # the one place bytes reach the file (tests inject faults here)
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "r+")
+        self.path = path
+        self.journal = path + JOURNAL_SUFFIX
+        self.error: OSError | None = None
+        self._jfd = -1
+        self._saved: set[int] = set()
+        try:
+            _lock(self.fileno(), path)
+            if os.path.exists(self.journal):  # an earlier flush of this file was cut short
+                _rollback(self.fileno(), self.journal)
+            self.size0 = os.fstat(self.fileno()).st_size
+            self._jfd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            head = json.dumps({"size": self.size0, "file": os.path.basename(path),
+                               "ino": os.fstat(self.fileno()).st_ino}).encode()
+            os.write(self._jfd, _MAGIC + head + b"\n")
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, b) -> int:  # type: ignore[override]
+        # After a failed write the flush will be undone. HDF5 is told every write worked:
+        # an error raised into HDF5 (often from a handle's deallocation) leaves its file
+        # half-closed, and h5py then crashes the process. journaled_h5 checks self.error.
+        n = len(memoryview(b).cast("B"))
+        if self.error is not None:
+            return n
+        pos = self.tell()
+        try:
+            if pos < self.size0:
+                self._save(pos, min(pos + n, self.size0))
+            done = self._raw_write(b)
+            if done != n:
+                raise OSError(errno.ENOSPC, "short write", self.path)
+            return done
+        except OSError as exc:
+            self.error = exc
+            self.seek(pos + n)
+            return n
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.tell() if size is None else size
+        if self.error is not None:
+            return size
+        try:
+            if size < self.size0:
+                self._save(size, self.size0)
+            return super().truncate(size)
+        except OSError as exc:
+            self.error = exc
+            return size
+
+    def _save(self, a: int, b: int) -> None:
+        """Journal the bytes [a, b) as they are now, page by page, each page once."""
+        pages = [p for p in range(a // _PAGE, (b - 1) // _PAGE + 1) if p not in self._saved]
+        i = 0
+        while i < len(pages):  # one record per run of consecutive pages
+            j = i
+            while j + 1 < len(pages) and pages[j + 1] == pages[j] + 1:
+                j += 1
+            off = pages[i] * _PAGE
+            length = min((pages[j] + 1) * _PAGE, self.size0) - off
+            old = os.pread(self.fileno(), length, off)
+            rec = _REC.pack(off, len(old), zlib.crc32(old)) + old
+            if os.write(self._jfd, rec) != len(rec):
+                raise OSError(errno.ENOSPC, "short write to the journal", self.journal)
+            i = j + 1
+        if pages and SYNC_EVERY_FLUSH and not self._saved:
+            os.fsync(self._jfd)  # the old bytes are on disk before the first overwrite
+        self._saved.update(pages)
+
+    def commit(self, sync: bool) -> None:
+        """The flush is complete: make it durable if asked, then drop the journal."""
+        if sync:
+            os.fsync(self.fileno())
+        os.close(self._jfd)
+        self._jfd = -1
+        os.unlink(self.journal)  # the commit: from here on the flush stands
+        if sync:
+            with contextlib.suppress(OSError):  # must not turn a committed flush into an error
+                _fsync_dir(self.path)
+
+    def rollback(self) -> None:
+        """Undo this flush (the lock is still held)."""
+        if self._jfd >= 0:
+            os.close(self._jfd)
+            self._jfd = -1
+        _rollback(self.fileno(), self.journal)
+
+    def discard(self) -> None:
+        if self._jfd >= 0:
+            os.close(self._jfd)
+            self._jfd = -1
+        self.close()  # releases the lock
+
+
+def _rollback(fd: int, journal: str) -> bool:
+    """Put back what the journal saved and cut the file to its length before the flush.
+
+    Idempotent: a rollback interrupted in turn is simply done again. Returns whether
+    anything was undone.
+    """
+    with open(journal, "rb") as j:
+        data = j.read()
+    size_now = os.fstat(fd).st_size
+    if not data.startswith(_MAGIC) or b"\n" not in data[len(_MAGIC):]:
+        # a header cut short: the flush died before it wrote anything to the file
+        if len(data) <= len(_MAGIC) + 256 and _MAGIC.startswith(data[:len(_MAGIC)]):
+            os.unlink(journal)
+            return False
+        _set_aside(journal, "it does not start with a databroker_lite journal header")
+        return False
+    line, _, rest = data[len(_MAGIC):].partition(b"\n")
+    try:
+        head = json.loads(line)
+        size0 = int(head["size"])
+    except (ValueError, KeyError, TypeError):
+        _set_aside(journal, "its header is not valid")
+        return False
+    # A flush only grows a file (shrinking is journaled): a journal for a longer file, or
+    # one saving bytes beyond its own size, is not ours to apply.
+    records = []
+    pos = 0
+    while pos + _REC.size <= len(rest):
+        off, length, crc = _REC.unpack_from(rest, pos)
+        old = rest[pos + _REC.size:pos + _REC.size + length]
+        if len(old) != length or zlib.crc32(old) != crc:
+            break  # torn last record: the file was not touched there yet
+        records.append((off, old))
+        pos += _REC.size + length
+    if size0 < 0 or size0 > size_now or any(off + len(old) > size0 for off, old in records):
+        _set_aside(journal, f"it does not fit the file (size {size0}, file {size_now})")
+        return False
+    if head.get("ino", os.fstat(fd).st_ino) != os.fstat(fd).st_ino or \
+            head.get("file", os.path.basename(journal)[:-len(JOURNAL_SUFFIX)]) != \
+            os.path.basename(journal)[:-len(JOURNAL_SUFFIX)]:
+        _set_aside(journal, "it was written for another file")
+        return False
+    for off, old in records:
+        os.pwrite(fd, old, off)
+    os.ftruncate(fd, size0)
+    os.fsync(fd)
+    os.unlink(journal)
+    _fsync_dir(journal)
+    return True
+
+
+def _set_aside(journal: str, why: str) -> None:
+    """Keep a file that is not a usable journal out of the way, without applying it."""
+    bad = f"{journal}.invalid"
+    os.replace(journal, bad)
+    warnings.warn(f"{journal} was not applied ({why}); it is kept as {bad}", stacklevel=3)
+
+
+def recover(path: str | os.PathLike) -> bool:
+    """Undo a flush that a killed writer left half done; returns whether one was undone.
+
+    Waits while a live writer is flushing (it holds the lock and removes its journal).
+    """
+    path = os.fspath(path)
+    journal = path + JOURNAL_SUFFIX
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise CorruptRunFile(f"{path}: a flush was interrupted ({journal} exists) and the file "
+                             f"cannot be repaired from here ({exc}); open the catalog with write "
+                             "access once to repair it") from exc
+    try:
+        _lock(fd, path)
+        if not os.path.exists(journal):  # the writer finished its flush meanwhile
+            return False
+        FILE_CACHE.forget(path)
+        return _rollback(fd, journal)
+    except OSError as exc:
+        if isinstance(exc, CatalogError):
+            raise
+        raise CorruptRunFile(f"{path}: could not undo an interrupted flush ({exc})") from exc
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def journaled_h5(path: str | os.PathLike, *, sync: bool = False) -> Iterator[h5py.File]:
+    """Open a run file for a flush that is all or nothing, even if the process dies.
+
+    On an exception inside the block the file is put back as it was and the error
+    re-raised (a write error, e.g. a full disk, as CatalogError with its errno).
+    ``sync=True`` (or ``DATABROKER_LITE_SYNC=flush``) fsyncs the file before returning.
+    """
+    path = os.fspath(path)
+    FILE_CACHE.forget(path)
+    try:
+        fobj = _UndoFile(path)
+    except CatalogError:
+        raise
+    except OSError as exc:
+        raise CatalogError(exc.errno or errno.EIO, f"{path}: cannot start a flush ({exc})") from exc
+    try:
+        try:
+            f = h5py.File(fobj, "r+")
+        except OSError as exc:
+            raise CorruptRunFile(f"{path}: not a readable HDF5 file ({exc})") from exc
+        try:
+            yield f
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.close()
+            raise
+        f.close()
+        if fobj.error is not None:
+            raise fobj.error
+        fobj.commit(sync or SYNC_EVERY_FLUSH)
+    except BaseException as exc:
+        try:
+            fobj.rollback()
+        except OSError:
+            pass  # the journal stays; the next open undoes the flush
+        err = fobj.error or (exc if isinstance(exc, OSError) and exc.errno else None)
+        if err is not None and not isinstance(exc, CatalogError):
+            raise CatalogError(err.errno or errno.EIO,
+                               f"{path}: cannot write ({os.strerror(err.errno or errno.EIO)}); the "
+                               "run keeps every event of its earlier flushes and this flush's "
+                               "rows stay buffered") from exc
+        raise
+    finally:
+        fobj.discard()
 
 
 class _FileCache:

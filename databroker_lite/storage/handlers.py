@@ -23,8 +23,6 @@ import numpy as np
 from ..errors import ExternalDataError, MissingExternalFile, MissingHandler, ShapeMismatch
 from .files import cached_h5
 
-ENTRY_POINT_GROUPS = ("databroker_lite.handlers", "databroker.handlers")
-
 
 class AreaDetectorHDF5Handler:
     """AD_HDF5: frames in ``/entry/data/data``, ``frame_per_point`` frames per datum."""
@@ -88,37 +86,45 @@ def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int]) -> n
 
 _BUILTIN: dict[str, Any] = {"AD_HDF5": AreaDetectorHDF5Handler, "NPY_SEQ": NpySeqHandler}
 _STREAM_BUILTIN = {"application/x-hdf5": read_hdf5_stream}
-_registry: dict[str, Any] = {}
-_loaded = False
+_registry: dict[str, Any] = {}   # register_handler() in this process
+_from_entry_points: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
-def _load_entry_points() -> None:
-    global _loaded
+def _entry_point(spec: str, group: str) -> Any | None:
+    """The handler an installed package registers for ``spec``, loaded only when needed.
+
+    Loading every plugin up front would import their packages (ophyd, ...), which costs
+    about a second on the first read of a process.
+    """
+    key = (group, spec)
     with _lock:
-        if _loaded:
-            return
-        for group in reversed(ENTRY_POINT_GROUPS):  # ours last, so they win
-            for ep in entry_points(group=group):
-                try:
-                    _registry[ep.name] = ep.load()
-                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break reads
-                    warnings.warn(f"handler entry point {ep.name!r} ({ep.value}) failed to "
-                                  f"load and is ignored: {exc}", stacklevel=2)
-        _loaded = True
+        if key in _from_entry_points:
+            return _from_entry_points[key]
+    cls = None
+    for ep in entry_points(group=group, name=spec):
+        try:
+            cls = ep.load()
+            break
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break reads
+            warnings.warn(f"handler entry point {spec!r} ({ep.value}) failed to load and is "
+                          f"ignored: {exc}", stacklevel=3)
+    with _lock:
+        _from_entry_points[key] = cls
+    return cls
 
 
 def register_handler(spec: str, handler: Any, overwrite: bool = False) -> None:
     """Register a handler class for a resource ``spec`` in this process."""
-    _load_entry_points()
     if spec in _registry and not overwrite and _registry[spec] is not handler:
         raise ValueError(f"a handler for {spec!r} is already registered; pass overwrite=True")
     _registry[spec] = handler
 
 
 def get_handler_class(spec: str) -> Any:
-    _load_entry_points()
-    cls = _registry.get(spec) or _BUILTIN.get(spec)
+    """The handler for a spec: registered here, then our entry points, built-in, databroker's."""
+    cls = (_registry.get(spec) or _entry_point(spec, "databroker_lite.handlers")
+           or _BUILTIN.get(spec) or _entry_point(spec, "databroker.handlers"))
     if cls is None:
         raise MissingHandler(
             f"no handler for resource spec {spec!r}. Register one with "

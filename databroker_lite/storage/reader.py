@@ -29,7 +29,7 @@ class RunSummary:
                 self.stream_names = [unh5name(s) for s in f["streams"]]
         except (CorruptRunFile, FileNotFoundError):
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError too
             raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
         self.uid: str = self.start["uid"]
 
@@ -59,7 +59,7 @@ class RunReader:
                 self._load(f)
         except (CorruptRunFile, FileNotFoundError):
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError too
             raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
         self._side: dict[str, list[tuple[int, dict, str]]] | None = None
         self._memo: dict[tuple, Any] = {}
@@ -94,6 +94,8 @@ class RunReader:
                 g = sg[i]
                 desc = _docs.loads(g["descriptor"][()])
                 n = g["doc_index"].shape[0] if "doc_index" in g else 0
+                if n:
+                    _check_rows(g, n, self.path)
                 segs.append((int(g.attrs["doc_index"]), Segment(unh5name(sname), g.name.lstrip("/"), desc, n)))
             self.segments[unh5name(sname)] = [s for _, s in sorted(segs, key=lambda t: t[0])]
 
@@ -136,11 +138,10 @@ class RunReader:
         return out
 
     def n_events(self, seg: Segment) -> int:
-        if self.finished:
-            return seg.n_events
-        with self.h5() as f:
-            g = f[seg.group]
-            return g["doc_index"].shape[0] if "doc_index" in g else 0
+        # The count when this reader opened the file, also for a run still being written:
+        # every column read through one reader is cut at the same row, so a read never
+        # comes out ragged while flushes land (a new reader sees the new rows).
+        return seg.n_events
 
     def dataset_info(self, seg: Segment, key: str) -> tuple[str, tuple, tuple | None] | None:
         """(dataset path, stored shape, HDF5 chunks) of an internal column, or None."""
@@ -253,6 +254,24 @@ class RunReader:
                 yield int(idx[j]), "event", ev
 
 
+def _check_rows(g: h5py.Group, n: int, path: str) -> None:
+    """Every per-event dataset of a segment holds at least its n complete rows.
+
+    The writer extends them all before doc_index, so fewer rows means damage (a flipped
+    bit in a dataspace, say): say so now rather than hand out ragged columns.
+    """
+    for sub in ("data", "timestamps", "shapes", "filled"):
+        if sub in g:
+            for ds in g[sub].values():
+                if ds.shape[0] < n:
+                    raise CorruptRunFile(f"{path}: {ds.name} has {ds.shape[0]} rows where "
+                                         f"{g.name}/doc_index counts {n}: the file is damaged")
+    for name in ("time", "seq_num", "uid"):
+        if name not in g or g[name].shape[0] < n:
+            raise CorruptRunFile(f"{path}: {g.name}/{name} is missing or shorter than "
+                                 f"{g.name}/doc_index ({n} rows): the file is damaged")
+
+
 def _plain(v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return v.tolist()
@@ -283,5 +302,5 @@ def read_dataset(f: h5py.File, name: str, sel: Any, path: str) -> np.ndarray:
                 out[i] = np.asarray(v).reshape(tuple(s))
             return out
         return ds[sel]
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some damage
         raise CorruptRunFile(f"{path}: cannot read {name!r} ({exc})") from exc

@@ -1,12 +1,16 @@
 """Writing one run into one HDF5 file, with buffered appends.
 
 Rows are buffered in memory and appended in batches; the file is open only while a
-batch is written, so other processes can read the run between flushes. Within a
-flush every column is extended before ``doc_index``, which readers take as the
-count of complete rows: a flush cut short leaves longer columns, never shorter.
+batch is written, so other processes can read the run between flushes. A flush is
+all or nothing: it writes through an undo journal (see :func:`.files.journaled_h5`),
+so a process killed mid-flush leaves the file as the previous flush left it, and an
+error inside a flush (a full disk) puts the file back and keeps the rows buffered.
+Within a flush every column is extended before ``doc_index``, which readers take as
+the count of complete rows.
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 import uuid
@@ -18,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from .. import documents as _docs
-from ..errors import InvalidDocument
-from .files import FILE_CACHE, open_h5
+from ..errors import CatalogError, InvalidDocument
+from . import files as _files
+from .files import FILE_CACHE, journaled_h5, open_h5
 from .layout import (
     LAYOUT_ATTR,
     LAYOUT_VERSION,
@@ -82,6 +87,8 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
             def check_str(v: Any, ev: dict) -> Any:
                 if not isinstance(v, str):
                     bad(v, ev, "a string")
+                if "\x00" in v:  # HDF5 strings end at NUL: refuse rather than cut it short
+                    bad(v, ev, "a string without NUL characters")
                 return v
             return check_str
     shape = col.shape
@@ -256,9 +263,10 @@ class _SegmentBuffer:
                 dtype="i8", chunks=(1024, max(1, len(col.shape))))
         else:
             dt, row = storage_dtype(col.dtype), col.shape
+        # HDF5 chunks cannot have a 0-length side: such a dimension is declared unlimited
         ds = g["data"].create_dataset(
-            name, shape=(0, *row), maxshape=(None, *row), dtype=dt,
-            chunks=(self._rows(chunk_rows(row, col.dtype)), *row))
+            name, shape=(0, *row), maxshape=(None, *(None if s == 0 else s for s in row)), dtype=dt,
+            chunks=(self._rows(chunk_rows(row, col.dtype)), *(max(1, s) for s in row)))
         ds.attrs["key"] = key
         ds.attrs["dtype"] = col.dtype.str if col.dtype.kind != "O" else "str"
         g["timestamps"].create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8",
@@ -292,7 +300,8 @@ class _SegmentBuffer:
             col = self.columns[key]
             if col.variable and not col.external:
                 flat = np.empty(n, dtype=object)
-                flat[:] = [np.asarray(v, dtype=col.dtype).ravel() for v in values]
+                for i, v in enumerate(values):  # one by one: equal lengths must not make a 2-D array
+                    flat[i] = np.asarray(v, dtype=col.dtype).ravel()
                 shapes = np.array([np.shape(v) for v in values], dtype="i8").reshape(n, -1)
                 sds = g["shapes"][name]
                 sds.resize(n0 + n, axis=0)
@@ -304,7 +313,11 @@ class _SegmentBuffer:
             else:
                 arr = np.asarray(values, dtype=col.dtype)
             ds.resize(n0 + n, axis=0)
-            ds[n0:n0 + n] = arr
+            if col.variable and not col.external:
+                for i, v in enumerate(arr):  # h5py mis-broadcasts slices of equal-length rows
+                    ds[n0 + i] = v
+            else:
+                ds[n0:n0 + n] = arr
             tds = g["timestamps"][name]
             tds.resize(n0 + n, axis=0)
             tds[n0:n0 + n] = np.asarray(self.timestamps[key], dtype="f8")
@@ -317,7 +330,10 @@ class _SegmentBuffer:
             ds = g[name]
             ds.resize(n0 + n, axis=0)
             ds[n0:n0 + n] = np.asarray(values, dtype=dt)
-        self.n_stored = n0 + n
+
+    def committed(self) -> None:
+        """The flush that stored the buffered rows is complete: drop them from memory."""
+        self.n_stored += len(self.time)
         self._reset()
 
 
@@ -353,10 +369,23 @@ class RunWriter:
                 f.create_dataset("start", data=_docs.dumps(start), dtype=STR)
                 f.create_group("streams")
                 f.create_group("documents")
-            if os.path.exists(self.path):
+            try:  # a hard link never replaces: of two writers of one uid, one wins
+                os.link(part, self.path)
+            except FileExistsError:
                 raise InvalidDocument(f"a run file already exists at {self.path}",
-                                      run_uid=self.run_uid, name="start")
-            os.replace(part, self.path)
+                                      run_uid=self.run_uid, name="start") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                if os.path.exists(self.path):  # no hard links here (some network file systems)
+                    raise InvalidDocument(f"a run file already exists at {self.path}",
+                                          run_uid=self.run_uid, name="start") from None
+                os.replace(part, self.path)
+        except (InvalidDocument, CatalogError):
+            raise
+        except OSError as exc:  # a full disk, say: no run file is left behind
+            raise CatalogError(exc.errno or errno.EIO,
+                               f"{self.path}: cannot create the run file ({exc})") from exc
         finally:
             if os.path.exists(part):
                 os.remove(part)
@@ -377,6 +406,9 @@ class RunWriter:
     def descriptor(self, doc: dict) -> None:
         if doc["uid"] in self._segments:
             self._fail("descriptor", doc, "a descriptor with this uid was already inserted")
+        for name in (doc.get("name", "primary"), *doc["data_keys"]):
+            if "\x00" in name:  # HDF5 names end at NUL
+                self._fail("descriptor", doc, f"the name {name!r} contains a NUL character")
         stream = doc.get("name", "primary")
         i = self._stream_counts.get(stream, 0)
         self._stream_counts[stream] = i + 1
@@ -474,7 +506,23 @@ class RunWriter:
         if not dirty and not side and stop is None:
             self._last_flush = time.monotonic()
             return
-        with open_h5(self.path, "a") as f:
+        before = [(s, s.created, s.final) for s in dirty]
+        try:
+            self._store(dirty, side, final, stop)
+        except BaseException:
+            for s, created, fin in before:  # the file was put back: so is what we know of it
+                s.created, s.final = created, fin
+            raise
+        for name in side:
+            self._side[name] = []
+        for seg in dirty:
+            seg.committed()
+        self._last_flush = time.monotonic()
+
+    def _store(self, dirty: list[_SegmentBuffer], side: dict[str, list], final: bool,
+               stop: dict | None) -> None:
+        # DATABROKER_LITE_SYNC=stop: a finished run is fsynced, so it survives a power cut too
+        with journaled_h5(self.path, sync=stop is not None and _files.SYNC_AT_STOP) as f:
             for name, rows in side.items():
                 g = f["documents"].require_group(name)
                 if "json" not in g:
@@ -486,9 +534,7 @@ class RunWriter:
                     ds = g[ds_name]
                     ds.resize(n0 + n, axis=0)
                     ds[n0:] = np.asarray([r[col] for r in rows], dtype=dt)
-                self._side[name] = []
             for seg in dirty:
                 seg.store(f, final=final)
             if stop is not None:  # last, so a file with /stop holds every row
                 f.create_dataset("stop", data=_docs.dumps(stop), dtype=STR)
-        self._last_flush = time.monotonic()

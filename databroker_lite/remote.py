@@ -1,0 +1,406 @@
+"""A catalog served by ``databroker-lite serve``, read over HTTP through tiled's client.
+
+``databroker_lite.from_uri(url, api_key=...)`` gives a :class:`RemoteCatalog` with the
+look-ups, search, repr, ``read()`` and ``to_dask()`` of a local catalog. Needs the
+``server`` extra (tiled's client); nothing here is imported by ``import databroker_lite``.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import numbers
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .catalogs import DuplicateScanIDWarning
+from .errors import (
+    AmbiguousKey,
+    CatalogNotFound,
+    DatabrokerLiteError,
+    InvalidQuery,
+    RunNotFound,
+    StreamNotFound,
+)
+from .run import _fmt_time
+
+
+class RemoteError(DatabrokerLiteError, OSError):
+    """The server could not be reached or refused a request; the message is the server's."""
+
+
+class Unauthorized(RemoteError, PermissionError):
+    """The server refused the API key (HTTP 401), or none was given."""
+
+
+class OutOfRange(DatabrokerLiteError, IndexError):
+    """A slice or index lies outside the array on the server."""
+
+
+_ERRORS: dict[str, type[Exception]] = {
+    "RunNotFound": RunNotFound, "StreamNotFound": StreamNotFound,
+    "InvalidQuery": InvalidQuery, "IndexError": OutOfRange,
+}
+
+
+def _tiled():
+    try:
+        import tiled.client  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading a remote catalog needs tiled's client: "
+                          "pip install 'databroker_lite[server]'") from exc
+    from .server import queries
+    return queries
+
+
+@contextlib.contextmanager
+def _translate(url: str) -> Iterator[None]:
+    """tiled/httpx errors -> our exception types, keeping the server's message."""
+    import httpx
+    try:
+        yield
+    except httpx.HTTPStatusError as exc:
+        resp = exc.response
+        try:
+            detail = resp.json().get("detail", "")
+        except ValueError:
+            detail = resp.reason_phrase
+        if resp.status_code == 401:
+            raise Unauthorized(f"{url}: the server refused the API key (401: {detail})") from None
+        if isinstance(detail, dict) and "error" in detail:
+            name, message = detail["error"], detail.get("message", "")
+            if name == "AmbiguousKey":
+                raise AmbiguousKey(message, candidates=[]) from None
+            raise _ERRORS.get(name, RemoteError)(message) from None
+        raise RemoteError(f"{resp.status_code}: {detail} ({exc.request.url})") from None
+    except httpx.TransportError as exc:
+        raise RemoteError(f"cannot reach {url}: {exc}") from None
+
+
+def from_uri(url: str, api_key: str | None = None, *,
+             catalog: str | None = None) -> RemoteCatalog | RemoteCatalogs:
+    """Connect to a server started with ``databroker-lite serve``.
+
+    Parameters
+    ----------
+    url : the server, e.g. ``"http://127.0.0.1:8000"``.
+    api_key : the key in the server's ``--api-key-file``.
+    catalog : when the server serves several catalogs, the name of one of them.
+
+    Returns
+    -------
+    A :class:`RemoteCatalog`, or, for a server of several catalogs and no ``catalog``
+    given, a mapping of names to them.
+    """
+    _tiled()
+    from tiled.client import from_uri as tiled_from_uri
+    if not api_key:
+        raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
+                           "in the server's --api-key-file")
+    with _translate(url):
+        root = tiled_from_uri(url, api_key=api_key, remember_me=False)
+        if _is_catalog(root):
+            return RemoteCatalog(root, url)
+        cats = RemoteCatalogs(root, url)
+        return cats[catalog] if catalog is not None else cats
+
+
+def _is_catalog(node: Any) -> bool:
+    return any(s.name == "databroker_lite_catalog" for s in node.specs)
+
+
+class RemoteCatalogs(Mapping):
+    """The catalogs of a server that serves several, by name."""
+
+    def __init__(self, root: Any, url: str) -> None:
+        self._root, self.url = root, url
+
+    def __getitem__(self, name: str) -> RemoteCatalog:
+        with _translate(self.url):
+            if name not in self._root:
+                raise CatalogNotFound(f"{self.url} serves no catalog {name!r}; it serves "
+                                      f"{list(self)}")
+            return RemoteCatalog(self._root[name], f"{self.url} {name}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._root))
+
+    def __len__(self) -> int:
+        return len(self._root)
+
+    def __repr__(self) -> str:
+        return f"<RemoteCatalogs at {self.url}: {list(self)}>"
+
+
+class RemoteCatalog(Mapping):
+    """Runs on a server: ``cat[scan_id]``, ``cat[-1]``, ``cat[uid or prefix]``, ``search``."""
+
+    def __init__(self, node: Any, url: str) -> None:
+        self._node, self.url = node, url
+
+    def __len__(self) -> int:
+        with _translate(self.url):
+            return len(self._node)
+
+    def __iter__(self) -> Iterator[str]:
+        with _translate(self.url):
+            uids = list(self._node)
+        return iter(uids)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        with _translate(self.url):
+            return key in self._node
+
+    def keys(self):  # noqa: D102 - a list, as Catalog.keys
+        return list(self)
+
+    def __getitem__(self, key: Any) -> RemoteRun:
+        return RemoteRun(self, self._uid(key))
+
+    def _uid(self, key: Any) -> str:
+        """The uid of the run ``cat[key]`` gives, resolved by the server (one request)."""
+        queries = _tiled()
+        if isinstance(key, bool) or not isinstance(key, (numbers.Integral, str)):
+            raise TypeError(f"look up runs by scan_id (int), -k (int) or uid (str), "
+                            f"not {type(key).__name__}")
+        key = int(key) if isinstance(key, numbers.Integral) else key
+        with _translate(self.url):
+            found = self._node.search(queries.RunKey.of(key))
+            uids = list(found)
+        if not uids:  # pragma: no cover - the server answers 404 instead
+            raise RunNotFound(f"no run matches {key!r}")
+        if len(uids) > 1:
+            warnings.warn(f"{len(uids)} runs have scan_id {key}; returning the most recent "
+                          f"({uids[0]}). Others: {', '.join(uids[1:])}",
+                          DuplicateScanIDWarning, stacklevel=3)
+        return uids[0]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except RunNotFound:
+            return default
+
+    def search(self, query: Mapping) -> RemoteCatalog:
+        """The runs whose start documents match a MongoDB-style query; run on the server."""
+        queries = _tiled()
+        if not isinstance(query, Mapping):
+            raise TypeError(f"search takes a dict query, got {type(query).__name__}")
+        q = queries.MongoQuery.from_dict(dict(query))
+        with _translate(self.url):
+            node = self._node.search(q)
+            len(node)  # the server checks the query now, not at first use
+            return RemoteCatalog(node, self.url)
+
+    def load_array(self, uid: Any, path: str,
+                   slices: Iterable[slice | int] | None = None) -> np.ndarray:
+        """One column of a run, or a slice of it, as numpy (as BisQue's ``load_array``).
+
+        ``path`` is ``"STREAM/FIELD"``, e.g. ``"primary/I0"``. ``slices`` are numpy
+        slices, one per axis: ``slice(10, 20)`` is rows 10 to 19 (the end is excluded,
+        unlike BisQue's inclusive ends). Only the slice travels.
+        """
+        stream, sep, field = path.partition("/")
+        if not sep or not stream or not field or "/" in field:
+            raise ValueError(f"path {path!r} should be 'STREAM/FIELD', e.g. 'primary/I0'")
+        from tiled.client.constructors import from_context
+        parts = [*self._node.path_parts, self._uid(uid), stream, field]
+        with _translate(self.url):  # a missing stream or column: the server says which
+            arr = from_context(self._node.context, node_path_parts=parts)
+        sel = tuple(slices) if slices is not None else ()
+        for s in sel:
+            if not isinstance(s, (slice, numbers.Integral)) or isinstance(s, bool):
+                raise TypeError(f"slices are slice objects or ints, not {s!r}")
+        sel = tuple(s if isinstance(s, slice) else int(s) for s in sel)
+        return _read_slice(arr, sel, self.url)
+
+    def __repr__(self) -> str:
+        n = len(self)
+        lines = [f"<RemoteCatalog at {self.url}: {n} run{'s' if n != 1 else ''}"]
+        with _translate(self.url):
+            newest = list(self._node.sort(("_", -1)).items().head(5))  # one page of 5
+        for uid, node in newest:
+            start, stop = node.metadata["start"], node.metadata["stop"] or {}
+            lines.append(f"  scan_id={start.get('scan_id')!s:>6}  {uid[:8]}  "
+                         f"{_fmt_time(start.get('time'))[:19]}  {start.get('plan_name') or ''}  "
+                         f"{stop.get('exit_status') or '(running or no stop)'}")
+        if n > 5:
+            lines.append(f"  ... and {n - 5} older")
+        return "\n".join(lines) + ">"
+
+
+def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
+    """One request for ``arr[sel]``; the server, not the client, judges the bounds."""
+    st = arr.structure()
+    dtype = st.data_type.to_numpy_dtype()
+    if dtype.kind in "OUS":  # text: small; let tiled's client decode it
+        with _translate(url):
+            return arr.read(slice=sel) if sel else arr.read()
+    try:  # numpy semantics for the shape of the answer, without any data
+        shape = np.broadcast_to(np.zeros((), dtype), tuple(st.shape))[sel].shape
+    except IndexError:
+        shape = None  # out of range: the server says so, with its message
+    out = _fetch(arr, sel, shape, dtype.str, url)
+    if shape is None:  # pragma: no cover - the server rejects these
+        raise OutOfRange(f"{arr.uri}: {sel} is out of range for shape {tuple(st.shape)}")
+    return out
+
+
+def _fetch(arr: Any, sel: tuple, shape: tuple | None, dtype: str, url: str) -> np.ndarray:
+    """GET the raw bytes of ``arr[sel]`` (one request) as a numpy array of ``shape``."""
+    from tiled.client.utils import handle_error
+    from tiled.ndslice import NDSlice
+    params = {"slice": NDSlice(*sel).to_numpy_str()} if sel else {}
+    with _translate(url):
+        resp = handle_error(arr.context.http_client.get(
+            arr.item["links"]["full"], params=params,
+            headers={"Accept": "application/octet-stream"}))
+    data = np.frombuffer(resp.content, dtype=np.dtype(dtype))
+    return data.reshape(shape).copy() if shape is not None else data.copy()
+
+
+def _lazy_variable(arr: Any, url: str) -> xr.Variable:
+    """A served array as a dask-backed Variable: one task (one request) per server chunk."""
+    import dask.array as da
+    from dask.base import tokenize
+    st = arr.structure()
+    dtype = st.data_type.to_numpy_dtype()
+    dims, attrs = tuple(st.dims or ()), dict(arr.metadata.get("attrs", {}))
+    if dtype.kind in "OUS" or not st.shape:  # text and scalars: small, read now
+        return xr.Variable(dims, da.from_array(_read_slice(arr, (), url)), attrs=attrs)
+    chunks = tuple(tuple(c) for c in st.chunks)
+    name = f"remote-{tokenize(arr.uri, tuple(st.shape), chunks, dtype.str)}"
+    starts = [np.cumsum((0, *c[:-1])) for c in chunks]
+    dsk = {}
+    for index in itertools.product(*(range(len(c)) for c in chunks)):
+        sel = tuple(slice(int(starts[a][i]), int(starts[a][i] + chunks[a][i]))
+                    for a, i in enumerate(index))
+        shape = tuple(chunks[a][i] for a, i in enumerate(index))
+        dsk[(name, *index)] = (_fetch, arr, sel, shape, dtype.str, url)
+    return xr.Variable(dims, da.Array(dsk, name, chunks, dtype=dtype), attrs=attrs)
+
+
+class RemoteRun:
+    """One run on a server; ``run.primary`` or ``run["primary"]`` is a :class:`RemoteStream`."""
+
+    def __init__(self, catalog: RemoteCatalog, uid: str) -> None:
+        self.catalog, self.uid = catalog, uid
+        with _translate(catalog.url):
+            self._node = catalog._node[uid]
+
+    @property
+    def metadata(self) -> dict:
+        """``{"start": ..., "stop": ...}``, as a local run's."""
+        md = self._node.metadata
+        return {"start": dict(md["start"]), "stop": dict(md["stop"]) if md["stop"] else None}
+
+    @property
+    def start(self) -> dict:
+        return self.metadata["start"]
+
+    @property
+    def stop(self) -> dict | None:
+        return self.metadata["stop"]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def _names(self) -> list[str]:
+        with _translate(self.catalog.url):
+            return list(self._node)
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __getitem__(self, name: str) -> RemoteStream:
+        names = self._names()
+        if name not in names:
+            raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has {names}")
+        return RemoteStream(self, name)
+
+    def __getattr__(self, name: str) -> RemoteStream:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except StreamNotFound as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __repr__(self) -> str:
+        start, stop = self.start, self.stop
+        lines = ["BlueskyRun",
+                 f"  uid={self.uid!r}",
+                 f"  exit_status={stop.get('exit_status') if stop else None!r}",
+                 f"  {_fmt_time(start.get('time'))} -- "
+                 f"{_fmt_time(stop.get('time')) if stop else '(no stop)'}",
+                 "  Streams:"]
+        lines += [f"    * {name}" for name in self._names()]
+        return "\n".join(lines)
+
+
+class RemoteStream:
+    """One stream of a remote run: ``read()`` in memory, ``to_dask()`` lazily."""
+
+    def __init__(self, run: RemoteRun, name: str) -> None:
+        self.run, self.name = run, name
+        with _translate(run.catalog.url):
+            self._node = run._node[name]
+
+    def fields(self) -> list[str]:
+        return [k for k in self._node if k != "time"]
+
+    @property
+    def metadata(self) -> dict:
+        return {"descriptors": list(self._node.metadata.get("descriptors", [])),
+                "stream_name": self.name}
+
+    def __len__(self) -> int:
+        return int(self._array("time").structure().shape[0])
+
+    def __repr__(self) -> str:
+        return (f"<RemoteStream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, "
+                f"columns {self.fields()}>")
+
+    def _variables(self, fields: Iterable[str] | str | None) -> list[str] | None:
+        if fields is None:
+            return None
+        fields = [fields] if isinstance(fields, str) else list(fields)
+        have = self.fields()
+        missing = [f for f in fields if f not in have]
+        if missing:
+            raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column(s) "
+                                 f"{missing}; it has {have}")
+        return [*fields, "time"]
+
+    def _array(self, field: str) -> Any:
+        with _translate(self.run.catalog.url):
+            if field not in self._node:
+                raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column "
+                                     f"{field!r}; it has {self.fields()}")
+            return self._node[field]
+
+    def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
+        """All events of the stream in memory (every column, or ``fields``)."""
+        variables = self._variables(fields)
+        with _translate(self.run.catalog.url):
+            return self._node.read(variables=variables)
+
+    def to_dask(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
+        """The same Dataset backed by dask: only the chunks a computation touches travel."""
+        names = self._variables(fields) or list(self._node)
+        url = self.run.catalog.url
+        with _translate(url):
+            arrays = {k: self._node[k] for k in names}
+            variables = {k: _lazy_variable(a, url) for k, a in arrays.items()}
+            coords = {k: v.compute() for k, v in variables.items()
+                      if any(s.name == "xarray_coord" for s in arrays[k].specs)}
+            data_vars = {k: v for k, v in variables.items() if k not in coords}
+            return xr.Dataset(data_vars, coords=coords, attrs=dict(self._node.metadata["attrs"]))

@@ -1,0 +1,112 @@
+"""The tiled application serving one or more catalogs, and ``databroker-lite serve``."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from tiled.adapters.mapping import MapAdapter
+from tiled.server.app import build_app as _tiled_app
+
+from ..catalogs import Catalog, open_catalog
+from ..errors import CatalogError
+from . import queries  # noqa: F401 - registers our query types before the app is built
+from .adapters import catalog_adapter
+
+
+def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
+    """Catalog directories or named catalogs -> ``{name: Catalog}`` (read-only)."""
+    import databroker_lite
+    out: dict[str, Catalog] = {}
+    for spec in specs:
+        if isinstance(spec, Catalog):
+            cat = spec
+            name = spec.name or os.path.basename(spec.directory)
+        elif os.path.isdir(spec):
+            cat = open_catalog(spec, mode="r")
+            name = os.path.basename(os.path.abspath(spec))
+        else:
+            cat = databroker_lite.catalog[spec]
+            name = spec
+        if name in out:
+            raise CatalogError(f"two catalogs would be served as {name!r}; serve them "
+                               "by name (databroker-lite install) to tell them apart")
+        out[name] = cat
+    return out
+
+
+def read_api_key(path: str | os.PathLike) -> str:
+    """The API key in a file (first line, letters and digits only, as tiled requires)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+    except OSError as exc:
+        raise CatalogError(f"cannot read the API key file {os.fspath(path)}: {exc}") from exc
+    if not key or not key.isalnum():
+        raise CatalogError(f"{os.fspath(path)}: an API key must be letters and digits only "
+                           "(make one with: python -c \"import secrets; "
+                           "print(secrets.token_hex(32))\")")
+    return key
+
+
+def build_app(catalogs: Sequence[str | Catalog], api_key: str) -> Any:
+    """A tiled (FastAPI) app serving the catalogs; every request needs ``api_key``.
+
+    One catalog is served at the root; several are served side by side, by name.
+    """
+    from tiled.config import Authentication
+    cats = open_catalogs(catalogs)
+    if len(cats) == 1:
+        (name, cat), = cats.items()
+        tree = catalog_adapter(cat, name)
+    else:
+        tree = MapAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
+    auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
+    app = _tiled_app(tree, auth, server_settings={})
+    _apply_dependency_overrides(app)
+    return app
+
+
+class _AppliedOverrides(dict):
+    """Dependency overrides already written into the routes. Falsy, so that FastAPI
+    does not rebuild every dependency of every request to look for overrides."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _apply_dependency_overrides(app: Any) -> None:
+    """Write tiled's dependency overrides (its settings) into the routes, once.
+
+    While ``app.dependency_overrides`` is non-empty, FastAPI re-inspects the signature
+    of every sub-dependency on every request: about 20 ms per request here, most of
+    a one-frame read. Overrides that take no parameters (tiled's ``get_settings``) can
+    be swapped into the dependency tree instead; anything else is left as it was.
+    """
+    import inspect
+    overrides = dict(app.dependency_overrides)
+    if not overrides or any(inspect.signature(f).parameters or inspect.signature(o).parameters
+                            for f, o in overrides.items()):
+        return
+    seen: set[int] = set()
+
+    def visit(dependant: Any) -> None:
+        if dependant is None or id(dependant) in seen:
+            return
+        seen.add(id(dependant))
+        for sub in dependant.dependencies:
+            if sub.call in overrides:
+                sub.call = overrides[sub.call]
+            visit(sub)
+
+    for route in app.router.routes:
+        visit(getattr(route, "dependant", None))
+    app.dependency_overrides = _AppliedOverrides(overrides)  # startup still looks them up
+
+
+def serve(catalogs: Sequence[str | Catalog], *, api_key: str, host: str = "127.0.0.1",
+          port: int = 8000, log_level: str = "warning") -> None:
+    """Serve catalogs over HTTP until interrupted (blocks)."""
+    import uvicorn
+    app = build_app(catalogs, api_key)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,142 @@
+"""One writer process appending runs while reader processes list, search and read.
+
+Every read must see all columns at one length, with the values the writer was told
+to write (a function of seq_num and the run's seed), and no exception at all (in
+particular no "database is locked"). Readers must see runs land while they loop.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+
+import numpy as np
+
+KEYS = ("x", "y", "k")
+
+
+def _values(seed: int, seq: np.ndarray) -> dict[str, np.ndarray]:
+    return {"x": seq * 2.0 + seed, "y": np.sin(seq + seed), "k": (seq * 3 + seed).astype("int64")}
+
+
+def writer(directory: str, seconds: float, n_events: int, q) -> None:
+    """Write runs for ``seconds``; events arrive in bursts with explicit flushes in between."""
+    import event_model
+
+    import databroker_lite
+    cat = databroker_lite.open_catalog(directory)
+    w = cat.writer
+    t_end = time.monotonic() + seconds
+    runs = 0
+    try:
+        while time.monotonic() < t_end:
+            b = event_model.compose_run(metadata={"plan_name": "conc", "seed": runs, "scan_id": runs + 1})
+            w("start", b.start_doc)
+            d = b.compose_descriptor(name="primary", data_keys={
+                "x": {"dtype": "number", "shape": [], "source": "s"},
+                "y": {"dtype": "number", "shape": [], "source": "s"},
+                "k": {"dtype": "integer", "shape": [], "source": "s"}})
+            w("descriptor", d.descriptor_doc)
+            vals = _values(runs, np.arange(1, n_events + 1))
+            for i in range(n_events):
+                w("event", d.compose_event(data={k: vals[k][i].item() for k in KEYS},
+                                           timestamps=dict.fromkeys(KEYS, time.time()), seq_num=i + 1))
+                if i % 50 == 49:
+                    w.flush()
+            w("stop", b.compose_stop())
+            runs += 1
+        q.put(("writer", {"runs": runs, "errors": []}))
+    except Exception:  # noqa: BLE001 - reported to the parent
+        q.put(("writer", {"runs": runs, "errors": [traceback.format_exc()]}))
+
+
+def reader(directory: str, seconds: float, mode: str, ident: int, q) -> None:
+    """List, search and read in a loop; report counts and every problem seen."""
+    import databroker_lite
+    stats = {"loops": 0, "reads": 0, "events": 0, "first_len": None, "max_len": 0, "errors": [],
+             "ragged": 0, "wrong": 0, "locked": 0, "exceptions": 0, "vanished": 0}
+    t_end = time.monotonic() + seconds
+    cat = databroker_lite.open_catalog(directory, mode=mode)
+    while time.monotonic() < t_end:
+        try:
+            n = len(cat)
+            stats["first_len"] = n if stats["first_len"] is None else stats["first_len"]
+            stats["max_len"] = max(stats["max_len"], n)
+            uids = list(cat)
+            found = list(cat.search({"plan_name": "conc", "seed": {"$gte": 0}}))
+            assert set(found) <= set(cat) | set(found)  # found runs may have landed since
+            for uid in uids[-3:]:
+                try:
+                    run = cat[uid]
+                except KeyError:  # listed a moment ago, gone now: the index dropped it
+                    stats["vanished"] += 1
+                    continue
+                if "primary" not in run:
+                    if os.environ.get("STRESS_DEBUG") and stats["reads"]:
+                        print(f"reader{ident}: {uid} has no primary; n={n} "
+                              f"in_memory={cat._index.in_memory}", flush=True)
+                    continue
+                ds = run.primary.read()
+                stats["reads"] += 1
+                lens = {ds[k].shape[0] for k in ds.data_vars} | {ds.sizes.get("time", 0)}
+                if len(lens) > 1:
+                    stats["ragged"] += 1
+                    continue
+                m = ds.sizes.get("time", 0)
+                stats["events"] += m
+                if m:
+                    seq = ds["seq_num"].values if "seq_num" in ds else np.arange(1, m + 1)
+                    exp = _values(run.metadata["start"]["seed"], np.arange(1, m + 1))
+                    if not (np.array_equal(seq, np.arange(1, m + 1))
+                            and all(np.array_equal(ds[k].values, exp[k]) for k in KEYS)):
+                        stats["wrong"] += 1
+            stats["loops"] += 1
+        except Exception as exc:  # noqa: BLE001 - every exception is a failure to report
+            stats["exceptions"] += 1
+            if os.environ.get("STRESS_DEBUG"):
+                print(f"reader{ident}: {exc!r}; bad files {cat._index.bad_files()}", flush=True)
+            if "locked" in str(exc):
+                stats["locked"] += 1
+            if len(stats["errors"]) < 5:
+                stats["errors"].append(traceback.format_exc())
+    q.put((f"reader{ident}", stats))
+
+
+def run(directory: str, seconds: float = 15.0, readers: int = 4, n_events: int = 300) -> dict:
+    """Start the writer and the readers; return what each reported."""
+    ctx = mp.get_context("spawn")
+    os.makedirs(directory, exist_ok=True)
+    import databroker_lite
+    databroker_lite.open_catalog(directory)  # the index exists before anyone reads
+    q = ctx.Queue()
+    procs = [ctx.Process(target=writer, args=(directory, seconds, n_events, q))]
+    procs += [ctx.Process(target=reader, args=(directory, seconds, "r" if i % 2 else "a", i, q))
+              for i in range(readers)]
+    for p in procs:
+        p.start()
+    out = dict(q.get(timeout=seconds + 120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    return out
+
+
+def check(result: dict) -> list[str]:
+    """The problems in a result (empty when all is well)."""
+    problems = list(result["writer"]["errors"])
+    if result["writer"]["runs"] < 2:
+        problems.append(f"the writer finished only {result['writer']['runs']} runs")
+    for name, s in result.items():
+        if name == "writer":
+            continue
+        problems += [f"{name}: {e}" for e in s["errors"]]
+        for what in ("ragged", "wrong", "locked", "exceptions", "vanished"):
+            if s[what]:
+                problems.append(f"{name}: {s[what]} {what} reads")
+        landed = result["writer"]["runs"]
+        if s["max_len"] - (s["first_len"] or 0) < min(2, landed) or s["max_len"] < landed // 2:
+            problems.append(f"{name} saw {s['first_len']} -> {s['max_len']} runs while "
+                            f"{landed} landed")
+        if not s["reads"]:
+            problems.append(f"{name} read nothing")
+    return problems

@@ -1,0 +1,285 @@
+"""Remote access (SPEC 10): a real server in a subprocess, read through the client."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import insert_all, make_run_docs
+
+import databroker_lite
+
+HAVE_SERVER = all(importlib.util.find_spec(m) is not None for m in ("tiled", "fastapi", "uvicorn"))
+needs_server = pytest.mark.skipif(
+    not HAVE_SERVER, reason="tiled[server] is not installed (pip install 'databroker_lite[server]')")
+
+KEY = "0123456789abcdef0123456789abcdef"
+FRAME = (128, 256)  # float64: 256 kB, so one HDF5 chunk (and dask chunk) per frame
+N_FRAMES = 12
+
+
+def test_import_does_not_import_tiled() -> None:
+    code = ("import sys, databroker_lite; databroker_lite.from_uri; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tiled', 'fastapi', 'httpx')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_catalog(path: Path) -> databroker_lite.Catalog:
+    cat = databroker_lite.open_catalog(path)
+    t0 = time.time() - 100
+    for i, (sid, plan) in enumerate([(1, "count"), (2, "scan"), (2, "scan"), (3, "count")]):
+        insert_all(cat, make_run_docs(25, metadata={"scan_id": sid, "plan_name": plan,
+                                                    "sample": {"name": f"s{i}"}}, t0=t0 + i))
+    dk = {"img": {"source": "sim", "dtype": "array", "shape": list(FRAME), "dtype_numpy": "<f8"},
+          "I0": {"source": "sim", "dtype": "number", "shape": []}}
+    insert_all(cat, make_run_docs(
+        N_FRAMES, metadata={"scan_id": 10, "plan_name": "count"}, data_keys=dk, t0=t0 + 10,
+        data=lambda i: {"img": np.arange(FRAME[0] * FRAME[1], dtype="f8").reshape(FRAME) + i,
+                        "I0": 100.0 + i}))
+    return cat
+
+
+@contextlib.contextmanager
+def _serving(tmp: Path, *catalogs: str):
+    """``databroker-lite serve CATALOGS`` on a free loopback port; yields its URL."""
+    import httpx
+    (tmp / "key").write_text(KEY + "\n")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp / "server.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
+                                 "--port", str(port), "--api-key-file", str(tmp / "key")],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(240):  # the server imports tiled: up to a minute on a busy machine
+                if proc.poll() is not None:
+                    break
+                try:
+                    httpx.get(f"{url}/api/v1/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.25)
+            else:
+                pytest.fail("the server did not answer within a minute")
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"the server exited: {log.read()}")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """(url, local catalog): one catalog served at the root."""
+    if not HAVE_SERVER:
+        pytest.skip("tiled[server] is not installed (pip install 'databroker_lite[server]')")
+    tmp = tmp_path_factory.mktemp("remote")
+    _make_catalog(tmp / "cat")
+    with _serving(tmp, str(tmp / "cat")) as url:
+        yield url, databroker_lite.open_catalog(tmp / "cat", mode="r")
+
+
+@pytest.fixture(scope="module")
+def remote(server):
+    url, _ = server
+    return databroker_lite.from_uri(url, api_key=KEY)
+
+
+@needs_server
+def test_no_key_or_wrong_key_is_401_and_no_data(server) -> None:
+    import httpx
+    url, local = server
+    uid = local[10].uid
+    data_url = f"{url}/api/v1/array/full/{uid}/primary/I0"
+    assert httpx.get(data_url, headers={"Authorization": f"Apikey {KEY}"}).status_code == 200
+    for headers in ({}, {"Authorization": "Apikey wrongkey123"}):
+        r = httpx.get(data_url, headers=headers)
+        assert r.status_code == 401
+        assert b"100" not in r.content
+        assert httpx.get(f"{url}/api/v1/metadata/{uid}", headers=headers).status_code == 401
+    from databroker_lite.remote import Unauthorized
+    with pytest.raises(Unauthorized, match="refused the API key"):
+        databroker_lite.from_uri(url, api_key="wrongkey123")
+    with pytest.raises(PermissionError, match="needs an API key"):
+        databroker_lite.from_uri(url)
+
+
+@needs_server
+def test_lookups_match_local(server, remote) -> None:
+    _, local = server
+    assert len(remote) == len(local) == 5
+    assert list(remote) == list(local)
+    assert remote[1].uid == local[1].uid
+    assert remote[-1].uid == local[-1].uid
+    assert remote[-3].uid == local[-3].uid
+    uid = local[3].uid
+    assert remote[uid].uid == uid
+    assert remote[uid[:8]].uid == uid
+    assert uid in remote and "nope" not in remote
+    with pytest.warns(databroker_lite.DuplicateScanIDWarning):
+        expected = local[2].uid
+    with pytest.warns(databroker_lite.DuplicateScanIDWarning, match="2 runs have scan_id 2"):
+        assert remote[2].uid == expected
+    assert remote.get(99) is None
+
+
+@needs_server
+def test_search_runs_on_the_server(server, remote) -> None:
+    _, local = server
+    q = {"plan_name": "scan"}
+    assert list(remote.search(q)) == list(local.search(q))
+    q2 = {"sample.name": {"$in": ["s0", "s2", "s9"]}}
+    assert list(remote.search(q2)) == list(local.search(q2))
+    assert list(remote.search(q).search({"sample.name": "s2"})) == [local[-3].uid]
+    assert len(remote.search({"plan_name": "nothing"})) == 0
+    with pytest.raises(databroker_lite.InvalidQuery, match=r"\$bad"):
+        remote.search({"scan_id": {"$bad": 1}})
+
+
+@needs_server
+def test_repr_matches_local(server, remote) -> None:
+    _, local = server
+    uid = local[1].uid
+    assert repr(remote[uid]) == repr(local[uid])
+    assert repr(remote).splitlines()[1:] == repr(local).splitlines()[1:]
+    assert repr(remote).startswith(f"<RemoteCatalog at {server[0]}: 5 runs")
+
+
+@needs_server
+def test_read_and_to_dask_match_local(server, remote) -> None:
+    _, local = server
+    for key in (1, 10):
+        lrun, rrun = local[key], remote[key]
+        assert list(rrun) == list(lrun) == ["primary"]
+        expected = lrun.primary.read()
+        xr.testing.assert_identical(rrun.primary.read(), expected)
+        lazy = rrun.primary.to_dask()
+        assert all(v.chunks is not None for v in lazy.data_vars.values())
+        xr.testing.assert_identical(lazy.compute(), expected)
+    xr.testing.assert_identical(remote[1].primary.read(["x", "label"]),
+                                local[1].primary.read(["x", "label"]))
+    assert remote[1].start == local[1].start and remote[1].stop == local[1].stop
+    assert len(remote[1].primary) == 25 and remote[1].primary.fields() == local[1].primary.fields()
+
+
+@needs_server
+def test_to_dask_fetches_only_touched_chunks(server, remote) -> None:
+    _, local = server
+    lazy = remote[10].primary.to_dask()
+    img = lazy["img"].data
+    assert img.chunks == local[10].primary.to_dask()["img"].data.chunks
+    assert img.chunks[0] == (1,) * N_FRAMES
+    received = []
+    hooks = remote._node.context.http_client.event_hooks
+    hooks["response"].append(lambda r: received.append(r))
+    try:
+        frame = img[5].compute()
+    finally:
+        hooks["response"].pop()
+    np.testing.assert_array_equal(frame, local[10].primary.read()["img"].values[5])
+    assert len(received) == 1  # one chunk, one request
+    assert int(received[0].headers.get("content-length", 0)) < 2 * frame.nbytes
+
+
+@needs_server
+def test_load_array_has_numpy_slice_semantics(server, remote) -> None:
+    _, local = server
+    run = local[10]
+    i0 = run.primary.read()["I0"].values
+    img = run.primary.read()["img"].values
+    got = remote.load_array(run.uid, "primary/I0", slices=(slice(3, 7),))
+    assert isinstance(got, np.ndarray) and got.dtype == i0.dtype
+    np.testing.assert_array_equal(got, i0[3:7])  # end excluded: 4 values, not 5
+    np.testing.assert_array_equal(remote.load_array(10, "primary/I0"), i0)
+    np.testing.assert_array_equal(remote.load_array(10, "primary/I0", slices=(slice(8, 100),)),
+                                  i0[8:100])
+    np.testing.assert_array_equal(
+        remote.load_array(run.uid[:8], "primary/img", slices=(slice(2, 12), slice(0, 5), -1)),
+        img[2:12, 0:5, -1])
+    np.testing.assert_array_equal(remote.load_array(-1, "primary/img", slices=(3, slice(None, None, 7))),
+                                  img[3, ::7])
+
+
+@needs_server
+def test_errors_carry_the_servers_message(server, remote) -> None:
+    _, local = server
+    uid = local[10].uid
+    with pytest.raises(databroker_lite.RunNotFound, match="no run has scan_id 99"):
+        remote[99]
+    with pytest.raises(databroker_lite.RunNotFound, match="no run has a uid starting with 'zzz'"):
+        remote["zzz"]
+    with pytest.raises(databroker_lite.RunNotFound, match="there is no 9th most recent"):
+        remote[-9]
+    with pytest.raises(databroker_lite.StreamNotFound, match="has no stream 'baseline'"):
+        remote.load_array(uid, "baseline/I0")
+    with pytest.raises(databroker_lite.StreamNotFound, match="has no column 'I1'"):
+        remote.load_array(uid, "primary/I1")
+    with pytest.raises(ValueError, match="STREAM/FIELD"):
+        remote.load_array(uid, "I0")
+    with pytest.raises(IndexError, match=r"index 12 is out of range for axis 0 of length 12"):
+        remote.load_array(uid, "primary/img", slices=(12,))
+    with pytest.raises(IndexError, match=r"slice 20:30 starts past the end of axis 0"):
+        remote.load_array(uid, "primary/I0", slices=(slice(20, 30),))
+
+
+@needs_server
+def test_stock_tiled_client_browses_and_reads(server) -> None:
+    from tiled.client import from_uri
+    from tiled.queries import Key
+    url, local = server
+    client = from_uri(url, api_key=KEY, remember_me=False)
+    assert list(client) == list(local)
+    run = local[10]
+    node = client[run.uid]
+    assert list(node) == ["primary"] and node.metadata["start"]["scan_id"] == 10
+    frames = node["primary"]["img"].read(slice=(slice(2, 4),))
+    np.testing.assert_array_equal(frames, run.primary.read()["img"].values[2:4])
+    assert list(client.search(Key("start.plan_name") == "scan")) == list(local.search({"plan_name": "scan"}))
+
+
+@needs_server
+def test_serve_rejects_a_bad_key_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from databroker_lite.cli import main
+    (tmp_path / "key").write_text("not a key!\n")
+    os.makedirs(tmp_path / "cat")
+    assert main(["serve", str(tmp_path / "cat"), "--api-key-file", str(tmp_path / "key")]) == 1
+    assert "letters and digits" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "cat"), "--api-key-file", str(tmp_path / "none")]) == 1
+    assert "cannot read the API key file" in capsys.readouterr().err
+
+
+@needs_server
+def test_several_catalogs_are_served_by_name(tmp_path: Path, server) -> None:
+    _, local = server
+    other = databroker_lite.open_catalog(tmp_path / "other")
+    insert_all(other, make_run_docs(4, metadata={"scan_id": 7, "plan_name": "count"}))
+    with _serving(tmp_path, local.directory, str(tmp_path / "other")) as url:
+        cats = databroker_lite.from_uri(url, api_key=KEY)
+        assert sorted(cats) == ["cat", "other"]
+        assert list(cats["cat"]) == list(local)
+        one = databroker_lite.from_uri(url, api_key=KEY, catalog="other")
+        assert one[7].uid == other[7].uid
+        xr.testing.assert_identical(one[7].primary.read(), other[7].primary.read())
+        with pytest.raises(databroker_lite.errors.CatalogNotFound, match="serves no catalog 'x'"):
+            cats["x"]
