@@ -157,6 +157,7 @@ def task_image(backend: str, path: str, uid: str = "", frame: int = 100,
         out["frame_sum"] = int(arr.sum())
         out["mean_sum"] = float(m.sum())
         return out
+    import dask.array  # noqa: F401 - databroker imports dask up front, we on first use: time neither
     cat, out = _open(backend, path)
     run = cat[uid]
     out["to_dask"], lazy = _timed(lambda: run.primary.to_dask())
