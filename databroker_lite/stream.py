@@ -13,6 +13,7 @@ from .storage import Column, Segment
 from .storage.handlers import (
     ExternalRef,
     load_external,
+    load_external_many,
     remap_path,
     resource_path,
     uri_to_path,
@@ -241,8 +242,8 @@ class Stream:
             if None in shape:
                 return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
             out = np.empty((len(refs), *shape), dtype=col.dtype)  # one copy in memory, not two
-            for i, r in enumerate(refs):
-                out[i] = load_external(r, shape, col.key, uid)
+            for a, b in _same_file_runs(refs):
+                out[a:b] = load_external_many(refs[a:b], shape, col.key, uid)
             return out
         # Name the graph by where the refs come from, not by hashing every ref (slow for
         # thousands of frames); the file's stamp changes whenever its datums could.
@@ -319,6 +320,16 @@ def _is_text(col: Column) -> bool:
 def _text_block(block: np.ndarray) -> np.ndarray:
     """str objects -> a '<U' array, as read() gives them (at least '<U1')."""
     return block.astype(str) if block.size else np.zeros(block.shape, dtype="U1")
+
+
+def _same_file_runs(refs: list[ExternalRef], most: int = 64) -> list[tuple[int, int]]:
+    """Index ranges of consecutive refs in one file (at most ``most`` each, to bound memory)."""
+    out, a = [], 0
+    for i in range(1, len(refs) + 1):
+        if i == len(refs) or refs[i].path != refs[a].path or i - a >= most:
+            out.append((a, i))
+            a = i
+    return out
 
 
 def _dask_chunks(shape: tuple, h5chunks: tuple | None, dtype: np.dtype) -> tuple:

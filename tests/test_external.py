@@ -363,3 +363,47 @@ def test_external_dtype_is_the_declared_one_lazy_too(cat, tmp_path):
     computed = stream.to_dask().compute()
     assert computed["img"].dtype == np.float64
     assert_same(computed, eager)
+
+
+def test_consecutive_ad_hdf5_frames_are_read_in_one_slice(tmp_path, monkeypatch):
+    """read() of many frames of one AD_HDF5 file: one read, same values; a transposed
+    descriptor shape is still a ShapeMismatch, never a silent reshape."""
+    import h5py
+    from event_model import compose_run
+
+    import databroker_lite
+    from databroker_lite.storage import handlers
+
+    frames = np.arange(6 * 4 * 5, dtype="u2").reshape(6, 4, 5)
+    with h5py.File(tmp_path / "ad.h5", "w") as f:
+        f.create_dataset("entry/data/data", data=frames)
+
+    def make(cat, shape):
+        b = compose_run()
+        cat.insert("start", b.start_doc)
+        res = b.compose_resource(spec="AD_HDF5", root=str(tmp_path), resource_path="ad.h5",
+                                 resource_kwargs={"frame_per_point": 1})
+        cat.insert("resource", res.resource_doc)
+        d = b.compose_descriptor(name="primary", data_keys={"img": {
+            "dtype": "array", "shape": shape, "source": "ad", "external": "FILESTORE:",
+            "dtype_numpy": "<u2"}})
+        cat.insert("descriptor", d.descriptor_doc)
+        for i in range(6):
+            datum = res.compose_datum(datum_kwargs={"point_number": i})
+            cat.insert("datum", datum)
+            cat.insert("event", d.compose_event(data={"img": datum["datum_id"]},
+                                                timestamps={"img": 0.0}, filled={"img": False}))
+        cat.insert("stop", b.compose_stop())
+        return cat[b.start_doc["uid"]]
+
+    calls = []
+    real = handlers.AreaDetectorHDF5Handler.read_points
+    monkeypatch.setattr(handlers.AreaDetectorHDF5Handler, "read_points",
+                        lambda self, a, n: calls.append((a, n)) or real(self, a, n))
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    run = make(cat, [4, 5])
+    np.testing.assert_array_equal(run.primary.read()["img"].values, frames)
+    assert calls == [(0, 6)]
+    np.testing.assert_array_equal(run.primary.to_dask()["img"].values, frames)
+    with pytest.raises(databroker_lite.ShapeMismatch, match=r"\[5, 4\]"):
+        make(cat, [5, 4]).primary.read()
