@@ -243,7 +243,9 @@ class Stream:
                 return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
             out = np.empty((len(refs), *shape), dtype=col.dtype)  # one copy in memory, not two
             for a, b in _same_file_runs(refs):
-                out[a:b] = load_external_many(refs[a:b], shape, col.key, uid)
+                got = load_external_many(refs[a:b], shape, col.key, uid, out=out[a:b])
+                if not np.shares_memory(got, out):  # not read in place: copy it over
+                    out[a:b] = got
             return out
         # Name the graph by where the refs come from, not by hashing every ref (slow for
         # thousands of frames); the file's stamp changes whenever its datums could.

@@ -43,14 +43,22 @@ class AreaDetectorHDF5Handler:
                 f"{ds.shape[0]}")
         return ds[start:stop]
 
-    def read_points(self, first: int, count: int) -> np.ndarray:
-        """Points ``first .. first+count-1`` in one read: (count * frame_per_point, ...)."""
+    def read_points(self, first: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Points ``first .. first+count-1`` in one read: (count * frame_per_point, ...).
+
+        With ``out`` (a C-contiguous array of that many elements) HDF5 reads straight into it.
+        """
         ds = _h5_dataset(self.filename, "entry/data/data")
         start, stop = first * self.fpp, (first + count) * self.fpp
         if stop > ds.shape[0]:
             raise ExternalDataError(
                 f"{self.filename}: datums ask for frames {start}:{stop} but the file holds "
                 f"{ds.shape[0]}")
+        shape = (stop - start, *ds.shape[1:])
+        if out is not None and out.size == int(np.prod(shape)) and out.dtype == ds.dtype \
+                and out.flags.c_contiguous:
+            ds.read_direct(out.reshape(shape), np.s_[start:stop])
+            return out.reshape(shape)
         return ds[start:stop]
 
     def get_file_list(self, datum_kwargs: list[dict]) -> list[str]:
@@ -202,16 +210,17 @@ def _consecutive_points(refs: list[ExternalRef]) -> int | None:
     return points[0] if points == list(range(points[0], points[0] + len(points))) else None
 
 
-def load_external_many(refs: list[ExternalRef], shape: tuple, key: str, run_uid: str) -> np.ndarray:
+def load_external_many(refs: list[ExternalRef], shape: tuple, key: str, run_uid: str,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """Several events' external values stacked, (len(refs), *shape).
 
     Consecutive points of one area-detector file are read in one slice instead of one
-    handler call per event (500 frames: one read, not 500).
+    handler call per event (500 frames: one read, not 500), into ``out`` when given.
     """
     first = _consecutive_points(refs) if len(refs) > 1 and None not in shape else None
     if first is not None:
         handler = _handler(refs[0])
-        arr = _guarded(lambda: handler.read_points(first, len(refs)), refs[0], key, run_uid)
+        arr = _guarded(lambda: handler.read_points(first, len(refs), out), refs[0], key, run_uid)
         want = (len(refs), *shape)
         per_datum = [arr.shape[0] // len(refs), *arr.shape[1:]]
         if arr.size != int(np.prod(want)) or \
