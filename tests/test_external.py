@@ -399,7 +399,7 @@ def test_consecutive_ad_hdf5_frames_are_read_in_one_slice(tmp_path, monkeypatch)
     calls = []
     real = handlers.AreaDetectorHDF5Handler.read_points
     monkeypatch.setattr(handlers.AreaDetectorHDF5Handler, "read_points",
-                        lambda self, a, n: calls.append((a, n)) or real(self, a, n))
+                        lambda self, a, n, out=None: calls.append((a, n)) or real(self, a, n, out))
     cat = databroker_lite.open_catalog(tmp_path / "cat")
     run = make(cat, [4, 5])
     np.testing.assert_array_equal(run.primary.read()["img"].values, frames)
