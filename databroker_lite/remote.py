@@ -25,7 +25,7 @@ from .errors import (
     RunNotFound,
     StreamNotFound,
 )
-from .run import _fmt_time
+from .run import _fmt_time, run_summary
 
 
 class RemoteError(DatabrokerLiteError, OSError):
@@ -335,15 +335,7 @@ class RemoteRun:
             raise AttributeError(str(exc)) from None
 
     def __repr__(self) -> str:
-        start, stop = self.start, self.stop
-        lines = ["BlueskyRun",
-                 f"  uid={self.uid!r}",
-                 f"  exit_status={stop.get('exit_status') if stop else None!r}",
-                 f"  {_fmt_time(start.get('time'))} -- "
-                 f"{_fmt_time(stop.get('time')) if stop else '(no stop)'}",
-                 "  Streams:"]
-        lines += [f"    * {name}" for name in self._names()]
-        return "\n".join(lines)
+        return run_summary(self.uid, self.start, self.stop, self._names())
 
 
 class RemoteStream:

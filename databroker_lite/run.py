@@ -22,6 +22,17 @@ def _fmt_time(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def run_summary(uid: str, start: dict, stop: dict | None, streams: list[str]) -> str:
+    """The databroker-style text summary of a run (local or remote)."""
+    lines = ["BlueskyRun",
+             f"  uid={uid!r}",
+             f"  exit_status={stop.get('exit_status') if stop else None!r}",
+             f"  {_fmt_time(start.get('time'))} -- {_fmt_time(stop.get('time')) if stop else '(no stop)'}",
+             "  Streams:"]
+    lines += [f"    * {name}" for name in streams]
+    return "\n".join(lines)
+
+
 _READERS: collections.OrderedDict[tuple, RunReader] = collections.OrderedDict()
 _READERS_LOCK = threading.Lock()
 
@@ -141,14 +152,7 @@ class Run:
 
     def __repr__(self) -> str:
         r = self._reader()
-        stop = r.stop or {}
-        lines = ["BlueskyRun",
-                 f"  uid={self.uid!r}",
-                 f"  exit_status={stop.get('exit_status') if r.stop else None!r}",
-                 f"  {_fmt_time(r.start.get('time'))} -- {_fmt_time(stop.get('time')) if r.stop else '(no stop)'}",
-                 "  Streams:"]
-        lines += [f"    * {name}" for name in r.stream_names]
-        return "\n".join(lines)
+        return run_summary(self.uid, r.start, r.stop, r.stream_names)
 
     def _repr_html_(self) -> str:
         from .html import run_html
