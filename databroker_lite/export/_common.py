@@ -114,7 +114,11 @@ class ExportWriter(event_model.DocumentRouter):
 
     def stop(self, doc: dict) -> dict:
         self._stop = doc
+        self._end(doc)
         return doc
+
+    def _end(self, stop: dict | None) -> None:
+        """Finish the run's files; ``stop`` is None when the run ended without one."""
 
     def run_metadata(self) -> dict:
         """``{"start", "stop", "descriptors": {stream: [descriptor, ...]}}`` of the current run."""
@@ -141,6 +145,7 @@ class ExportWriter(event_model.DocumentRouter):
 
     def close(self) -> None:
         """Finish files of a run that ended without a stop document."""
+        self._end(None)
 
 
 # --- replaying a stored run -------------------------------------------------------------------

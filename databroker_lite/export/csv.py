@@ -136,13 +136,9 @@ class CSVWriter(ExportWriter):
         sf.n += n
         sf.f.flush()
 
-    def stop(self, doc: dict) -> dict:
-        super().stop(doc)
-        self._write_metadata()
-        self._close_files()
-        return doc
-
-    def close(self) -> None:
+    def _end(self, stop: dict | None) -> None:
+        if stop is not None:
+            self._write_metadata()
         self._close_files()
 
     def _close_files(self) -> None:

@@ -86,12 +86,7 @@ class JSONWriter(ExportWriter):
             self._column(stream, key).add(list(values), at)
         self._nrows[stream] = at + len(page["time"])
 
-    def stop(self, doc: dict) -> dict:
-        super().stop(doc)
-        self._finish()
-        return doc
-
-    def close(self) -> None:
+    def _end(self, stop: dict | None) -> None:
         self._finish()
 
     def _finish(self) -> None:

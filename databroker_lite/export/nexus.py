@@ -224,10 +224,3 @@ class NexusWriter(ExportWriter):
         self._f.close()
         self._f = None
 
-    def stop(self, doc: dict) -> dict:
-        super().stop(doc)
-        self._end(doc)
-        return doc
-
-    def close(self) -> None:
-        self._end(None)

@@ -209,13 +209,6 @@ class SpecWriter(ExportWriter):
         self._write(lines)
         self._start = None
 
-    def stop(self, doc: dict) -> dict:
-        super().stop(doc)
-        self._end(doc)
-        return doc
-
-    def close(self) -> None:
-        self._end(None)
 
 
 def _user() -> str:
