@@ -41,7 +41,7 @@ class Catalog(Mapping):
                  _index: Index | None = None, _queries: tuple = ()) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.mode = mode
-        self.root_map = {**_stored_root_map(self.directory), **dict(root_map or {})}
+        self.root_map = {**stored_root_map(self.directory), **dict(root_map or {})}
         self.name = name
         self._queries = tuple(_queries)
         if _index is None:
@@ -199,7 +199,7 @@ class Catalog(Mapping):
 CATALOG_CONFIG = "catalog.json"
 
 
-def _stored_root_map(directory: str) -> dict[str, str]:
+def stored_root_map(directory: str) -> dict[str, str]:
     """The root_map kept in ``<catalog>/catalog.json``; relative targets are relative to it."""
     path = os.path.join(directory, CATALOG_CONFIG)
     if not os.path.exists(path):

@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 
 from ._version import __version__
-from .catalogs import CATALOG_CONFIG, Catalog, _stored_root_map, open_catalog
+from .catalogs import CATALOG_CONFIG, Catalog, open_catalog, stored_root_map
 from .errors import DatabrokerLiteError, InvalidQuery
 from .index import INDEX_DIR
 from .query import TimeRange
@@ -628,7 +628,7 @@ def import_documents(src: str | os.PathLike, catalog: Catalog | str | os.PathLik
                     _copy_hashed(s, d)
         new_map[old] = f"external/{key}"
     _merge_root_map(cat.directory, new_map)
-    cat.root_map.update(_stored_root_map(cat.directory))
+    cat.root_map.update(stored_root_map(cat.directory))
     writer = cat.writer
     for path in files:
         docs = list(_iter_document_file(path))

@@ -25,7 +25,7 @@ from .errors import (
     RunNotFound,
     StreamNotFound,
 )
-from .run import _fmt_time, run_summary
+from .run import StreamAttributes, _fmt_time, run_summary
 
 
 class RemoteError(DatabrokerLiteError, OSError):
@@ -285,7 +285,7 @@ def _lazy_variable(arr: Any, url: str) -> xr.Variable:
     return xr.Variable(dims, da.Array(dsk, name, chunks, dtype=dtype), attrs=attrs)
 
 
-class RemoteRun:
+class RemoteRun(StreamAttributes):
     """One run on a server; ``run.primary`` or ``run["primary"]`` is a :class:`RemoteStream`."""
 
     def __init__(self, catalog: RemoteCatalog, uid: str) -> None:
@@ -325,14 +325,6 @@ class RemoteRun:
         if name not in names:
             raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has {names}")
         return RemoteStream(self, name)
-
-    def __getattr__(self, name: str) -> RemoteStream:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except StreamNotFound as exc:
-            raise AttributeError(str(exc)) from None
 
     def __repr__(self) -> str:
         return run_summary(self.uid, self.start, self.stop, self._names())

@@ -1,15 +1,14 @@
 """A run: its metadata, its streams and its documents."""
 from __future__ import annotations
 
-import collections
 import os
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import StreamNotFound
 from .storage import RunReader
+from .storage.files import StampedCache
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -33,29 +32,27 @@ def run_summary(uid: str, start: dict, stop: dict | None, streams: list[str]) ->
     return "\n".join(lines)
 
 
-_READERS: collections.OrderedDict[tuple, RunReader] = collections.OrderedDict()
-_READERS_LOCK = threading.Lock()
+_READERS = StampedCache(256)
 
 
 def _open_reader(path: str) -> RunReader:
     """A reader of a run file; finished runs are remembered (per process) until they change."""
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size)
-    with _READERS_LOCK:
-        r = _READERS.get(key)
-        if r is not None:
-            _READERS.move_to_end(key)
-            return r
-    r = RunReader(path)
-    if r.finished:
-        with _READERS_LOCK:
-            _READERS[key] = r
-            while len(_READERS) > 256:
-                _READERS.popitem(last=False)
-    return r
+    return _READERS.get(path, lambda: RunReader(path), keep=lambda r: r.finished)
 
 
-class Run:
+class StreamAttributes:
+    """``run.primary`` as a spelling of ``run["primary"]`` (local and remote runs)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]  # type: ignore[index]
+        except StreamNotFound as exc:
+            raise AttributeError(str(exc)) from None
+
+
+class Run(StreamAttributes):
     """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
 
     def __init__(self, catalog: Catalog, uid: str, path: str) -> None:
@@ -107,14 +104,6 @@ class Run:
         if s is None or not self._reader().finished:
             s = self._streams[name] = Stream(self, name)
         return s
-
-    def __getattr__(self, name: str) -> Stream:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except StreamNotFound as exc:
-            raise AttributeError(str(exc)) from None
 
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self._reader().stream_names))

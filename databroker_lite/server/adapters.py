@@ -6,10 +6,8 @@ request for one frame reads one chunk and nothing else. Adapters of a run are ke
 """
 from __future__ import annotations
 
-import collections
 import json
 import numbers
-import os
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
@@ -26,6 +24,7 @@ from tiled.structures.core import Spec
 from ..catalogs import Catalog, DuplicateScanIDWarning
 from ..errors import DatabrokerLiteError, InvalidQuery, RunNotFound
 from ..run import Run
+from ..storage.files import StampedCache
 from ..storage.lazy import LazyDataset
 from ..stream import Stream
 from .queries import MongoQuery, RunKey
@@ -212,25 +211,12 @@ def run_adapter(run: Run) -> MapAdapter:
                       specs=[RUN_SPEC])
 
 
-_RUNS: collections.OrderedDict[tuple, MapAdapter] = collections.OrderedDict()
-_RUNS_LOCK = threading.Lock()
+_RUNS = StampedCache(256)
 
 
 def cached_run_adapter(run: Run) -> MapAdapter:
     """The adapter of a run, kept until its file changes (LRU of 256 runs)."""
-    st = os.stat(run.path)
-    key = (run.path, st.st_mtime_ns, st.st_size)
-    with _RUNS_LOCK:
-        a = _RUNS.get(key)
-        if a is not None:
-            _RUNS.move_to_end(key)
-            return a
-    a = run_adapter(run)
-    with _RUNS_LOCK:
-        _RUNS[key] = a
-        while len(_RUNS) > 256:
-            _RUNS.popitem(last=False)
-    return a
+    return _RUNS.get(run.path, lambda: run_adapter(run))
 
 
 # --- catalogs --------------------------------------------------------------------

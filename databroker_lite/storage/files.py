@@ -25,7 +25,8 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import h5py
 
@@ -407,6 +408,33 @@ class _FileCache:
 
 
 FILE_CACHE = _FileCache()
+
+
+class StampedCache:
+    """Values derived from a file, kept per process until the file changes (mtime, size)."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._items: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.maxsize = maxsize
+
+    def get(self, path: str, make: Callable[[], Any],
+            keep: Callable[[Any], bool] = lambda value: True) -> Any:
+        """The cached value for ``path``, or ``make()`` (remembered if ``keep(value)``)."""
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+                return value
+        value = make()
+        if keep(value):
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.maxsize:
+                    self._items.popitem(last=False)
+        return value
 
 
 def cached_h5(path: str) -> h5py.File:
