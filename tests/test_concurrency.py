@@ -122,3 +122,51 @@ def test_one_writer_and_four_reader_processes(tmp_path):
     assert all(r["reads"] > 0 and r["ragged"] == r["wrong"] == r["locked"] == r["exceptions"] == 0
                for r in readers)
     assert proc.returncode in (0, 1)
+
+
+def test_reader_opening_while_a_flush_ends_retries(tmp_path, monkeypatch):
+    """HDF5 sizes a file before it takes the lock: a flush ending in between is not damage."""
+    from databroker_lite.storage import files
+
+    uid = _write_runs(str(tmp_path), "grow", 1, 30)[0]
+    path = str(tmp_path / f"{uid}.h5")
+    with open(path, "rb") as fh:
+        grown = fh.read()
+    real_file = files.h5py.File
+    calls = []
+
+    def open_mid_flush(name, mode="r", *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:  # the reader sizes the file before the flush's last bytes land
+            with open(path, "r+b") as fh:
+                fh.truncate(len(grown) - 4096)
+            try:
+                return real_file(name, mode, *args, **kwargs)
+            finally:
+                with open(path, "r+b") as fh:  # ... and the flush ends before its lock check
+                    fh.write(grown)
+        return real_file(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files.h5py, "File", open_mid_flush)
+    files.FILE_CACHE.clear()
+    f = files.open_h5(path)
+    try:
+        assert "documents" in f
+    finally:
+        f.close()
+    assert len(calls) == 2
+    ds = databroker_lite.open_catalog(str(tmp_path))[uid].primary.read()
+    assert ds["x"].values.tolist() == [float(i) for i in range(30)]
+
+
+def test_file_truncated_for_good_is_not_retried(tmp_path):
+    from databroker_lite.errors import CorruptRunFile
+    from databroker_lite.storage import files
+
+    uid = _write_runs(str(tmp_path), "cut", 1, 30)[0]
+    path = str(tmp_path / f"{uid}.h5")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(size - 4096)
+    with pytest.raises(CorruptRunFile, match=os.path.basename(path)):
+        files.open_h5(path, wait=60)

@@ -20,6 +20,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import struct
 import threading
 import time
@@ -53,6 +54,25 @@ def _is_lock_error(exc: OSError) -> bool:
     return "unable to lock file" in text or "resource temporarily unavailable" in text
 
 
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*?stored_eof = (\d+)")
+
+
+def _grown_meanwhile(exc: OSError, path: str) -> bool:
+    """Whether HDF5 called the file truncated only because a flush grew it while it opened.
+
+    HDF5 measures the file's size when it opens it but reads the superblock only after it
+    gets the lock: a flush that ends in between makes a sound file look truncated.
+    """
+    m = _TRUNCATED.search(str(exc))
+    if m is None:
+        return False
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return size >= int(m.group(2)) and size != int(m.group(1))
+
+
 def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = None) -> h5py.File:
     """Open an HDF5 file, waiting for another process's lock to be released.
 
@@ -71,7 +91,8 @@ def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = No
         except OSError as exc:
             if mode == "r" and not os.path.exists(path):
                 raise FileNotFoundError(errno.ENOENT, "No such run file", path) from exc
-            if _is_lock_error(exc) and time.monotonic() < deadline:
+            if (_is_lock_error(exc) or (mode == "r" and _grown_meanwhile(exc, path))) \
+                    and time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
                 continue
