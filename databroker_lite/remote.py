@@ -7,7 +7,6 @@ look-ups, search, repr, ``read()`` and ``to_dask()`` of a local catalog. Needs t
 from __future__ import annotations
 
 import contextlib
-import itertools
 import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +25,7 @@ from .errors import (
     StreamNotFound,
 )
 from .run import StreamAttributes, _fmt_time, run_summary
+from .storage.lazy import needs_post, split_selection
 
 
 class RemoteError(DatabrokerLiteError, OSError):
@@ -253,19 +253,73 @@ def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
 
 def _fetch(arr: Any, sel: tuple, shape: tuple | None, dtype: str, url: str) -> np.ndarray:
     """GET the raw bytes of ``arr[sel]`` (one request) as a numpy array of ``shape``."""
+    return _get_raw(arr.context.http_client, arr.item["links"]["full"], sel, shape, dtype, url)
+
+
+def _get_raw(client: Any, link: str, sel: tuple, shape: tuple | None, dtype: str,
+             url: str) -> np.ndarray:
     from tiled.client.utils import handle_error
     from tiled.ndslice import NDSlice
     params = {"slice": NDSlice(*sel).to_numpy_str()} if sel else {}
     with _translate(url):
-        resp = handle_error(arr.context.http_client.get(
-            arr.item["links"]["full"], params=params,
-            headers={"Accept": "application/octet-stream"}))
+        resp = handle_error(client.get(link, params=params,
+                                       headers={"Accept": "application/octet-stream"}))
     data = np.frombuffer(resp.content, dtype=np.dtype(dtype))
     return data.reshape(shape).copy() if shape is not None else data.copy()
 
 
+_clients: dict[tuple[str, str], Any] = {}
+
+
+def _client_for(url: str, auth: str) -> Any:
+    """This process's HTTP client for a server and key (for graphs unpickled elsewhere)."""
+    client = _clients.get((url, auth))
+    if client is None:
+        import httpx
+        client = _clients[(url, auth)] = httpx.Client(headers={"Authorization": auth}, timeout=60)
+    return client
+
+
+class _RemoteArray:
+    """A served array as dask reads it: each read is one request for the selection's box.
+
+    Pickles as the array's address and the API key's header (not tiled's client), so a
+    graph computes on dask.distributed workers too, each with its own connection.
+    """
+
+    def __init__(self, arr: Any, shape: tuple, dtype: np.dtype, url: str) -> None:
+        self.arr, self.url = arr, url
+        self.link = arr.item["links"]["full"] if arr is not None else ""
+        self.auth = arr.context.http_client.headers.get("Authorization", "") if arr is not None else ""
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+
+    def __getstate__(self) -> tuple:
+        return (self.link, self.auth, self.shape, self.dtype.str, self.url)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.link, self.auth, shape, dtype, self.url = state
+        self.arr, self.shape, self.dtype, self.ndim = None, tuple(shape), np.dtype(dtype), len(shape)
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        read, post = split_selection(sel, self.shape)
+        box = tuple(slice(s.start, s.stop) for s in read)
+        shape = tuple(s.stop - s.start for s in box)
+        if 0 in shape:
+            out = np.zeros(shape, self.dtype)
+        else:
+            client = (self.arr.context.http_client if self.arr is not None
+                      else _client_for(self.url, self.auth))
+            out = _get_raw(client, self.link, box, shape, self.dtype.str, self.url)
+        if any(s.step != 1 for s in read):
+            out = out[tuple(slice(None, None, s.step) for s in read)]
+        return out[post] if needs_post(post) else out
+
+
 def _lazy_variable(arr: Any, url: str) -> xr.Variable:
-    """A served array as a dask-backed Variable: one task (one request) per server chunk."""
+    """A served array as a dask-backed Variable, chunked like the server's chunks.
+
+    dask fuses ``x[i]`` into the read of a chunk, so a frame travels alone (one request).
+    """
     import dask.array as da
     from dask.base import tokenize
     st = arr.structure()
@@ -275,14 +329,10 @@ def _lazy_variable(arr: Any, url: str) -> xr.Variable:
         return xr.Variable(dims, da.from_array(_read_slice(arr, (), url)), attrs=attrs)
     chunks = tuple(tuple(c) for c in st.chunks)
     name = f"remote-{tokenize(arr.uri, tuple(st.shape), chunks, dtype.str)}"
-    starts = [np.cumsum((0, *c[:-1])) for c in chunks]
-    dsk = {}
-    for index in itertools.product(*(range(len(c)) for c in chunks)):
-        sel = tuple(slice(int(starts[a][i]), int(starts[a][i] + chunks[a][i]))
-                    for a, i in enumerate(index))
-        shape = tuple(chunks[a][i] for a, i in enumerate(index))
-        dsk[(name, *index)] = (_fetch, arr, sel, shape, dtype.str, url)
-    return xr.Variable(dims, da.Array(dsk, name, chunks, dtype=dtype), attrs=attrs)
+    source = _RemoteArray(arr, tuple(st.shape), dtype, url)
+    data = da.from_array(source, chunks=chunks, asarray=False, name=name,
+                         meta=np.zeros((0,) * len(st.shape), dtype=dtype))
+    return xr.Variable(dims, data, attrs=attrs)
 
 
 class RemoteRun(StreamAttributes):

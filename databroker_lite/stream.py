@@ -13,12 +13,11 @@ from .storage import Column, Segment
 from .storage.handlers import (
     ExternalRef,
     load_external,
-    load_external_many,
     remap_path,
     resource_path,
     uri_to_path,
 )
-from .storage.lazy import LazyDataset
+from .storage.lazy import ExternalStack, LazyDataset
 
 if TYPE_CHECKING:
     from .run import Run
@@ -52,6 +51,9 @@ def _attrs(col: Column) -> dict:
     if col.external:
         out["external"] = col.external
     return out
+
+
+_CHUNK_BYTES = 64 << 20  # dask chunk size of per-event arrays (frames), along time
 
 
 def _load_blocks(refs: tuple, shape: tuple, key: str, run_uid: str, n_rows: int,
@@ -179,7 +181,7 @@ class Stream:
         proxy = LazyDataset(self._reader.path, name, shape, dtype,
                             finished=self._reader.finished)
         chunks = _dask_chunks(shape, chunks, dtype)
-        return _da().from_array(proxy, chunks=chunks, asarray=False, fancy=False,
+        return _da().from_array(proxy, chunks=chunks, asarray=False,
                              name=f"{col.key}-{_tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
                              meta=np.zeros((0,) * len(shape), dtype=dtype))
 
@@ -241,12 +243,7 @@ class Stream:
                 return np.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
             if None in shape:
                 return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
-            out = np.empty((len(refs), *shape), dtype=col.dtype)  # one copy in memory, not two
-            for a, b in _same_file_runs(refs):
-                got = load_external_many(refs[a:b], shape, col.key, uid, out=out[a:b])
-                if not np.shares_memory(got, out):  # not read in place: copy it over
-                    out[a:b] = got
-            return out
+            return ExternalStack(refs, shape, col.dtype, col.key, uid)[:]  # one copy in memory
         # Name the graph by where the refs come from, not by hashing every ref (slow for
         # thousands of frames); the file's stamp changes whenever its datums could.
         token = _tokenize(self._reader.path, self.run._stamp, seg.group, col.key, shape,
@@ -260,6 +257,13 @@ class Stream:
                 dsk[(name, i, *zeros)] = (_load_blocks, (r,), (None, *shape), col.key, uid, b - a,
                                           col.dtype.str)
                 row_chunks.append(b - a)
+        elif None not in shape and refs:
+            # One array-like over all frames: dask fuses x[i] into its read, so a frame
+            # costs one frame while reductions get chunks of many frames.
+            stack = ExternalStack(refs, shape, col.dtype, col.key, uid)
+            frames = max(1, _CHUNK_BYTES // max(1, col.dtype.itemsize * int(np.prod(shape))))
+            return _da().from_array(stack, chunks=(frames, *shape), asarray=False, name=name,
+                                    meta=np.zeros((0,) * (1 + len(shape)), dtype=col.dtype))
         else:
             for i, r in enumerate(refs):
                 dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, 1, col.dtype.str)
@@ -324,31 +328,21 @@ def _text_block(block: np.ndarray) -> np.ndarray:
     return block.astype(str) if block.size else np.zeros(block.shape, dtype="U1")
 
 
-def _same_file_runs(refs: list[ExternalRef], most: int = 64) -> list[tuple[int, int]]:
-    """Index ranges of consecutive refs in one file (at most ``most`` each, to bound memory)."""
-    out, a = [], 0
-    for i in range(1, len(refs) + 1):
-        if i == len(refs) or refs[i].path != refs[a].path or i - a >= most:
-            out.append((a, i))
-            a = i
-    return out
-
-
 def _dask_chunks(shape: tuple, h5chunks: tuple | None, dtype: np.dtype) -> tuple:
-    """Dask chunks aligned with the HDF5 chunks; chunks of scalar columns merged along time.
+    """Dask chunks of whole HDF5 chunks, merged along time.
 
-    A column with one value per event has small HDF5 chunks (8 kB of float64); one dask
-    task per HDF5 chunk would make graphs of thousands of tasks, so whole HDF5 chunks are
-    merged up to ~16 MB. Array columns (images, spectra) keep one task per HDF5 chunk, so
-    that reading one frame reads one chunk.
+    One task per HDF5 chunk would make graphs of thousands of tasks and pay dask's
+    per-task cost per frame in a reduction, so HDF5 chunks are merged along time up to
+    ~16 MB (one value per event) or ~64 MB (arrays per event). Reading one frame still
+    reads one HDF5 chunk: dask fuses ``x[i]`` into the read of the chunk.
     """
     if not h5chunks or not shape:
         return shape or ()
     chunks = list(h5chunks)
     item = 16 if dtype.kind in "OU" else dtype.itemsize
     nbytes = item * int(np.prod(h5chunks))
-    if len(shape) == 1:  # merge whole HDF5 chunks along time up to ~16 MB per task
-        chunks[0] = h5chunks[0] * max(1, (16 << 20) // max(nbytes, 1))
+    target = (16 << 20) if len(shape) == 1 else _CHUNK_BYTES
+    chunks[0] = h5chunks[0] * max(1, target // max(nbytes, 1))
     chunks[0] = max(1, min(chunks[0], shape[0] or 1))
     return tuple(min(c, s) if s else 1 for c, s in zip(chunks, shape))
 

@@ -92,15 +92,29 @@ def test_chunks_follow_hdf5_chunks(image_run):
         for axis in range(1, len(h5)):
             assert all(c == h5[axis] for c in chunks[axis][:-1]), (key, chunks, h5)
     assert _h5_chunks(image_run, "frame")[0] == 1
-    assert ds["frame"].data.chunks[0] == (1,) * N_FRAMES
+    # small frames: HDF5's one-frame chunks are merged into one dask chunk along time
+    assert ds["frame"].data.chunks[0] == (N_FRAMES,)
 
 
-def test_one_frame_reads_one_chunk(image_run, counting):
+def test_one_frame_reads_one_chunk(image_run, monkeypatch):
+    """The dask chunk holds several frames; x[i] is fused into a read of frame i alone."""
+    read = []
+    orig = lazy.read_dataset
+
+    def spy(f, name, sel, path):
+        out = orig(f, name, sel, path)
+        read.append((name.rpartition("/")[2], out.shape))
+        return out
+
+    monkeypatch.setattr(lazy, "read_dataset", spy)
     frame = image_run.primary.to_dask()["frame"]
+    assert frame.data.numblocks[0] == 1
     with dask.config.set(scheduler="synchronous"):
         value = frame[3].values
-    assert counting["getitem"] == 1
+        sub = frame[1:4, 2].values
+    assert read == [("frame", (1, *FRAME)), ("frame", (3, 1, FRAME[1]))]  # only what was asked
     np.testing.assert_array_equal(value, np.full(FRAME, 3.0))
+    np.testing.assert_array_equal(sub, np.array([np.full(FRAME[1:], float(i)) for i in (1, 2, 3)]))
 
 
 def test_graph_pickles_and_computes(image_run):

@@ -82,6 +82,7 @@ def _count_loads(monkeypatch) -> dict:
 
     import databroker_lite.stream as stream_mod
     monkeypatch.setattr(stream_mod, "load_external", load)
+    monkeypatch.setattr(handlers, "load_external", load)
     return calls
 
 
@@ -407,3 +408,57 @@ def test_consecutive_ad_hdf5_frames_are_read_in_one_slice(tmp_path, monkeypatch)
     np.testing.assert_array_equal(run.primary.to_dask()["img"].values, frames)
     with pytest.raises(databroker_lite.ShapeMismatch, match=r"\[5, 4\]"):
         make(cat, [5, 4]).primary.read()
+
+
+# (selection, how many frames it reads). dask takes index lists, masks and reversed
+# strides from whole chunks (it does not fuse them into the read), so those read all 8.
+SELECTIONS = [(2, 1), (-1, 1), (slice(None), 8), (slice(1, 7), 6), (slice(7, 0, -3), 8),
+              (slice(None, None, 2), 4), (slice(4, 4), 0), ([5, 0, 5], 8),
+              (np.array([True, False] * 4), 8), ((slice(2, 6), 1), 4), ((Ellipsis, 2), 8),
+              ((slice(2, 6), slice(None), [0, W - 1]), 4), ((slice(None, None, -1), slice(1, 3), -1), 8)]
+
+
+@pytest.mark.parametrize("sel,needed", SELECTIONS, ids=repr)
+def test_lazy_selection_reads_what_numpy_would(cat, tmp_path, sel, needed, monkeypatch):
+    """to_dask()[sel] equals read()[sel] for frames in two files, and reads only those frames."""
+    from databroker_lite.stream import _CHUNK_BYTES
+    monkeypatch.setattr("databroker_lite.stream._CHUNK_BYTES", 5 * H * W * 2)  # 5 frames a chunk
+    assert _CHUNK_BYTES != 5 * H * W * 2
+    root = str(tmp_path / "det")
+    frames = _frames(8)
+    _write_ad_file(os.path.join(root, "a.h5"), frames[:3])
+    _write_ad_file(os.path.join(root, "b.h5"), frames[3:])
+    bundle = event_model.compose_run(metadata={"plan_name": "count"})
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [H, W], "source": "cam", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    for i in range(8):
+        res = bundle.compose_resource(spec="AD_HDF5", root=root, resource_path="a.h5" if i < 3 else "b.h5",
+                                      resource_kwargs={"frame_per_point": 1})
+        if i in (0, 3):
+            cat.insert("resource", res.resource_doc)
+            current = res
+        datum = current.compose_datum(datum_kwargs={"point_number": i if i < 3 else i - 3})
+        cat.insert("datum", datum)
+        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
+                                               seq_num=i + 1, filled={"img": False}))
+    cat.insert("stop", bundle.compose_stop())
+    stream = cat[-1].primary
+    lazy = stream.to_dask()["img"].data
+    assert lazy.chunks[0] == (5, 3)
+    expected = frames[sel]
+    frames_read = []
+    ad = handlers.AreaDetectorHDF5Handler
+    call, read_points = ad.__call__, ad.read_points
+    monkeypatch.setattr(ad, "__call__", lambda h, point_number, **kw: (
+        frames_read.append(1), call(h, point_number, **kw))[1])
+    monkeypatch.setattr(ad, "read_points", lambda h, first, n, out=None: (
+        frames_read.append(n), read_points(h, first, n, out))[1])
+    with dask.config.set(scheduler="synchronous"):
+        got = lazy[sel].compute()
+    assert got.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(got, expected)
+    # only the frames the selection needs are read (a frame listed twice may be read twice)
+    assert needed <= sum(frames_read) <= needed + 1, frames_read

@@ -189,7 +189,7 @@ def test_to_dask_fetches_only_touched_chunks(server, remote) -> None:
     lazy = remote[10].primary.to_dask()
     img = lazy["img"].data
     assert img.chunks == local[10].primary.to_dask()["img"].data.chunks
-    assert img.chunks[0] == (1,) * N_FRAMES
+    assert img.chunks[0] == (N_FRAMES,)  # one chunk of all frames, but a frame travels alone
     received = []
     hooks = remote._node.context.http_client.event_hooks
     hooks["response"].append(lambda r: received.append(r))
@@ -283,3 +283,24 @@ def test_several_catalogs_are_served_by_name(tmp_path: Path, server) -> None:
         xr.testing.assert_identical(one[7].primary.read(), other[7].primary.read())
         with pytest.raises(databroker_lite.errors.CatalogNotFound, match="serves no catalog 'x'"):
             cats["x"]
+
+
+@needs_server
+def test_remote_to_dask_computes_on_distributed_workers(server, remote) -> None:
+    """The graph pickles without tiled's client; worker processes fetch with the same key."""
+    distributed = pytest.importorskip("distributed")
+    import pickle
+    _, local = server
+    lazy = remote[10].primary.to_dask()
+    blob = pickle.dumps(lazy["img"].data)
+    assert KEY.encode() in blob and len(blob) < 100_000  # where and how, never data
+    expected = local[10].primary.read()
+    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        img, i0, frame = client.gather(client.compute(
+            [lazy["img"].data, lazy["I0"].data, lazy["img"].data[5]]))
+        pids = set(client.run(os.getpid).values())
+    assert os.getpid() not in pids
+    np.testing.assert_array_equal(img, expected["img"].values)
+    np.testing.assert_array_equal(i0, expected["I0"].values)
+    np.testing.assert_array_equal(frame, expected["img"].values[5])

@@ -97,7 +97,7 @@ def _direct(sel: tuple, shape: tuple) -> tuple | None:
 
 
 class ChunkedArrayAdapter(ArrayAdapter):
-    """One column of a stream, served from its dask array (one chunk per HDF5 chunk).
+    """One column of a stream, served from its dask array (chunked as ``to_dask()`` is).
 
     When the column is one HDF5 dataset, a read goes straight to the dataset behind
     the dask array (``LazyDataset``), which reads only the HDF5 chunks the selection

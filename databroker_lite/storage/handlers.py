@@ -210,6 +210,16 @@ def _consecutive_points(refs: list[ExternalRef]) -> int | None:
     return points[0] if points == list(range(points[0], points[0] + len(points))) else None
 
 
+def same_file_runs(refs: list[ExternalRef], most: int = 64) -> list[tuple[int, int]]:
+    """Index ranges of consecutive refs in one file (at most ``most`` each, to bound memory)."""
+    out, a = [], 0
+    for i in range(1, len(refs) + 1):
+        if i == len(refs) or refs[i].path != refs[a].path or i - a >= most:
+            out.append((a, i))
+            a = i
+    return out
+
+
 def load_external_many(refs: list[ExternalRef], shape: tuple, key: str, run_uid: str,
                        out: np.ndarray | None = None) -> np.ndarray:
     """Several events' external values stacked, (len(refs), *shape).

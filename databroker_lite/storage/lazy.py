@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from . import handlers
 from .files import cached_h5, open_h5
+from .handlers import ExternalRef, load_external_many, same_file_runs
 from .reader import read_dataset
 
 
@@ -36,11 +38,122 @@ class LazyDataset:
         return self.shape[0]
 
     def __getitem__(self, sel: Any) -> np.ndarray:
+        read, post = split_selection(sel, self.shape)
         if self.finished:
-            out = read_dataset(cached_h5(self.path), self.name, sel, self.path)
+            out = read_dataset(cached_h5(self.path), self.name, read, self.path)
         else:
             with open_h5(self.path, "r") as f:
-                out = read_dataset(f, self.name, sel, self.path)
+                out = read_dataset(f, self.name, read, self.path)
         if self.text:
             out = out.astype(str) if out.size else np.zeros(out.shape, dtype="U1")
-        return out
+        return out[post] if needs_post(post) else out
+
+
+class ExternalStack:
+    """One external value per event (area-detector frames, say) as one array.
+
+    Holds where each value is (:class:`ExternalRef`), never data; reads on
+    ``__getitem__`` only the events the selection touches, consecutive frames of one
+    file in one read.
+    """
+
+    __slots__ = ("refs", "frame", "dtype", "key", "run_uid", "shape", "ndim")
+
+    def __init__(self, refs: list[ExternalRef], frame: tuple, dtype: np.dtype, key: str,
+                 run_uid: str) -> None:
+        self.refs, self.frame, self.key, self.run_uid = list(refs), tuple(frame), key, run_uid
+        self.dtype = np.dtype(dtype)
+        self.shape = (len(self.refs), *self.frame)
+        self.ndim = len(self.shape)
+
+    def __getstate__(self) -> tuple:
+        return (self.refs, self.frame, self.dtype.str, self.key, self.run_uid)
+
+    def __setstate__(self, state: tuple) -> None:
+        refs, frame, dtype, key, run_uid = state
+        self.__init__(refs, frame, np.dtype(dtype), key, run_uid)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        read, post = split_selection(sel, self.shape)
+        rows = range(self.shape[0])[read[0]]
+        out = np.empty((len(rows), *self.frame), dtype=self.dtype)
+        if rows.step == 1:
+            refs = self.refs[rows.start:rows.stop]
+            for a, b in same_file_runs(refs):
+                got = load_external_many(refs[a:b], self.frame, self.key, self.run_uid, out=out[a:b])
+                if not np.shares_memory(got, out):  # not read in place: copy it over
+                    out[a:b] = got
+        else:
+            for j, i in enumerate(rows):
+                out[j] = handlers.load_external(self.refs[i], self.frame, self.key, self.run_uid)
+        inner = (slice(None), *read[1:])
+        if any(s != slice(0, n) for s, n in zip(read[1:], self.frame)):
+            out = out[inner]
+        return out[post] if needs_post(post) else out
+
+
+def split_selection(sel: Any, shape: tuple) -> tuple[tuple, tuple]:
+    """Split a numpy index into what h5py reads well, then what numpy applies after.
+
+    The read part has one forward slice per axis (the bounding box of the selection);
+    the rest (ints, reversed steps, index arrays, new axes) is applied to what was read.
+    dask hands its getter any of these when it fuses ``x[...]`` into the read of a chunk.
+    """
+    if not isinstance(sel, tuple):
+        sel = (sel,)
+    if any(s is Ellipsis for s in sel):
+        i = next(i for i, s in enumerate(sel) if s is Ellipsis)
+        real = sum(1 for s in sel if s is not None and s is not Ellipsis)
+        sel = sel[:i] + (slice(None),) * (len(shape) - real) + sel[i + 1:]
+    read: list[slice] = []
+    post: list[Any] = []
+    axis = 0
+    for s in sel:
+        if s is None:
+            post.append(None)
+            continue
+        if axis >= len(shape):
+            raise IndexError(f"too many indices for an array of shape {shape}")
+        n = shape[axis]
+        axis += 1
+        if isinstance(s, slice):
+            start, stop, step = s.indices(n)
+            r = range(start, stop, step)
+            if not r:
+                read.append(slice(0, 0))
+                post.append(slice(None))
+            elif step > 0:
+                read.append(slice(r[0], r[-1] + 1, step))
+                post.append(slice(None))
+            else:  # reversed: read forwards, flip after
+                read.append(slice(r[-1], r[0] + 1, -step))
+                post.append(slice(None, None, -1))
+            continue
+        if isinstance(s, (int, np.integer)):
+            i = int(s) + (n if s < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"index {int(s)} is out of bounds for axis {axis - 1} with size {n}")
+            read.append(slice(i, i + 1))
+            post.append(0)
+            continue
+        a = np.asarray(s)
+        if a.dtype == bool:
+            a = np.flatnonzero(a)
+        a = np.where(a < 0, a + n, a).astype(np.intp)
+        if a.size and (a.min() < 0 or a.max() >= n):
+            raise IndexError(f"index out of bounds for axis {axis - 1} with size {n}")
+        lo = int(a.min()) if a.size else 0
+        read.append(slice(lo, int(a.max()) + 1 if a.size else 0))
+        post.append(a - lo)
+    for n in shape[axis:]:
+        read.append(slice(0, n))
+        post.append(slice(None))
+    return tuple(read), tuple(post)
+
+
+def needs_post(post: tuple) -> bool:
+    """Whether the second part of :func:`split_selection` changes anything."""
+    return any(not (isinstance(p, slice) and p == slice(None)) for p in post)
