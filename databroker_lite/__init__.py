@@ -19,6 +19,7 @@ from .errors import (
     StreamNotFound,
     UnsupportedLayout,
 )
+from .index import IndexNotUpdated
 from .packing import (
     PackError,
     PackReport,
@@ -51,7 +52,7 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
 
 __all__ = [
     "AmbiguousKey", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
-    "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "InvalidDocument",
+    "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
     "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
     "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",

@@ -260,14 +260,20 @@ class CatalogWriter:
                                   name=name, doc_uid=_docs.doc_uid(name, doc))
         return self._runs[run_uid]
 
+    def _known(self, uid: str, fname: str) -> bool:
+        try:
+            return uid in self.catalog
+        except CatalogError:  # the index cannot catch up (full disk): the files still can say
+            return os.path.exists(os.path.join(self.catalog.directory, fname))
+
     def _start(self, doc: Mapping) -> None:
         uid = doc["uid"]
-        if uid in self._runs or uid in self.catalog:
+        fname = f"{uid}{RUN_SUFFIX}"
+        if uid in self._runs or self._known(uid, fname):
             raise InvalidDocument("a run with this uid is already in the catalog",
                                   run_uid=uid, name="start")
         index = self.catalog._index
         before = index.dir_stamp()
-        fname = f"{uid}{RUN_SUFFIX}"
         if os.sep in uid or uid.startswith("."):
             raise InvalidDocument("uid cannot be used as a file name", run_uid=uid, name="start")
         w = RunWriter(os.path.join(self.catalog.directory, fname), dict(doc))

@@ -7,13 +7,16 @@ last looked (directory mtime) refreshes it; ``rebuild()`` starts over.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pathlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import documents as _docs
@@ -56,6 +59,10 @@ RUN_FIELDS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name",
 def _stat(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
+
+
+class IndexNotUpdated(UserWarning):
+    """The index could not record a run (the run's file is written all the same)."""
 
 
 class Index:
@@ -193,7 +200,7 @@ class Index:
         gone = [f for f in known if f not in on_disk]
         gone_bad = [f for f in bad if f not in on_disk]
         conn = self.conn
-        with conn:
+        with self._updating(), conn:
             for f in gone:
                 # a writer may have created and recorded it since the directory was listed
                 if os.path.exists(os.path.join(self.directory, f)):
@@ -228,10 +235,23 @@ class Index:
 
     def rebuild(self) -> dict[str, int]:
         """Forget everything and index every file again."""
-        with self.conn:
+        with self._updating(), self.conn:
             self.conn.execute("DELETE FROM runs")
             self.conn.execute("DELETE FROM bad_files")
         return self.refresh(full=True)
+
+    @contextlib.contextmanager
+    def _updating(self) -> Iterator[None]:
+        """SQLite's errors while writing the index (a full disk, an I/O error) as ours."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            code = (errno.ENOSPC if "full" in text else errno.EROFS if "readonly" in text
+                    else errno.EIO)
+            raise CatalogError(code, f"{self.path}: cannot update the catalog index ({text}); "
+                                     "the run files are untouched, and 'databroker-lite reindex "
+                                     f"{self.directory}' rebuilds the index once this is fixed") from exc
 
     def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
                 mtime_ns: int, size: int) -> None:
@@ -257,12 +277,19 @@ class Index:
         """
         path = os.path.join(self.directory, file)
         mtime, size = _stat(path)
-        with self.conn:
-            self._upsert(start, stop, streams, file, mtime, size)
-            # a reader may have met the file half-created and called it bad
-            self.conn.execute("DELETE FROM bad_files WHERE file = ?", (file,))
-            if dir_before is not None and self._meta("dir_stamp") == dir_before:
-                self._set_meta("dir_stamp", self.dir_stamp())
+        try:
+            with self._updating(), self.conn:
+                self._upsert(start, stop, streams, file, mtime, size)
+                # a reader may have met the file half-created and called it bad
+                self.conn.execute("DELETE FROM bad_files WHERE file = ?", (file,))
+                if dir_before is not None and self._meta("dir_stamp") == dir_before:
+                    self._set_meta("dir_stamp", self.dir_stamp())
+        except CatalogError as exc:
+            # The file is the record; the index is derived. Keep writing the run: the index
+            # is out of date (its directory stamp was not moved on) and the next catalog
+            # that looks refreshes it from the files.
+            warnings.warn(f"{exc}; run {start.get('uid')} is written to {file} regardless",
+                          IndexNotUpdated, stacklevel=3)
 
     # --- questions --------------------------------------------------------
     def _where(self, queries: list[Mapping]) -> tuple[str, list]:

@@ -273,3 +273,33 @@ def test_readers_while_another_process_writes(tmp_path):
     assert all(len(final[u].primary.read()["time"]) == 4 for u in final)
     assert final.bad_files == {}
     assert "no stop" not in repr(final)  # the index knows every run finished
+
+
+def _fill_index(cat: databroker_lite.Catalog) -> None:
+    """Make the index's disk full, as SQLite sees it: no page beyond those it has."""
+    conn = cat._index.conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_full_index_disk_keeps_writing_runs_and_says_so(four, tmp_path):
+    cat, uids = four
+    _fill_index(cat)
+    big = {"notes": "x" * 200_000}  # start documents too big for the pages left
+    with pytest.warns(databroker_lite.IndexNotUpdated, match="cannot update the catalog index") as rec:
+        new = [add_run(cat, scan_id=10 + i, t=T0 + 100 + i, **big) for i in range(2)]
+    msg = str(rec[0].message)
+    assert "database or disk is full" in msg and "reindex" in msg and new[0] in msg
+    for uid in new:  # the runs themselves are whole on disk
+        assert os.path.exists(os.path.join(cat.directory, f"{uid}.h5"))
+        ds = RunReader(os.path.join(cat.directory, f"{uid}.h5"))
+        assert ds.stop["exit_status"] == "success"
+    # bringing the full index up to date names the problem and the fix
+    with pytest.raises(databroker_lite.CatalogError, match="cannot update the catalog index") as exc:
+        cat.refresh()
+    assert exc.value.errno == 28  # ENOSPC
+    # with room again, the index catches up from the files
+    cat._index.conn.execute("PRAGMA max_page_count = 1073741823")
+    fresh = databroker_lite.open_catalog(cat.directory)
+    assert set(fresh) == set(uids) | set(new)
+    assert fresh[10].metadata["start"]["notes"] == big["notes"]
