@@ -182,6 +182,7 @@ def task_image_read(backend: str, path: str, uid: str = "",
         def op() -> Any:
             return ds[:]
     else:
+        import dask.array  # noqa: F401 - as in task_image: databroker imports it up front
         cat, _ = _open(backend, path)
         run = cat[uid]
 

@@ -103,24 +103,25 @@ class Catalog(Mapping):
                     raise RunNotFound(f"the catalog has {index.count(q)} run(s); there is no "
                                       f"{_ordinal(-key)} most recent")
                 return self._run(index.rows(q, key="uid", value=uids[0], limit=1)[0])
-            rows = index.rows(q, key="scan_id", value=key)
-            if not rows:
+            found = index.locate(q, key="scan_id", value=key, limit=2)
+            if not found:
                 raise RunNotFound(f"no run has scan_id {key}")
-            if len(rows) > 1:
+            if len(found) > 1:
+                rows = index.rows(q, key="scan_id", value=key)
                 others = "; ".join(_describe(r) for r in rows[1:])
                 warnings.warn(f"{len(rows)} runs have scan_id {key}; returning the most recent "
                               f"({rows[0]['uid']}). Others: {others}",
                               DuplicateScanIDWarning, stacklevel=2)
-            return self._run(rows[0])
+            return Run(self, found[0][0], os.path.join(self.directory, found[0][1]))
         if isinstance(key, str):
-            rows = index.rows(q, key="uid", value=key, limit=1)
-            if rows:
-                return self._run(rows[0])
+            found = index.locate(q, key="uid", prefix=key, limit=2) if key else []
+            if len(found) > 1:  # a whole uid that also starts others is still that run
+                found = index.locate(q, key="uid", value=key, limit=1) or found
+            if len(found) == 1:
+                return Run(self, found[0][0], os.path.join(self.directory, found[0][1]))
             if not key:
                 raise RunNotFound("an empty string is not a uid or uid prefix")
             rows = index.rows(q, key="uid", prefix=key, limit=11)
-            if len(rows) == 1:
-                return self._run(rows[0])
             if not rows:
                 hint = " (strings are uids; for a scan_id use an int)" if key.isdigit() else ""
                 raise RunNotFound(f"no run has a uid starting with {key!r}{hint}")

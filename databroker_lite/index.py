@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS runs (
     stop TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_time ON runs(time);
-CREATE INDEX IF NOT EXISTS runs_scan_id ON runs(scan_id, time);
+DROP INDEX IF EXISTS runs_scan_id;
+CREATE INDEX IF NOT EXISTS runs_scan_id_file ON runs(scan_id, time, uid, file);
+CREATE INDEX IF NOT EXISTS runs_uid_file ON runs(uid, time, file);
 CREATE INDEX IF NOT EXISTS runs_plan_name ON runs(plan_name, time);
 CREATE TABLE IF NOT EXISTS bad_files (
     file TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT
@@ -331,6 +333,23 @@ class Index:
             f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE {where} ORDER BY time {order} LIMIT ?",
             [*params, limit])
         return [dict(zip(RUN_FIELDS, r)) for r in cur]
+
+    def locate(self, queries: list[Mapping], *, key: str, value: Any = None,
+               prefix: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
+        """(uid, file) of runs as :meth:`rows` finds them, newest first, from the index alone.
+
+        The (scan_id, time, uid, file) and (uid, time, file) indexes answer this without
+        reading the table: a look-up touches a few pages.
+        """
+        where, params = self._where(queries)
+        if prefix is not None:
+            where += " AND uid >= ? AND uid < ?"
+            params = [*params, prefix, prefix + "\U0010ffff"]
+        else:
+            where += f" AND {key} = ?"
+            params = [*params, value]
+        return self.conn.execute(f"SELECT uid, file FROM runs WHERE {where} ORDER BY time DESC LIMIT ?",
+                                 [*params, limit]).fetchall()
 
     def row(self, uid: str) -> dict | None:
         r = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)}, start, stop FROM runs WHERE uid = ?",
