@@ -103,8 +103,25 @@ def task_catalog(backend: str, path: str, scan_ids: list[int], prefixes: list[st
     return out
 
 
+def _warm_lazy_imports() -> None:
+    """Import what dask and xarray import on their first use if installed, before timing.
+
+    dask's first compute imports ``distributed`` and xarray's first index imports
+    ``pint`` when they are installed: 0.3-0.4 s in a fresh interpreter, whichever
+    library runs. Our venv has both (test extras), the peer's has neither, so timing
+    them would compare installed packages, not libraries: neither side is timed on them.
+    """
+    import importlib
+    for mod in ("dask.array", "distributed", "pint"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+
+
 def task_scalar(backend: str, path: str, uids: list[str], loop_uids: list[str]) -> dict:
     """``cat[uid].primary.read()`` once per uid, then all of ``loop_uids`` in a loop."""
+    _warm_lazy_imports()
     cat, out = _open(backend, path)
     out["read"], sums = [], []
     for u in uids:
@@ -147,6 +164,7 @@ def task_image(backend: str, path: str, uid: str = "", frame: int = 100,
                 return acc / ds.shape[0]
             out["mean"], m = _timed(chunked_mean)
         else:
+            _warm_lazy_imports()
             import dask.array as da
             lazy = da.from_array(ds, chunks=(1, *ds.shape[1:]))
             t, arr = _timed(lambda: lazy[frame].compute())
@@ -157,7 +175,7 @@ def task_image(backend: str, path: str, uid: str = "", frame: int = 100,
         out["frame_sum"] = int(arr.sum())
         out["mean_sum"] = float(m.sum())
         return out
-    import dask.array  # noqa: F401 - databroker imports dask up front, we on first use: time neither
+    _warm_lazy_imports()  # and dask.array: databroker imports it up front, we on first use
     cat, out = _open(backend, path)
     run = cat[uid]
     out["to_dask"], lazy = _timed(lambda: run.primary.to_dask())
@@ -182,7 +200,7 @@ def task_image_read(backend: str, path: str, uid: str = "",
         def op() -> Any:
             return ds[:]
     else:
-        import dask.array  # noqa: F401 - as in task_image: databroker imports it up front
+        _warm_lazy_imports()
         cat, _ = _open(backend, path)
         run = cat[uid]
 
