@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from .errors import ExternalDataError, StreamNotFound
 from .storage import Column, Segment
@@ -20,6 +19,8 @@ from .storage.handlers import (
 from .storage.lazy import ExternalStack, LazyDataset
 
 if TYPE_CHECKING:
+    import xarray as xr
+
     from .run import Run
 
 
@@ -51,6 +52,12 @@ def _attrs(col: Column) -> dict:
     if col.external:
         out["external"] = col.external
     return out
+
+
+def _xr():
+    """xarray, imported on first use: listing, searching and packing never need it."""
+    import xarray
+    return xarray
 
 
 _CHUNK_BYTES = 32 << 20  # dask chunk size of per-event arrays (frames), along time
@@ -145,8 +152,8 @@ class Stream:
                     arr = arr.rechunk(-1).map_blocks(_text_block, dtype=np.dtype("U1"))
             else:
                 arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-            data_vars[key] = xr.Variable(_dims(col), arr, attrs=_attrs(col))
-        return xr.Dataset(data_vars, coords={"time": ("time", times)},
+            data_vars[key] = _xr().Variable(_dims(col), arr, attrs=_attrs(col))
+        return _xr().Dataset(data_vars, coords={"time": ("time", times)},
                           attrs={"stream_name": self.name, "uid": self.run.uid})
 
     def _rows(self, seg: Segment) -> int:
@@ -285,7 +292,7 @@ class Stream:
         for key in cols:
             parts = [self._seg_timestamps(seg, key) for seg in self.segments]
             data[key] = ("time", np.concatenate(parts) if parts else np.zeros(0))
-        return xr.Dataset(data, coords={"time": ("time", self._times())})
+        return _xr().Dataset(data, coords={"time": ("time", self._times())})
 
     def _seg_timestamps(self, seg: Segment, key: str) -> np.ndarray:
         n = self._rows(seg)
@@ -311,7 +318,7 @@ class Stream:
                 arr = np.asarray(vals)
                 data[k] = (("time", *(f"{k}_dim_{i}" for i in range(arr.ndim - 1))), arr)
             times = [s.descriptor.get("time", np.nan) for s in self.segments]
-            out[obj] = xr.Dataset(data, coords={"time": ("time", np.asarray(times, dtype=float))})
+            out[obj] = _xr().Dataset(data, coords={"time": ("time", np.asarray(times, dtype=float))})
         return out
 
     def _repr_html_(self) -> str:

@@ -339,3 +339,27 @@ def test_repr_of_empty_and_single(cat):
     text = repr(cat)
     assert "1 run" in text and "1 runs" not in text
     assert "no stop" in text
+
+
+def test_finding_and_packing_do_not_import_xarray_or_schemas(tmp_path):
+    """Listing, look-ups, metadata, search, pack and verify start fast: no xarray, pandas,
+    dask or event-model's schemas (about half a second of imports) until data is read."""
+    import subprocess
+    import sys
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    for i in range(3):
+        add_run(cat, scan_id=i + 1, t=T0 + i)
+    code = f"""
+import sys, databroker_lite
+cat = databroker_lite.open_catalog({str(tmp_path / 'cat')!r}, "r")
+assert len(cat) == 3 and cat[2].metadata["start"]["scan_id"] == 2 and len(cat.search({{"scan_id": 3}})) == 1
+report = databroker_lite.pack(cat, {str(tmp_path / 'pack')!r}, all=True, quiet=True)
+assert databroker_lite.verify({str(tmp_path / 'pack')!r}).ok
+heavy = sorted(m for m in ("xarray", "pandas", "dask", "event_model", "jsonschema") if m in sys.modules)
+print(heavy)
+ds = cat[2].primary.read()  # reading data brings xarray in
+print("xarray" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"], out.stdout
