@@ -104,15 +104,16 @@ def task_catalog(backend: str, path: str, scan_ids: list[int], prefixes: list[st
 
 
 def _warm_lazy_imports() -> None:
-    """Import what dask and xarray import on their first use if installed, before timing.
+    """Import, before timing, what the libraries import on first use.
 
-    dask's first compute imports ``distributed`` and xarray's first index imports
-    ``pint`` when they are installed: 0.3-0.4 s in a fresh interpreter, whichever
-    library runs. Our venv has both (test extras), the peer's has neither, so timing
-    them would compare installed packages, not libraries: neither side is timed on them.
+    databroker imports xarray and dask up front, we on first use: time neither. And
+    dask's first compute imports ``distributed``, xarray's first index ``pint``, when
+    installed: 0.3-0.4 s in a fresh interpreter, whichever library runs. Our venv has
+    both (test extras), the peer's neither, so timing them would compare installed
+    packages, not libraries.
     """
     import importlib
-    for mod in ("dask.array", "distributed", "pint"):
+    for mod in ("xarray", "dask.array", "distributed", "pint"):
         try:
             importlib.import_module(mod)
         except ImportError:
@@ -175,7 +176,7 @@ def task_image(backend: str, path: str, uid: str = "", frame: int = 100,
         out["frame_sum"] = int(arr.sum())
         out["mean_sum"] = float(m.sum())
         return out
-    _warm_lazy_imports()  # and dask.array: databroker imports it up front, we on first use
+    _warm_lazy_imports()
     cat, out = _open(backend, path)
     run = cat[uid]
     out["to_dask"], lazy = _timed(lambda: run.primary.to_dask())
