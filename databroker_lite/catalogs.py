@@ -114,9 +114,9 @@ class Catalog(Mapping):
                               DuplicateScanIDWarning, stacklevel=2)
             return Run(self, found[0][0], os.path.join(self.directory, found[0][1]))
         if isinstance(key, str):
-            found = index.locate(q, key="uid", prefix=key, limit=2) if key else []
+            found = index.locate(q, key="uid", prefix=key, limit=2, newest_first=False) if key else []
             if len(found) > 1:  # a whole uid that also starts others is still that run
-                found = index.locate(q, key="uid", value=key, limit=1) or found
+                found = index.locate(q, key="uid", value=key, limit=1, newest_first=False) or found
             if len(found) == 1:
                 return Run(self, found[0][0], os.path.join(self.directory, found[0][1]))
             if not key:

@@ -335,11 +335,13 @@ class Index:
         return [dict(zip(RUN_FIELDS, r)) for r in cur]
 
     def locate(self, queries: list[Mapping], *, key: str, value: Any = None,
-               prefix: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
-        """(uid, file) of runs as :meth:`rows` finds them, newest first, from the index alone.
+               prefix: str | None = None, limit: int = 50,
+               newest_first: bool = True) -> list[tuple[str, str]]:
+        """(uid, file) of runs as :meth:`rows` finds them, from the index alone.
 
         The (scan_id, time, uid, file) and (uid, time, file) indexes answer this without
-        reading the table: a look-up touches a few pages.
+        reading the table: a look-up touches a few pages. ``newest_first=False`` leaves
+        the order to SQLite (enough to tell one match from several, and cheaper).
         """
         where, params = self._where(queries)
         if prefix is not None:
@@ -348,7 +350,8 @@ class Index:
         else:
             where += f" AND {key} = ?"
             params = [*params, value]
-        return self.conn.execute(f"SELECT uid, file FROM runs WHERE {where} ORDER BY time DESC LIMIT ?",
+        order = " ORDER BY time DESC" if newest_first else ""
+        return self.conn.execute(f"SELECT uid, file FROM runs WHERE {where}{order} LIMIT ?",
                                  [*params, limit]).fetchall()
 
     def row(self, uid: str) -> dict | None:
