@@ -412,3 +412,78 @@ def test_pack_msgpack_format_is_databroker_pack_layout(source, tmp_path):
     back = databroker_lite.open_catalog(tmp_path / "back")
     P.import_documents(dest, back)
     np.testing.assert_array_equal(back[50].primary.read()["img"].values, frames)
+
+
+def _peer_python() -> str | None:
+    """databroker 1.2.5's interpreter, if `python -m benchmarks --only peer` has built it."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        from benchmarks.peer import peer_python
+    except ImportError:
+        return None
+    finally:
+        sys.path.pop(0)
+    return peer_python(build=False)[0]
+
+
+def test_databroker_1_2_5_reads_our_msgpack_pack(tmp_path):
+    """The real incumbent opens our --format msgpack pack through its catalog.yml and reads
+    the same metadata and values, external AD_HDF5 frames included (after the detector
+    files are gone from their original place)."""
+    py = _peer_python()
+    if py is None:
+        pytest.skip("no databroker 1.2.5 venv (built by `python -m benchmarks --only peer`)")
+    cat = databroker_lite.open_catalog(tmp_path / "src")
+    uids = [_scalar_run(cat, s) for s in (1, 2)]
+    root = str(tmp_path / "detector_files")
+    # as ophyd describes area detectors: one (1, h, w) block per datum
+    os.makedirs(os.path.join(root, "img"))
+    frames = np.arange(4 * 6 * 5, dtype="u2").reshape(4, 6, 5)
+    with h5py.File(os.path.join(root, "img", "50.h5"), "w") as f:
+        f.create_dataset("entry/data/data", data=frames)
+    b = compose_run(metadata={"scan_id": 50, "plan_name": "count"})
+    cat.insert("start", b.start_doc)
+    res = b.compose_resource(spec="AD_HDF5", root=root, resource_path="img/50.h5",
+                             resource_kwargs={"frame_per_point": 1})
+    cat.insert("resource", res.resource_doc)
+    d = b.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [1, 6, 5], "source": "img", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", d.descriptor_doc)
+    for i in range(4):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 0.0},
+                                            filled={"img": False}))
+    cat.insert("stop", b.compose_stop())
+    ad_uid = b.start_doc["uid"]
+    dest = tmp_path / "pack"
+    P.pack(cat, dest, all=True, format="msgpack", quiet=True)
+    shutil.rmtree(root)
+    code = textwrap.dedent(f"""
+        import json, intake
+        cat = intake.open_catalog({str(dest / 'catalog.yml')!r})["packed_catalog"]
+        out = {{}}
+        for uid in cat:
+            run = cat[uid]
+            ds = run.primary.read()
+            out[uid] = {{"scan_id": run.metadata["start"]["scan_id"],
+                         "exit_status": run.metadata["stop"]["exit_status"],
+                         "vars": {{k: ds[k].values.tolist() for k in ds.data_vars}}}}
+        print(json.dumps(out))
+    """)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "INTAKE_"))}
+    env["HOME"] = str(home)
+    out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(theirs) == sorted([*uids, ad_uid])
+    for uid in uids:
+        ours = cat[uid].primary.read()
+        assert theirs[uid]["exit_status"] == "success"
+        assert theirs[uid]["vars"]["x"] == ours["x"].values.tolist()
+        assert theirs[uid]["vars"]["y"] == ours["y"].values.tolist()
+    assert theirs[ad_uid]["scan_id"] == 50
+    np.testing.assert_array_equal(np.array(theirs[ad_uid]["vars"]["img"]), frames[:, None])
