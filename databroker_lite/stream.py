@@ -223,16 +223,23 @@ class Stream:
         datums = {i: d for _, d, i in reader.side_documents("datum")}
         resources = {i: d for _, d, i in reader.side_documents("resource")}
         refs = []
+        per_resource: dict[str, tuple] = {}  # spec, path, kwargs: worked out once per resource
         for did in datum_ids:
             datum = datums.get(did)
             if datum is None:
                 raise ExternalDataError(f"run {uid}, key {col.key!r}: datum {did!r} is referenced "
                                         "by an event but was never inserted")
-            res = resources[datum["resource"]]
-            refs.append(ExternalRef(res["spec"], resource_path(res, root_map),
-                                    json.dumps(res.get("resource_kwargs", {}), sort_keys=True),
-                                    json.dumps(datum.get("datum_kwargs", {}), sort_keys=True),
-                                    res["uid"]))
+            where = per_resource.get(datum["resource"])
+            if where is None:
+                res = resources.get(datum["resource"])
+                if res is None:
+                    raise ExternalDataError(f"run {uid}, key {col.key!r}: datum {did!r} refers to "
+                                            f"resource {datum['resource']!r}, which was never inserted")
+                where = per_resource[datum["resource"]] = (
+                    res["spec"], resource_path(res, root_map),
+                    json.dumps(res.get("resource_kwargs", {}), sort_keys=True))
+            refs.append(ExternalRef(*where, json.dumps(datum.get("datum_kwargs", {}), sort_keys=True),
+                                    datum["resource"]))
         return refs
 
     def _external(self, seg: Segment, col: Column, n: int, lazy: bool):

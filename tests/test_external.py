@@ -462,3 +462,19 @@ def test_lazy_selection_reads_what_numpy_would(cat, tmp_path, sel, needed, monke
     np.testing.assert_array_equal(got, expected)
     # only the frames the selection needs are read (a frame listed twice may be read twice)
     assert needed <= sum(frames_read) <= needed + 1, frames_read
+
+
+def test_datum_of_a_resource_not_in_the_file_names_both(ad_run):
+    """A run file whose resource entry was lost: a clear error, at read and at compute."""
+    from databroker_lite.errors import ExternalDataError
+    path, uid = ad_run.path, ad_run.uid
+    with h5py.File(path, "r+") as f:
+        ids = f["documents/resource/id"]
+        old = ids.asstr()[0]
+        ids[0] = "not-the-resource"
+    run = databroker_lite.open_catalog(os.path.dirname(path), "r")[uid]
+    for read in (lambda: run.primary.read(), lambda: run.primary.to_dask()):
+        with pytest.raises(ExternalDataError, match=f"refers to resource '{old}', which was never inserted"):
+            read()
+    # the rest of the run still reads
+    assert run.primary.read(["I0"])["I0"].values.tolist() == [0.0, 1.0, 2.0]
