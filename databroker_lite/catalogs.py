@@ -87,8 +87,8 @@ class Catalog(Mapping):
     def keys(self):  # noqa: D102 - a list is more useful than a view here
         return list(self)
 
-    def _run(self, row: dict) -> Run:
-        return Run(self, row["uid"], os.path.join(self.directory, row["file"]))
+    def _run(self, uid: str, file: str) -> Run:
+        return Run(self, uid, os.path.join(self.directory, file))
 
     def __getitem__(self, key: Any) -> Run:
         index = self._fresh()
@@ -102,7 +102,7 @@ class Catalog(Mapping):
                 if not uids:
                     raise RunNotFound(f"the catalog has {index.count(q)} run(s); there is no "
                                       f"{_ordinal(-key)} most recent")
-                return self._run(index.rows(q, key="uid", value=uids[0], limit=1)[0])
+                return self._run(*index.locate(q, key="uid", value=uids[0], limit=1)[0])
             found = index.locate(q, key="scan_id", value=key, limit=2)
             if not found:
                 raise RunNotFound(f"no run has scan_id {key}")
@@ -112,13 +112,13 @@ class Catalog(Mapping):
                 warnings.warn(f"{len(rows)} runs have scan_id {key}; returning the most recent "
                               f"({rows[0]['uid']}). Others: {others}",
                               DuplicateScanIDWarning, stacklevel=2)
-            return Run(self, found[0][0], os.path.join(self.directory, found[0][1]))
+            return self._run(*found[0])
         if isinstance(key, str):
             found = index.locate(q, key="uid", prefix=key, limit=2, newest_first=False) if key else []
             if len(found) > 1:  # a whole uid that also starts others is still that run
                 found = index.locate(q, key="uid", value=key, limit=1, newest_first=False) or found
             if len(found) == 1:
-                return Run(self, found[0][0], os.path.join(self.directory, found[0][1]))
+                return self._run(*found[0])
             if not key:
                 raise RunNotFound("an empty string is not a uid or uid prefix")
             rows = index.rows(q, key="uid", prefix=key, limit=11)

@@ -318,16 +318,18 @@ class Index:
             params = [*params, limit, offset]
         return [r[0] for r in self.conn.execute(sql, params)]
 
+    def _match(self, queries: list[Mapping], key: str, value: Any,
+               prefix: str | None) -> tuple[str, list]:
+        """WHERE clause and parameters: the queries and ``key = value``, or a uid prefix."""
+        where, params = self._where(queries)
+        if prefix is not None:
+            return f"{where} AND uid >= ? AND uid < ?", [*params, prefix, prefix + "\U0010ffff"]
+        return f"{where} AND {key} = ?", [*params, value]
+
     def rows(self, queries: list[Mapping], *, key: str, value: Any = None,
              prefix: str | None = None, newest_first: bool = True, limit: int = 50) -> list[dict]:
         """Runs matching the queries and either ``key = value`` or a uid prefix."""
-        where, params = self._where(queries)
-        if prefix is not None:
-            where += " AND uid >= ? AND uid < ?"
-            params = [*params, prefix, prefix + "\U0010ffff"]
-        else:
-            where += f" AND {key} = ?"
-            params = [*params, value]
+        where, params = self._match(queries, key, value, prefix)
         order = "DESC" if newest_first else "ASC"
         cur = self.conn.execute(
             f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE {where} ORDER BY time {order} LIMIT ?",
@@ -343,13 +345,7 @@ class Index:
         reading the table: a look-up touches a few pages. ``newest_first=False`` leaves
         the order to SQLite (enough to tell one match from several, and cheaper).
         """
-        where, params = self._where(queries)
-        if prefix is not None:
-            where += " AND uid >= ? AND uid < ?"
-            params = [*params, prefix, prefix + "\U0010ffff"]
-        else:
-            where += f" AND {key} = ?"
-            params = [*params, value]
+        where, params = self._match(queries, key, value, prefix)
         order = " ORDER BY time DESC" if newest_first else ""
         return self.conn.execute(f"SELECT uid, file FROM runs WHERE {where}{order} LIMIT ?",
                                  [*params, limit]).fetchall()

@@ -36,25 +36,33 @@ def _write_ad_file(path, frames: np.ndarray) -> None:
 
 
 def _ad_run(cat, root: str, rel: str, *, n: int, fpp: int = 1, shape: list | None = None,
-            spec: str = "AD_HDF5") -> str:
-    """Insert a run whose 'img' key lives in an AD_HDF5 file; returns its uid."""
+            spec: str = "AD_HDF5", resource_kwargs: dict | None = None,
+            dtype_numpy: str | None = "<u2", more_files: tuple = ()) -> str:
+    """Insert a run whose 'img' key lives in an AD_HDF5 file; returns its uid.
+
+    ``more_files``: further (rel, n) files whose points follow, one resource each.
+    """
     bundle = event_model.compose_run(metadata={"plan_name": "count"})
     cat.insert("start", bundle.start_doc)
     shape = shape if shape is not None else ([fpp, H, W] if fpp > 1 else [H, W])
+    img = {"dtype": "array", "shape": shape, "source": "cam", "external": "FILESTORE:"}
+    if dtype_numpy is not None:
+        img["dtype_numpy"] = dtype_numpy
     desc = bundle.compose_descriptor(name="primary", data_keys={
-        "img": {"dtype": "array", "shape": shape, "source": "cam", "external": "FILESTORE:",
-                "dtype_numpy": "<u2"},
-        "I0": {"dtype": "number", "shape": [], "source": "I0"}})
+        "img": img, "I0": {"dtype": "number", "shape": [], "source": "I0"}})
     cat.insert("descriptor", desc.descriptor_doc)
-    res = bundle.compose_resource(spec=spec, root=root, resource_path=rel,
-                                  resource_kwargs={"frame_per_point": fpp})
-    cat.insert("resource", res.resource_doc)
-    for i in range(n):
-        datum = res.compose_datum(datum_kwargs={"point_number": i})
-        cat.insert("datum", datum)
-        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"], "I0": float(i)},
-                                               timestamps={"img": 1.0, "I0": 1.0}, seq_num=i + 1,
-                                               filled={"img": False}))
+    seq = 0
+    for path, count in ((rel, n), *more_files):
+        res = bundle.compose_resource(spec=spec, root=root, resource_path=path,
+                                      resource_kwargs=resource_kwargs or {"frame_per_point": fpp})
+        cat.insert("resource", res.resource_doc)
+        for i in range(count):
+            datum = res.compose_datum(datum_kwargs={"point_number": i})
+            cat.insert("datum", datum)
+            cat.insert("event", desc.compose_event(data={"img": datum["datum_id"], "I0": float(seq)},
+                                                   timestamps={"img": 1.0, "I0": 1.0}, seq_num=seq + 1,
+                                                   filled={"img": False}))
+            seq += 1
     cat.insert("stop", bundle.compose_stop())
     return bundle.start_doc["uid"]
 
@@ -228,21 +236,7 @@ def test_register_handler(cat, tmp_path, monkeypatch):
     databroker_lite.register_handler("RAMP", Ramp)
     with pytest.raises(ValueError, match="RAMP"):
         databroker_lite.register_handler("RAMP", dict)
-    bundle = event_model.compose_run()
-    cat.insert("start", bundle.start_doc)
-    desc = bundle.compose_descriptor(name="primary", data_keys={
-        "img": {"dtype": "array", "shape": [H, W], "source": "c", "external": "FILESTORE:",
-                "dtype_numpy": "<u2"}})
-    cat.insert("descriptor", desc.descriptor_doc)
-    res = bundle.compose_resource(spec="RAMP", root=str(tmp_path), resource_path="none",
-                                  resource_kwargs={"scale": 3})
-    cat.insert("resource", res.resource_doc)
-    for i in range(2):
-        datum = res.compose_datum(datum_kwargs={"point_number": i})
-        cat.insert("datum", datum)
-        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
-                                               seq_num=i + 1, filled={"img": False}))
-    cat.insert("stop", bundle.compose_stop())
+    _ad_run(cat, str(tmp_path), "none", n=2, spec="RAMP", resource_kwargs={"scale": 3})
     ds = cat[-1].primary.read()
     np.testing.assert_array_equal(ds["img"].values[1], np.full((H, W), 3, dtype="u2"))
     assert_same(cat[-1].primary.to_dask().compute(), ds)
@@ -344,20 +338,7 @@ def test_external_dtype_is_the_declared_one_lazy_too(cat, tmp_path):
     """Regression: lazy chunks kept the file's uint16 where the descriptor declares float64."""
     root = str(tmp_path / "det")
     _write_ad_file(os.path.join(root, "a.h5"), _frames(3))
-    bundle = event_model.compose_run()
-    cat.insert("start", bundle.start_doc)
-    desc = bundle.compose_descriptor(name="primary", data_keys={
-        "img": {"dtype": "array", "shape": [H, W], "source": "cam", "external": "FILESTORE:"}})
-    cat.insert("descriptor", desc.descriptor_doc)
-    res = bundle.compose_resource(spec="AD_HDF5", root=root, resource_path="a.h5",
-                                  resource_kwargs={"frame_per_point": 1})
-    cat.insert("resource", res.resource_doc)
-    for i in range(3):
-        datum = res.compose_datum(datum_kwargs={"point_number": i})
-        cat.insert("datum", datum)
-        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
-                                               seq_num=i + 1, filled={"img": False}))
-    cat.insert("stop", bundle.compose_stop())
+    _ad_run(cat, root, "a.h5", n=3, dtype_numpy=None)
     stream = cat[-1].primary
     eager = stream.read()
     assert eager["img"].dtype == np.float64
@@ -369,33 +350,12 @@ def test_external_dtype_is_the_declared_one_lazy_too(cat, tmp_path):
 def test_consecutive_ad_hdf5_frames_are_read_in_one_slice(tmp_path, monkeypatch):
     """read() of many frames of one AD_HDF5 file: one read, same values; a transposed
     descriptor shape is still a ShapeMismatch, never a silent reshape."""
-    import h5py
-    from event_model import compose_run
-
-    import databroker_lite
-    from databroker_lite.storage import handlers
-
     frames = np.arange(6 * 4 * 5, dtype="u2").reshape(6, 4, 5)
     with h5py.File(tmp_path / "ad.h5", "w") as f:
         f.create_dataset("entry/data/data", data=frames)
 
     def make(cat, shape):
-        b = compose_run()
-        cat.insert("start", b.start_doc)
-        res = b.compose_resource(spec="AD_HDF5", root=str(tmp_path), resource_path="ad.h5",
-                                 resource_kwargs={"frame_per_point": 1})
-        cat.insert("resource", res.resource_doc)
-        d = b.compose_descriptor(name="primary", data_keys={"img": {
-            "dtype": "array", "shape": shape, "source": "ad", "external": "FILESTORE:",
-            "dtype_numpy": "<u2"}})
-        cat.insert("descriptor", d.descriptor_doc)
-        for i in range(6):
-            datum = res.compose_datum(datum_kwargs={"point_number": i})
-            cat.insert("datum", datum)
-            cat.insert("event", d.compose_event(data={"img": datum["datum_id"]},
-                                                timestamps={"img": 0.0}, filled={"img": False}))
-        cat.insert("stop", b.compose_stop())
-        return cat[b.start_doc["uid"]]
+        return cat[_ad_run(cat, str(tmp_path), "ad.h5", n=6, shape=shape)]
 
     calls = []
     real = handlers.AreaDetectorHDF5Handler.read_points
@@ -428,23 +388,7 @@ def test_lazy_selection_reads_what_numpy_would(cat, tmp_path, sel, needed, monke
     frames = _frames(8)
     _write_ad_file(os.path.join(root, "a.h5"), frames[:3])
     _write_ad_file(os.path.join(root, "b.h5"), frames[3:])
-    bundle = event_model.compose_run(metadata={"plan_name": "count"})
-    cat.insert("start", bundle.start_doc)
-    desc = bundle.compose_descriptor(name="primary", data_keys={
-        "img": {"dtype": "array", "shape": [H, W], "source": "cam", "external": "FILESTORE:",
-                "dtype_numpy": "<u2"}})
-    cat.insert("descriptor", desc.descriptor_doc)
-    for i in range(8):
-        res = bundle.compose_resource(spec="AD_HDF5", root=root, resource_path="a.h5" if i < 3 else "b.h5",
-                                      resource_kwargs={"frame_per_point": 1})
-        if i in (0, 3):
-            cat.insert("resource", res.resource_doc)
-            current = res
-        datum = current.compose_datum(datum_kwargs={"point_number": i if i < 3 else i - 3})
-        cat.insert("datum", datum)
-        cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
-                                               seq_num=i + 1, filled={"img": False}))
-    cat.insert("stop", bundle.compose_stop())
+    _ad_run(cat, root, "a.h5", n=3, more_files=(("b.h5", 5),))
     stream = cat[-1].primary
     lazy = stream.to_dask()["img"].data
     assert lazy.chunks[0] == (5, 3)
