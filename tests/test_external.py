@@ -422,3 +422,26 @@ def test_datum_of_a_resource_not_in_the_file_names_both(ad_run):
             read()
     # the rest of the run still reads
     assert run.primary.read(["I0"])["I0"].values.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_datum_kwargs_the_handler_refuses_name_resource_and_kwargs(cat, tmp_path):
+    root = str(tmp_path / "det")
+    _write_ad_file(os.path.join(root, "a.h5"), _frames(2))
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [H, W], "source": "cam", "external": "FILESTORE:"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    res = bundle.compose_resource(spec="AD_HDF5", root=root, resource_path="a.h5", resource_kwargs={})
+    cat.insert("resource", res.resource_doc)
+    datum = res.compose_datum(datum_kwargs={"frame": 0})  # AD_HDF5 wants point_number
+    cat.insert("datum", datum)
+    cat.insert("event", desc.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
+                                           seq_num=1, filled={"img": False}))
+    cat.insert("stop", bundle.compose_stop())
+    stream = cat[-1].primary
+    lazy = stream.to_dask()  # building reads nothing
+    for read in (stream.read, lambda: lazy.compute()):
+        with pytest.raises(ExternalDataError, match=r"resource .* with datum kwargs \{\"frame\": 0\} failed: "
+                                                    r"TypeError"):
+            read()

@@ -20,7 +20,12 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from ..errors import ExternalDataError, MissingExternalFile, MissingHandler, ShapeMismatch
+from ..errors import (
+    ExternalDataError,
+    MissingExternalFile,
+    MissingHandler,
+    ShapeMismatch,
+)
 from .files import cached_h5
 
 
@@ -251,11 +256,13 @@ def _guarded(read: Any, ref: ExternalRef, key: str, run_uid: str) -> np.ndarray:
             f"run {run_uid}, key {key!r}: external file of resource {ref.resource_uid} not found "
             f"at {exc.filename or ref.path!r} (if the files moved, open the catalog with "
             f"root_map={{old_root: new_root}})") from None
-    except (MissingHandler, ExternalDataError):
+    except (MissingHandler, ExternalDataError, ShapeMismatch):
         raise
-    except OSError as exc:
-        raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource "
-                                f"{ref.resource_uid} at {ref.path!r} failed: {exc}") from exc
+    except (OSError, TypeError, ValueError, KeyError, IndexError) as exc:
+        # a handler refusing its resource or datum kwargs fails the same way as a bad file
+        raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
+                                f"at {ref.path!r} with datum kwargs {ref.datum_kwargs} failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
 
 
 def conform(arr: np.ndarray, shape: tuple, key: str, run_uid: str) -> np.ndarray:
