@@ -73,8 +73,9 @@ def _add_pack_commands(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--query", metavar="JSON", help='MongoDB-style query, e.g. \'{"plan_name": "scan"}\'')
     which.add_argument("--since", help="start time at or after (ISO date/time)")
     which.add_argument("--until", help="start time before (ISO date/time)")
-    s.add_argument("--external", choices=["copy", "skip"], default="copy",
-                   help="copy the external files the runs need (default) or leave them out")
+    s.add_argument("--external", choices=["copy", "skip", "fill"], default="copy",
+                   help="copy the external files the runs need (default), leave them out, or "
+                        "fill their data into the packed run files")
     s.add_argument("--format", choices=["hdf5", "msgpack"], default="hdf5",
                    help="hdf5: our run files (default); msgpack: documents databroker 1.x reads")
     s.add_argument("--dry-run", action="store_true", help="say how many runs and bytes, copy nothing")

@@ -16,11 +16,13 @@ an interrupted pack resume without re-reading what it already copied.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -336,12 +338,14 @@ def pack(catalog: Catalog | str | os.PathLike, dest: str | os.PathLike, *, all: 
          quiet: bool = False) -> PackReport:
     """Pack runs of a catalog (a Catalog, a directory or a catalog name) into ``dest``.
 
-    ``external`` is "copy" (copy the external files the runs need) or "skip".
+    ``external`` is "copy" (copy the external files the runs need), "skip" (leave them
+    out) or "fill" (write the external data into the packed run files, so the pack needs
+    no other file; see :meth:`Run.documents`).
     ``format="msgpack"`` writes documents that databroker 1.x's msgpack catalog reads.
     Running it again on the same ``dest`` finishes an interrupted pack and adds new runs.
     """
-    if external not in ("copy", "skip"):
-        raise ValueError(f"external must be 'copy' or 'skip', not {external!r}")
+    if external not in ("copy", "skip", "fill"):
+        raise ValueError(f"external must be 'copy', 'skip' or 'fill', not {external!r}")
     if format not in ("hdf5", "msgpack"):
         raise ValueError(f"format must be 'hdf5' or 'msgpack', not {format!r}")
     t0 = time.perf_counter()
@@ -359,13 +363,36 @@ def pack(catalog: Catalog | str | os.PathLike, dest: str | os.PathLike, *, all: 
     # what goes where: (relative path in pack, source path)
     plan: list[tuple[str, str]] = []
     root_map: dict[str, str] = {}
-    for run in runs:
-        plan.append((os.path.basename(run.path), run.path))
-        if external == "copy":
-            for root, src, rel in external_files(run):
-                key = _root_key(root)
-                root_map[root] = f"external/{key}"
-                plan.append((f"external/{key}/{rel}", src))
+    filling = tempfile.TemporaryDirectory(prefix="databroker_lite-fill-") if external == "fill" else None
+    with filling or contextlib.nullcontext():
+        for run in runs:
+            src = run.path
+            if filling is not None and run.resources():
+                src = _filled_copy(run, filling.name, dry_run)
+            plan.append((os.path.basename(run.path), src))
+            if external == "copy":
+                for root, ext_src, rel in external_files(run):
+                    key = _root_key(root)
+                    root_map[root] = f"external/{key}"
+                    plan.append((f"external/{key}/{rel}", ext_src))
+        return _pack_plan(cat, runs, dest, plan, root_map, old_runs, dry_run, quiet, t0)
+
+
+def _filled_copy(run: Run, tmp: str, dry_run: bool) -> str:
+    """A copy of the run with its external data in the events (a dry run counts the run
+    file as it is: the filled copy is bigger by the external data it takes in)."""
+    if dry_run:
+        return run.path
+    target = open_catalog(os.path.join(tmp, run.uid))
+    for name, doc in run.documents(fill=True):
+        target.insert(name, doc)
+    return os.path.join(target.directory, os.path.basename(run.path))
+
+
+def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: list[tuple[str, str]],
+               root_map: dict[str, str], old_runs: dict[str, dict], dry_run: bool, quiet: bool,
+               t0: float) -> PackReport:
+    """Copy the planned files into ``dest`` with checksums, then write the manifest."""
     for rel, src in plan:
         _safe_relpath(rel, dest)  # nothing we write may leave dest
         if not os.path.exists(src):

@@ -115,12 +115,13 @@ class Run(StreamAttributes):
     def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
         """The run's documents, as inserted (pages as single documents).
 
-        External data is not filled in: events carry datum ids, as inserted.
+        With ``fill=True`` the run comes out as if its detectors had put their data in
+        the events: each event carries the values of its external keys (read one event at
+        a time), descriptors no longer mark those keys external, and the resource and
+        datum documents are left out. Runs with stream resources cannot be filled yet.
         """
-        if fill:
-            raise NotImplementedError("documents(fill=True) is not supported; read the data "
-                                      "with stream.read() instead")
-        return self._reader().documents()
+        docs = self._reader().documents()
+        return _filled(self, docs) if fill else docs
 
     def resources(self) -> list[dict]:
         """The run's resource and stream_resource documents (where its external data is)."""
@@ -152,3 +153,46 @@ class Run(StreamAttributes):
 
     def __hash__(self) -> int:
         return hash((self.uid, self.path))
+
+
+def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+    """``docs`` with external data read into the events (see :meth:`Run.documents`)."""
+    import json
+
+    from .errors import ExternalDataError
+    from .storage.handlers import ExternalRef, load_external, resource_location
+    resources: dict[str, dict] = {}
+    datums: dict[str, dict] = {}
+    external: dict[str, dict[str, tuple]] = {}  # descriptor uid -> {key: shape}
+    for name, doc in docs:
+        if name == "resource":
+            resources[doc["uid"]] = doc
+            continue
+        if name == "datum":
+            datums[doc["datum_id"]] = doc
+            continue
+        if name in ("stream_resource", "stream_datum"):
+            raise ExternalDataError(f"run {run.uid}: its data is in stream resources, which "
+                                    "cannot be filled into events yet")
+        if name == "descriptor":
+            keys = {k: tuple(dk.get("shape") or ()) for k, dk in doc["data_keys"].items()
+                    if dk.get("external")}
+            if keys:
+                external[doc["uid"]] = keys
+                doc = {**doc, "data_keys": {
+                    k: {f: v for f, v in dk.items() if f != "external" or k not in keys}
+                    for k, dk in doc["data_keys"].items()}}
+        elif name == "event" and doc["descriptor"] in external:
+            data, filled = dict(doc["data"]), dict(doc.get("filled", {}))
+            for key, shape in external[doc["descriptor"]].items():
+                datum = datums.get(data[key])
+                res = resources.get(datum["resource"]) if datum else None
+                if res is None:
+                    raise ExternalDataError(f"run {run.uid}, key {key!r}: datum {data[key]!r} or its "
+                                            "resource was never inserted")
+                ref = ExternalRef(*resource_location(res, run.catalog.root_map),
+                                  json.dumps(datum.get("datum_kwargs", {}), sort_keys=True), res["uid"])
+                data[key] = load_external(ref, shape, key, run.uid)
+                filled.pop(key, None)
+            doc = {**doc, "data": data, "filled": filled}
+        yield name, doc

@@ -13,7 +13,7 @@ from .storage.handlers import (
     ExternalRef,
     load_external,
     remap_path,
-    resource_path,
+    resource_location,
     uri_to_path,
 )
 from .storage.lazy import ExternalStack, LazyDataset
@@ -235,9 +235,7 @@ class Stream:
                 if res is None:
                     raise ExternalDataError(f"run {uid}, key {col.key!r}: datum {did!r} refers to "
                                             f"resource {datum['resource']!r}, which was never inserted")
-                where = per_resource[datum["resource"]] = (
-                    res["spec"], resource_path(res, root_map),
-                    json.dumps(res.get("resource_kwargs", {}), sort_keys=True))
+                where = per_resource[datum["resource"]] = resource_location(res, root_map)
             refs.append(ExternalRef(*where, json.dumps(datum.get("datum_kwargs", {}), sort_keys=True),
                                     datum["resource"]))
         return refs

@@ -487,3 +487,42 @@ def test_databroker_1_2_5_reads_our_msgpack_pack(tmp_path):
         assert theirs[uid]["vars"]["y"] == ours["y"].values.tolist()
     assert theirs[ad_uid]["scan_id"] == 50
     np.testing.assert_array_equal(np.array(theirs[ad_uid]["vars"]["img"]), frames[:, None])
+
+
+def test_external_fill_puts_the_data_in_the_pack(source, tmp_path):
+    cat, uids, ad_uid, frames = source
+    dest = tmp_path / "filled"
+    assert cli(["pack", cat.directory, str(dest), "--all", "--external", "fill", "-q"]) == 0
+    assert not (dest / "external").exists()
+    assert databroker_lite.verify(dest).ok
+    shutil.rmtree(tmp_path / "detector_files")  # the pack needs no file from elsewhere
+    packed = databroker_lite.open_catalog(dest, "r")
+    run = packed[50]
+    assert run.resources() == [] and run.datums() == []
+    assert not run.primary.metadata["descriptors"][0]["data_keys"]["img"].get("external")
+    np.testing.assert_array_equal(run.primary.read()["img"].values, frames)
+    np.testing.assert_array_equal(run.primary.to_dask()["img"].values, frames)
+    assert run.metadata["start"] == cat[50].metadata["start"]
+    np.testing.assert_array_equal(packed[2].primary.read()["y"].values, cat[2].primary.read()["y"].values)
+
+
+def test_external_skip_leaves_the_files_out(source, tmp_path):
+    cat, uids, ad_uid, frames = source
+    dest = tmp_path / "skipped"
+    P.pack(cat, dest, all=True, external="skip", quiet=True)
+    assert not (dest / "external").exists() and databroker_lite.verify(dest).ok
+    shutil.rmtree(tmp_path / "detector_files")
+    packed = databroker_lite.open_catalog(dest, "r")
+    assert packed[1].primary.read()["x"].values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(databroker_lite.MissingExternalFile, match="50.h5"):
+        packed[50].primary.read()
+
+
+def test_missing_external_file_at_pack_time_is_a_pack_error(source, tmp_path):
+    cat, *_ = source
+    shutil.rmtree(tmp_path / "detector_files")
+    with pytest.raises(P.PackError, match="50.h5"):
+        P.pack(cat, tmp_path / "p", all=True, quiet=True)
+    assert not (tmp_path / "p" / "manifest.json").exists()
+    with pytest.raises(databroker_lite.MissingExternalFile, match="50.h5"):
+        P.pack(cat, tmp_path / "p2", all=True, external="fill", quiet=True)

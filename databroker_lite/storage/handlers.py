@@ -282,6 +282,12 @@ def uri_to_path(uri: str) -> str:
     raise ExternalDataError(f"stream resource uri {uri!r}: only file:// URIs can be read")
 
 
+def resource_location(resource: dict, root_map: dict[str, str] | None) -> tuple[str, str, str]:
+    """(spec, root-mapped path, resource kwargs as JSON): a resource's part of an ExternalRef."""
+    return (resource["spec"], resource_path(resource, root_map),
+            json.dumps(resource.get("resource_kwargs", {}), sort_keys=True))
+
+
 def resource_path(resource: dict, root_map: dict[str, str] | None) -> str:
     root = resource.get("root", "") or ""
     if root_map and root in root_map:
