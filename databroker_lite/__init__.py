@@ -9,6 +9,7 @@ from .errors import (
     CorruptRunFile,
     DatabrokerLiteError,
     ExternalDataError,
+    InvalidCatalogName,
     InvalidDocument,
     InvalidQuery,
     MissingExternalFile,
@@ -52,7 +53,7 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
 
 __all__ = [
     "AmbiguousKey", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
-    "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidDocument",
+    "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidCatalogName", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
     "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
     "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",

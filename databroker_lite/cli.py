@@ -134,12 +134,8 @@ def _cmd_install(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         root_map[old] = new
-    try:
-        written = databroker_lite.install_catalog(args.path, args.name, root_map=root_map,
-                                                  overwrite=args.overwrite)
-    except ValueError as exc:
-        print(f"databroker-lite install: error: {exc}", file=sys.stderr)
-        return 2
+    written = databroker_lite.install_catalog(args.path, args.name, root_map=root_map,
+                                              overwrite=args.overwrite)
     print(f"catalog {args.name!r} -> {os.path.abspath(args.path)} (config {written})")
     return 0
 

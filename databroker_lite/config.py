@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from .catalogs import Catalog, open_catalog
-from .errors import CatalogError, CatalogNotFound
+from .errors import CatalogError, CatalogNotFound, InvalidCatalogName
 
 #: Environment variable holding the catalog search path.
 ENV_VAR = "DATABROKER_LITE_CATALOG_PATH"
@@ -233,7 +233,7 @@ catalog = NamedCatalogs()
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"catalog name must be letters, digits, '_', '.' or '-' (not starting "
+        raise InvalidCatalogName(f"catalog name must be letters, digits, '_', '.' or '-' (not starting "
                          f"with '.' or '-'), got {name!r}")
 
 
@@ -265,6 +265,40 @@ def _write_atomic(filename: str, text: str) -> None:
         raise
 
 
+def check_install(path: str | os.PathLike, name: str, *, root_map: Mapping[str, str] | None = None,
+                  overwrite: bool = False) -> str | None:
+    """Check that :func:`install_catalog` may install ``path`` as ``name``, writing nothing.
+
+    Returns the existing config file when the same catalog is already installed, None
+    when it can be installed; raises InvalidCatalogName or CatalogError when it cannot.
+    """
+    _check_name(name)
+    where = f"catalog {name!r}"
+    path = os.path.abspath(os.fspath(path))
+    root_map = check_root_map(root_map, where)
+    target_dir = catalog_search_path()[0]
+    target = os.path.join(target_dir, f"{name}.yml")
+    existing = find_catalogs().get(name)
+    if existing is None:
+        return None
+    try:
+        same = (existing.path == path
+                and check_root_map(existing.args.get("root_map"), where) == root_map)
+    except CatalogError:
+        same = False
+    if same:
+        return existing.config_file
+    if not overwrite:
+        raise CatalogError(f"a catalog named {name!r} already exists (defined in "
+                           f"{existing.config_file}, path {existing.args.get('path')!r}); "
+                           f"pass overwrite=True to replace it")
+    if (os.path.dirname(existing.config_file) == os.path.abspath(target_dir)
+            and existing.config_file != os.path.abspath(target)):
+        raise CatalogError(f"{where} is defined in {existing.config_file}, which "
+                           f"install_catalog did not write; edit or remove that file")
+    return None
+
+
 def install_catalog(path: str | os.PathLike, name: str, *,
                     root_map: Mapping[str, str] | None = None, overwrite: bool = False) -> str:
     """Make the catalog directory ``path`` available as ``databroker_lite.catalog[name]``.
@@ -284,33 +318,17 @@ def install_catalog(path: str | os.PathLike, name: str, *,
     -------
     The config file written.
     """
-    _check_name(name)
-    where = f"catalog {name!r}"
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
-        raise CatalogError(f"cannot install {where}: {path} is not a directory")
-    root_map = check_root_map(root_map, where)
-    target_dir = catalog_search_path()[0]
-    target = os.path.join(target_dir, f"{name}.yml")
-    existing = find_catalogs().get(name)
-    if existing is not None:
-        try:
-            same = (existing.path == path
-                    and check_root_map(existing.args.get("root_map"), where) == root_map)
-        except CatalogError:
-            same = False
-        if same:
-            return existing.config_file
-        if not overwrite:
-            raise CatalogError(f"a catalog named {name!r} already exists (defined in "
-                               f"{existing.config_file}, path {existing.args.get('path')!r}); "
-                               f"pass overwrite=True to replace it")
-        if (os.path.dirname(existing.config_file) == os.path.abspath(target_dir)
-                and existing.config_file != os.path.abspath(target)):
-            raise CatalogError(f"{where} is defined in {existing.config_file}, which "
-                               f"install_catalog did not write; edit or remove that file")
+        _check_name(name)
+        raise CatalogError(f"cannot install catalog {name!r}: {path} is not a directory")
+    same = check_install(path, name, root_map=root_map, overwrite=overwrite)
+    if same is not None:
+        return same
+    target = os.path.join(catalog_search_path()[0], f"{name}.yml")
+    root_map = check_root_map(root_map, f"catalog {name!r}")
     try:
-        os.makedirs(target_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         _write_atomic(target, _entry_yaml(name, path, root_map))
     except OSError as exc:
         raise CatalogError(f"cannot write catalog config {target}: {exc}") from exc

@@ -80,6 +80,10 @@ class CatalogError(DatabrokerLiteError, OSError):
     """A catalog directory is missing, unwritable, or its index unusable."""
 
 
+class InvalidCatalogName(CatalogError, ValueError):
+    """A catalog name that cannot be a config file name (letters, digits, ``_ . -``)."""
+
+
 class ReadOnlyCatalog(CatalogError, PermissionError):
     """A write was attempted on a catalog opened with mode='r'."""
 

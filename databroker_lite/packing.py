@@ -527,6 +527,8 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
     """
     from . import config
     src = os.path.abspath(os.fspath(dest))
+    target = src if in_place else (os.path.abspath(os.fspath(to)) if to else default_data_dir(name))
+    config.check_install(target, name)  # a bad or taken name: refused before anything is copied
     check = verify(src, quiet=quiet)
     if not check.ok:
         raise PackError(f"refusing to unpack: the pack does not match its manifest\n{check}")
@@ -534,7 +536,6 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
     if in_place:
         config.install_catalog(src, name)
         return UnpackReport(name=name, directory=src, added=[r["uid"] for r in man["runs"]])
-    target = os.path.abspath(os.fspath(to)) if to else default_data_dir(name)
     report = _merge_into(src, man, target)
     config.install_catalog(target, name)
     report.name = name

@@ -526,3 +526,19 @@ def test_missing_external_file_at_pack_time_is_a_pack_error(source, tmp_path):
     assert not (tmp_path / "p" / "manifest.json").exists()
     with pytest.raises(databroker_lite.MissingExternalFile, match="50.h5"):
         P.pack(cat, tmp_path / "p2", all=True, external="fill", quiet=True)
+
+
+def test_unpack_refuses_a_bad_or_taken_name_before_copying(source, tmp_path, named):
+    cat, *_ = source
+    dest = tmp_path / "p"
+    P.pack(cat, dest, all=True, quiet=True)
+    data = tmp_path / "data"
+    for bad in ("../escaped", "a/b", ".hidden"):
+        with pytest.raises(databroker_lite.InvalidCatalogName, match="catalog name"):
+            P.unpack(dest, bad, to=data / "x")
+    assert not data.exists() and not (tmp_path / "escaped").exists()
+    other = databroker_lite.open_catalog(tmp_path / "elsewhere")
+    databroker_lite.install_catalog(other.directory, "taken")
+    with pytest.raises(databroker_lite.CatalogError, match="already exists"):
+        P.unpack(dest, "taken", to=data / "y")
+    assert not (data / "y").exists()
