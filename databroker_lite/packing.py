@@ -595,8 +595,19 @@ def _merge_root_map(target: str, root_map: dict[str, str]) -> None:
 def _iter_document_file(path: str):
     if path.endswith(".msgpack"):
         with open(path, "rb") as f:
-            for item in msgpack.Unpacker(f, raw=False, strict_map_key=False):
-                yield item[0], item[1]
+            unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
+            try:
+                for n, item in enumerate(unpacker, 1):
+                    if not (isinstance(item, (list, tuple)) and len(item) == 2
+                            and isinstance(item[0], str) and isinstance(item[1], dict)):
+                        raise PackError(f"{path}, item {n}: not a [name, document] pair")
+                    yield item[0], item[1]
+            except (ValueError, msgpack.UnpackException) as exc:  # FormatError, ExtraData, ...
+                raise PackError(f"{path}: not a msgpack document stream "
+                                f"({type(exc).__name__}: {exc})") from None
+            if unpacker.tell() != os.fstat(f.fileno()).st_size:
+                raise PackError(f"{path}: cut short after {unpacker.tell()} bytes (the file has "
+                                f"{os.fstat(f.fileno()).st_size}): its last document is incomplete")
     elif path.endswith(".jsonl"):
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -624,8 +635,11 @@ def import_documents(src: str | os.PathLike, catalog: Catalog | str | os.PathLik
     root_map: dict[str, str] = {}
     yml = os.path.join(src, "catalog.yml")
     if os.path.isdir(src) and os.path.exists(yml):
-        with open(yml, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
+        try:
+            with open(yml, encoding="utf-8") as f:
+                cfg = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise PackError(f"{yml}: not a catalog config this can read ({exc})") from None
         for source in (cfg or {}).get("sources", {}).values():
             args = source.get("args", {})
             for pattern in args.get("paths", []):
@@ -657,7 +671,6 @@ def import_documents(src: str | os.PathLike, catalog: Catalog | str | os.PathLik
         new_map[old] = f"external/{key}"
     _merge_root_map(cat.directory, new_map)
     cat.root_map.update(stored_root_map(cat.directory))
-    writer = cat.writer
     for path in files:
         docs = list(_iter_document_file(path))
         start = next((d for n, d in docs if n == "start"), None)
@@ -666,10 +679,28 @@ def import_documents(src: str | os.PathLike, catalog: Catalog | str | os.PathLik
         if start["uid"] in cat:
             report.skipped_identical.append(start["uid"])
             continue
-        for name, doc in docs:
-            writer(name, doc)
+        _insert_whole(cat, docs, path)
         report.added.append(start["uid"])
     return report
+
+
+def _insert_whole(cat: Catalog, docs: list[tuple[str, dict]], path: str) -> None:
+    """Write one run's documents aside, then move the finished file in: all or nothing."""
+    aside = tempfile.mkdtemp(prefix=".import-", dir=cat.directory)  # not a run file: not indexed
+    try:
+        tmp = open_catalog(aside)
+        try:
+            for name, doc in docs:
+                tmp.insert(name, doc)
+        except DatabrokerLiteError as exc:
+            raise PackError(f"{path}: {exc}; nothing of this run was imported") from exc
+        tmp.writer.flush()  # a run without a stop: what it has
+        for f in os.listdir(aside):
+            if f.endswith(".h5"):
+                os.replace(os.path.join(aside, f), os.path.join(cat.directory, f))
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    cat.refresh()
 
 
 def export_msgpack(runs: list[Run], dest: str, *, quiet: bool = True) -> PackReport:

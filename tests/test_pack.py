@@ -542,3 +542,48 @@ def test_unpack_refuses_a_bad_or_taken_name_before_copying(source, tmp_path, nam
     with pytest.raises(databroker_lite.CatalogError, match="already exists"):
         P.unpack(dest, "taken", to=data / "y")
     assert not (data / "y").exists()
+
+
+def _docs_of(cat, scan_id):
+    return [[n, json.loads(json.dumps(d, default=lambda a: a.tolist()))] for n, d in cat[scan_id].documents()]
+
+
+def test_import_refuses_cut_short_garbage_and_half_valid_files_whole(source, tmp_path):
+    """A damaged document file is refused naming the file, and no part of its run lands."""
+    cat, *_ = source
+    docs = _docs_of(cat, 2)
+    blob = b"".join(msgpack.packb(d) for d in docs)
+    cases = {
+        "cut.msgpack": (blob[:-7], "cut short"),
+        "garbage.msgpack": (b"\xc1" * 64, "not a msgpack document stream"),
+        "notpairs.msgpack": (msgpack.packb({"a": 1}), "not a \\[name, document\\] pair"),
+    }
+    bad_event = [list(d) for d in docs]
+    i = next(k for k, (n, _) in enumerate(bad_event) if n == "event")
+    bad_event[i] = ["event", {**bad_event[i][1], "seq_num": "three"}]
+    cases["bad_event.jsonl"] = ("\n".join(json.dumps(d) for d in bad_event).encode(),
+                                "nothing of this run was imported")
+    for name, (content, why) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        target = databroker_lite.open_catalog(tmp_path / f"cat-{name}")
+        with pytest.raises(P.PackError, match=why) as info:
+            P.import_documents(path, target)
+        assert name in str(info.value)
+        assert len(target) == 0 and not [f for f in os.listdir(target.directory) if not f.startswith(".")]
+        assert not [f for f in os.listdir(target.directory) if f.startswith(".import-")]
+    # the same documents, whole, import fine (a run without its stop too)
+    good = tmp_path / "good.msgpack"
+    good.write_bytes(b"".join(msgpack.packb(d) for d in docs if d[0] != "stop"))
+    target = databroker_lite.open_catalog(tmp_path / "cat-good")
+    assert P.import_documents(good, target).added == [cat[2].uid]
+    assert target[2].metadata["stop"] is None
+    np.testing.assert_array_equal(target[2].primary.read()["y"].values, cat[2].primary.read()["y"].values)
+
+
+def test_import_hostile_catalog_yml_is_a_pack_error(tmp_path):
+    src = tmp_path / "pack"
+    (src / "documents").mkdir(parents=True)
+    (src / "catalog.yml").write_text("sources: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(P.PackError, match="catalog.yml"):
+        P.import_documents(src, tmp_path / "cat")
