@@ -149,8 +149,11 @@ def _yaml_files(directory: str) -> list[str]:
 
 def read_config_file(filename: str) -> list[CatalogEntry]:
     """The databroker_lite sources of one YAML file; other intake sources are skipped."""
-    with open(filename, encoding="utf-8") as f:
-        content = yaml.safe_load(f)
+    try:
+        with open(filename, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except yaml.YAMLError as exc:  # including tags asking for Python objects: never built
+        raise CatalogError(f"{filename}: not YAML this can read ({exc})") from None
     sources = content.get("sources") if isinstance(content, dict) else None
     if not isinstance(sources, dict):
         raise CatalogError(f"{filename} has no 'sources:' mapping")
@@ -177,7 +180,7 @@ def find_catalogs(search_path: list[str] | None = None) -> dict[str, CatalogEntr
         for filename in _yaml_files(directory):
             try:
                 entries = read_config_file(filename)
-            except (OSError, yaml.YAMLError, CatalogError) as exc:
+            except (OSError, CatalogError) as exc:
                 warnings.warn(f"skipping catalog config file {filename}: {exc}", stacklevel=3)
                 continue
             for entry in entries:

@@ -136,7 +136,7 @@ def test_yaml_config_asking_for_code_execution_is_refused(tmp_path, monkeypatch)
         names = list(config.catalog)
     assert names == ["good"]
     assert not marker.exists()
-    with pytest.raises(Exception, match="python/object"):
+    with pytest.raises(databroker_lite.CatalogError, match="evil.yml.*python/object"):
         config.read_config_file(str(d / "evil.yml"))
     assert not marker.exists()
 
