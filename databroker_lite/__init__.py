@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .catalogs import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
-from .config import catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
+from .config import as_catalog, catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
 from .errors import (
     AmbiguousKey,
     CatalogError,
@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
     __version__ = "0.1.0"
 
 __all__ = [
+    "as_catalog",
     "AmbiguousKey", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
     "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidCatalogName", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",

@@ -154,10 +154,8 @@ class Catalog(Mapping):
     # --- search -------------------------------------------------------------
     def search(self, query: Mapping) -> Catalog:
         """The runs whose start documents match a MongoDB-style query (chainable)."""
-        if not isinstance(query, Mapping):
-            raise TypeError(f"search takes a dict query, got {type(query).__name__}")
         from .query import compile_query
-        compile_query(query)  # raise InvalidQuery now, not at first use
+        compile_query(query)  # raise InvalidQuery now (a non-dict too), not at first use
         return Catalog(self.directory, mode=self.mode, root_map=self.root_map, name=self.name,
                        _index=self._index, _queries=(*self._queries, dict(query)))
 

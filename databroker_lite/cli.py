@@ -154,27 +154,21 @@ def _add_catalog_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_install)
 
 
-def _open_for_export(where: str) -> databroker_lite.Catalog:
-    if os.path.isdir(where):
-        return databroker_lite.open_catalog(where, mode="r")
-    return databroker_lite.catalog[where]
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
     from databroker_lite.export import export
-    cat = _open_for_export(args.catalog)
+    if args.query and args.runs:
+        print("databroker-lite export: error: give RUNS or --query, not both", file=sys.stderr)
+        return 2
+    cat = databroker_lite.as_catalog(args.catalog)
     if args.query:
         try:
             query = json.loads(args.query)
         except json.JSONDecodeError as exc:
             print(f"databroker-lite export: error: --query is not JSON: {exc}", file=sys.stderr)
             return 2
-        runs = [run for _, run in cat.search(query).items()]
-        if args.runs:
-            print("databroker-lite export: error: give RUNS or --query, not both", file=sys.stderr)
-            return 2
+        runs = list(cat.search(query).values())
     else:  # digits: a scan_id; -k: the k-th most recent; anything else: a uid or prefix
         keys = [int(r) if r.lstrip("-").isdigit() else r for r in args.runs]
         runs = [cat[k] for k in keys]
@@ -203,8 +197,7 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from databroker_lite.server import serve
-        from databroker_lite.server.app import read_api_key
+        from databroker_lite.server import read_api_key, serve
     except ImportError as exc:
         print(f"databroker-lite serve: error: needs the server extra "
               f"(pip install 'databroker_lite[server]'): {exc}", file=sys.stderr)

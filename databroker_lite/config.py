@@ -234,6 +234,14 @@ class NamedCatalogs(Mapping):
 catalog = NamedCatalogs()
 
 
+def as_catalog(where: Catalog | str | os.PathLike) -> Catalog:
+    """A Catalog as given, a catalog directory opened read-only, or a named catalog."""
+    if isinstance(where, Catalog):
+        return where
+    path = os.fspath(where)
+    return open_catalog(path, mode="r") if os.path.isdir(path) else catalog[path]
+
+
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InvalidCatalogName(f"catalog name must be letters, digits, '_', '.' or '-' (not starting "

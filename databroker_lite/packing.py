@@ -130,16 +130,6 @@ def _size(n: float) -> str:
 
 # --- choosing runs -------------------------------------------------------------
 
-def _as_catalog(catalog: Catalog | str | os.PathLike) -> Catalog:
-    if isinstance(catalog, Catalog):
-        return catalog
-    path = os.fspath(catalog)
-    if os.path.isdir(path):
-        return open_catalog(path, mode="r")
-    from . import config
-    return config.catalog[path]
-
-
 def parse_scan_ids(items: Iterable[str | int]) -> list[int]:
     """``["5", "7-9", 12]`` -> ``[5, 7, 8, 9, 12]`` (ranges inclusive)."""
     out: list[int] = []
@@ -349,7 +339,8 @@ def pack(catalog: Catalog | str | os.PathLike, dest: str | os.PathLike, *, all: 
     if format not in ("hdf5", "msgpack"):
         raise ValueError(f"format must be 'hdf5' or 'msgpack', not {format!r}")
     t0 = time.perf_counter()
-    cat = _as_catalog(catalog)
+    from .config import as_catalog
+    cat = as_catalog(catalog)
     dest = os.path.abspath(os.fspath(dest))
     runs = select_runs(cat, all=all, uids=uids, scan_ids=scan_ids, query=query, since=since, until=until)
     if format == "msgpack":

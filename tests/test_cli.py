@@ -111,3 +111,12 @@ def test_ls_missing_directory(tmp_path, capsys):
     assert main(["ls", str(tmp_path / "nope")]) == 1
     assert "no catalog directory" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+
+
+def test_export_bad_query_or_both_selections_is_a_one_line_error(three, capsys, tmp_path):
+    d, _ = three
+    assert main(["export", d, "csv", str(tmp_path / "out"), "--query", "[1]"]) == 1
+    assert "a query is a dict, got list" in capsys.readouterr().err
+    assert main(["export", d, "1", "csv", str(tmp_path / "out"), "--query", "{}"]) == 2
+    assert "give RUNS or --query, not both" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -204,7 +204,7 @@ def test_invalid_query_is_a_value_error_and_names_the_problem(catalog):
         cat.search({"energy": {"$foo": 1}})
     with pytest.raises(InvalidQuery, match="not a valid regular expression"):
         cat.search({"sample.name": {"$regex": "[a-"}})
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidQuery, match="a query is a dict, got str"):
         cat.search("plan_name = 'count'")
 
 

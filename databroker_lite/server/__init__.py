@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_app", "serve"]
+__all__ = ["build_app", "read_api_key", "serve"]
 
 
 def __getattr__(name: str) -> Any:

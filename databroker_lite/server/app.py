@@ -8,7 +8,8 @@ from typing import Any
 from tiled.adapters.mapping import MapAdapter
 from tiled.server.app import build_app as _tiled_app
 
-from ..catalogs import Catalog, open_catalog
+from ..catalogs import Catalog
+from ..config import as_catalog
 from ..errors import CatalogError
 from . import queries  # noqa: F401 - registers our query types before the app is built
 from .adapters import catalog_adapter
@@ -16,17 +17,14 @@ from .adapters import catalog_adapter
 
 def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
     """Catalog directories or named catalogs -> ``{name: Catalog}`` (read-only)."""
-    import databroker_lite
     out: dict[str, Catalog] = {}
     for spec in specs:
+        cat = as_catalog(spec)
         if isinstance(spec, Catalog):
-            cat = spec
             name = spec.name or os.path.basename(spec.directory)
         elif os.path.isdir(spec):
-            cat = open_catalog(spec, mode="r")
             name = os.path.basename(os.path.abspath(spec))
         else:
-            cat = databroker_lite.catalog[spec]
             name = spec
         if name in out:
             raise CatalogError(f"two catalogs would be served as {name!r}; serve them "
