@@ -193,14 +193,15 @@ class Stream:
                              meta=np.zeros((0,) * len(shape), dtype=dtype))
 
     def _filler(self, n: int, col: Column, lazy: bool):
+        """NaN (or "") for a key this segment's descriptor does not have."""
         shape = (n, *(s or 0 for s in col.shape))
-        if col.dtype.kind in "fc":
-            arr = np.full(shape, np.nan, dtype=col.dtype)
-        elif col.dtype.kind in "iub":
-            arr = np.full(shape, np.nan)
+        if col.dtype.kind in "fciub":
+            value, dtype = np.nan, col.dtype if col.dtype.kind in "fc" else np.dtype("f8")
         else:
-            arr = np.full(shape, "", dtype=object if lazy else "U1")
-        return _da().from_array(arr, chunks=arr.shape) if lazy else arr
+            value, dtype = "", np.dtype(object) if lazy else np.dtype("U1")
+        if lazy:  # no memory until computed, chunked like the stored columns
+            return _da().full(shape, value, dtype=dtype, chunks=_dask_chunks(shape, (1, *shape[1:]), dtype))
+        return np.full(shape, value, dtype=dtype)
 
     # --- external data -------------------------------------------------------
     def _refs(self, seg: Segment, col: Column, n: int) -> list[ExternalRef]:

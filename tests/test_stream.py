@@ -267,3 +267,30 @@ def test_stream_len_and_fields(run):
     assert sorted(run.primary.fields()) == sorted(DATA_KEYS)
     assert sorted(run) == ["baseline", "empty", "primary"]
     assert run["primary"].read().identical(run.primary.read())
+
+
+def test_filler_for_a_missing_image_key_costs_nothing_until_computed(cat):
+    """Frames missing from one descriptor are NaN; to_dask() does not allocate them."""
+    import tracemalloc
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    d1 = bundle.compose_descriptor(name="primary", data_keys={
+        "x": {"dtype": "number", "shape": [], "source": "x"}})
+    cat.insert("descriptor", d1.descriptor_doc)
+    for i in range(200):  # 200 events x 1000 x 1000 float64 NaN would be 1.6 GB
+        cat.insert("event", d1.compose_event(data={"x": float(i)}, timestamps={"x": 1.0}, seq_num=i + 1))
+    d2 = dict(d1.descriptor_doc, uid=str(uuid.uuid4()), data_keys={
+        "img": {"dtype": "array", "shape": [1000, 1000], "source": "c"}})
+    cat.insert("descriptor", d2)
+    cat.insert("event", {"uid": str(uuid.uuid4()), "descriptor": d2["uid"], "time": time.time(),
+                         "seq_num": 201, "data": {"img": np.ones((1000, 1000))}, "timestamps": {"img": 1.0}})
+    cat.insert("stop", bundle.compose_stop())
+    stream = cat[-1].primary
+    tracemalloc.start()
+    lazy = stream.to_dask()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6, peak
+    img = lazy["img"]
+    assert img.shape == (201, 1000, 1000)
+    assert np.isnan(img[5].values).all() and (img[200].values == 1).all()
