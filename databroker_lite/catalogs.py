@@ -267,14 +267,14 @@ class CatalogWriter:
 
     def _start(self, doc: Mapping) -> None:
         uid = doc["uid"]
+        if os.sep in uid or uid.startswith(".") or "\0" in uid:
+            raise InvalidDocument("uid cannot be used as a file name", run_uid=uid, name="start")
         fname = f"{uid}{RUN_SUFFIX}"
         if uid in self._runs or self._known(uid, fname):
             raise InvalidDocument("a run with this uid is already in the catalog",
                                   run_uid=uid, name="start")
         index = self.catalog._index
         before = index.dir_stamp()
-        if os.sep in uid or uid.startswith("."):
-            raise InvalidDocument("uid cannot be used as a file name", run_uid=uid, name="start")
         w = RunWriter(os.path.join(self.catalog.directory, fname), dict(doc))
         self._runs[uid] = w
         index.record_run(w.start_doc, None, [], fname, dir_before=before)

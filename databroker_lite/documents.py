@@ -107,6 +107,8 @@ def _check_event_page(doc: Mapping, run_uid: str | None) -> None:
     n = len(doc["uid"]) if isinstance(doc["uid"], (list, tuple)) else -1
     if n < 0:
         _fail("'uid' must be an array", run_uid, "event_page", doc)
+    if not isinstance(doc["descriptor"], str):
+        _fail("'descriptor' must be a string (one descriptor for the page)", run_uid, "event_page", doc)
     for key in ("time", "seq_num"):
         if not isinstance(doc[key], (list, tuple, np.ndarray)) or len(doc[key]) != n:
             _fail(f"{key!r} must be an array of length {n} like 'uid'", run_uid, "event_page", doc)
@@ -116,6 +118,9 @@ def _check_event_page(doc: Mapping, run_uid: str | None) -> None:
         if not isinstance(doc[key], Mapping):
             _fail(f"{key!r} must be an object", run_uid, "event_page", doc)
         for k, col in doc[key].items():
+            if not isinstance(col, (list, tuple, np.ndarray)):
+                _fail(f"{key}[{k!r}] must be an array of {n} entries, got {type(col).__name__}",
+                      run_uid, "event_page", doc)
             if len(col) != n:
                 _fail(f"{key}[{k!r}] has {len(col)} entries, 'uid' has {n}",
                       run_uid, "event_page", doc)

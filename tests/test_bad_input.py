@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import event_model
 import numpy as np
@@ -284,3 +285,24 @@ def test_catalog_stays_readable_from_a_fresh_process_view(half_run):
     assert len(again) == 2
     assert again[2].primary.read()["x"].values.tolist() == [0.0, 1.5]
     assert again.bad_files == {}
+
+
+def test_event_page_with_a_scalar_column_or_a_list_descriptor(half_run):
+    cat, docs = half_run
+    desc = docs[1][1]
+    keys = list(desc["data_keys"])
+    page = {"uid": ["p1", "p2"], "time": [1.0, 2.0], "seq_num": [3, 4], "descriptor": desc["uid"],
+            "data": {k: [1, 2] for k in keys}, "timestamps": {k: [1.0, 1.0] for k in keys}}
+    with pytest.raises(InvalidDocument, match=rf"data\['{keys[0]}'\] must be an array of 2 entries, got int"):
+        cat.insert("event_page", {**page, "data": {**page["data"], keys[0]: 5}})
+    with pytest.raises(InvalidDocument, match="'descriptor' must be a string"):
+        cat.insert("event_page", {**page, "descriptor": [desc["uid"]] * 2})
+    _finish_and_check(cat, docs)  # nothing of the refused pages landed
+
+
+@pytest.mark.parametrize("uid", ["a\0b", "../up", ".hidden"])
+def test_start_uid_that_cannot_be_a_file_name(cat, uid):
+    start = {**event_model.compose_run().start_doc, "uid": uid}
+    with pytest.raises(InvalidDocument, match="uid cannot be used as a file name"):
+        cat.insert("start", start)
+    assert len(cat) == 0 and not [f for f in os.listdir(cat.directory) if f.endswith(".h5")]

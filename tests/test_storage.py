@@ -177,3 +177,16 @@ def test_future_layout_in_place_raises_unsupported(good_cat):
     FILE_CACHE.clear()
     with pytest.raises(UnsupportedLayout, match=os.path.basename(run.path)):
         databroker_lite.open_catalog(good_cat.directory)[run.uid].primary.read()
+
+
+@pytest.mark.parametrize("start", [b'{"time": 1}', b'[1, 2]'])
+def test_start_document_without_uid_is_named_damage(good_cat, start):
+    """A run file whose start has no uid: CorruptRunFile naming the file, listed as bad."""
+    run = good_cat[2]
+    with h5py.File(run.path, "r+") as f:
+        del f["start"]
+        f["start"] = start
+    from databroker_lite.storage.reader import RunSummary
+    for reader in (RunSummary, databroker_lite.storage.RunReader):
+        with pytest.raises(CorruptRunFile, match=f"{os.path.basename(run.path)}: its start document has no uid"):
+            reader(run.path)

@@ -23,15 +23,22 @@ class RunSummary:
         self.path = os.fspath(path)
         try:
             with open_h5(self.path, "r") as f:
-                _check_layout(f, self.path)
-                self.start: dict = _docs.loads(f["start"][()])
-                self.stop: dict | None = _docs.loads(f["stop"][()]) if "stop" in f else None
+                self.start, self.stop, self.uid = _read_head(f, self.path)
                 self.stream_names = [unh5name(s) for s in f["streams"]]
         except (CorruptRunFile, FileNotFoundError):
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError too
             raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
-        self.uid: str = self.start["uid"]
+
+
+def _read_head(f: h5py.File, path: str) -> tuple[dict, dict | None, str]:
+    """(start, stop or None, uid) of an open run file, its layout checked."""
+    _check_layout(f, path)
+    start = _docs.loads(f["start"][()])
+    stop = _docs.loads(f["stop"][()]) if "stop" in f else None
+    if not isinstance(start, dict) or not isinstance(start.get("uid"), str):
+        raise CorruptRunFile(f"{path}: its start document has no uid")
+    return start, stop, start["uid"]
 
 
 def _check_layout(f: h5py.File, path: str) -> None:
@@ -82,10 +89,7 @@ class RunReader:
                 yield f
 
     def _load(self, f: h5py.File) -> None:
-        _check_layout(f, self.path)
-        self.start: dict = _docs.loads(f["start"][()])
-        self.stop: dict | None = _docs.loads(f["stop"][()]) if "stop" in f else None
-        self.uid: str = self.start["uid"]
+        self.start, self.stop, self.uid = _read_head(f, self.path)
         self.finished = self.stop is not None
         self.segments: dict[str, list[Segment]] = {}
         for sname, sg in f["streams"].items():
