@@ -103,7 +103,7 @@ class _Compiler:
         return self.eq(key, cond)
 
     def eq(self, key: str, value: Any) -> str:
-        value = _normalise(key, value)
+        value = _normalise(value)
         json_path(key)  # validate the key even where no path is needed
         if value is None:
             return f"({self._type(key)} IS NULL OR {self._type(key)} = 'null')"
@@ -143,7 +143,7 @@ class _Compiler:
             any_of = " OR ".join(self.eq(key, v) for v in arg)
             return f"({any_of})" if op == "$in" else f"NOT COALESCE(({any_of}), 0)"
         if op in _CMP:
-            arg = _normalise(key, arg)
+            arg = _normalise(arg)
             if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
                 raise InvalidQuery(f"{op} on {key!r} compares numbers or strings, got {arg!r}")
             return f"({self._typed(arg, self._type(key))} AND {self._val(key)} {_CMP[op]} {self.p(arg)})"
@@ -181,7 +181,7 @@ def _regex_flags(options: str) -> int:
     return flags
 
 
-def _normalise(key: str, value: Any) -> Any:
+def _normalise(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         value = value.item()  # numpy scalar
     return value

@@ -63,7 +63,7 @@ def _xr():
 _CHUNK_BYTES = 32 << 20  # dask chunk size of per-event arrays (frames), along time
 
 
-def _load_blocks(refs: tuple, shape: tuple, key: str, run_uid: str, n_rows: int,
+def _load_blocks(refs: tuple | list, shape: tuple, key: str, run_uid: str,
                  dtype: str | None = None) -> np.ndarray:
     """One dask chunk of an external column: several events or one stream block.
 
@@ -247,15 +247,10 @@ class Stream:
         stream = str(col.external).startswith("STREAM:")
         uid = self.run.uid
         if not lazy:
-            if stream:
-                parts = [load_external(r, (None, *shape), col.key, uid) for r in refs]
-                if not parts:
-                    return np.zeros((0, *(s or 0 for s in shape)), col.dtype)
-                return np.concatenate(parts).astype(col.dtype, copy=False)
             if not refs:
                 return np.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
-            if None in shape:
-                return np.stack([load_external(r, shape, col.key, uid) for r in refs]).astype(col.dtype, copy=False)
+            if stream or None in shape:
+                return _load_blocks(refs, (None, *shape) if stream else shape, col.key, uid, col.dtype.str)
             return ExternalStack(refs, shape, col.dtype, col.key, uid)[:]  # one copy in memory
         # Name the graph by where the refs come from, not by hashing every ref (slow for
         # thousands of frames); the file's stamp changes whenever its datums could.
@@ -267,8 +262,7 @@ class Stream:
         if stream:
             for i, r in enumerate(refs):
                 a, b = json.loads(r.datum_kwargs)
-                dsk[(name, i, *zeros)] = (_load_blocks, (r,), (None, *shape), col.key, uid, b - a,
-                                          col.dtype.str)
+                dsk[(name, i, *zeros)] = (_load_blocks, (r,), (None, *shape), col.key, uid, col.dtype.str)
                 row_chunks.append(b - a)
         elif None not in shape and refs:
             # One array-like over all frames: dask fuses x[i] into its read, so a frame
@@ -279,7 +273,7 @@ class Stream:
                                     meta=np.zeros((0,) * (1 + len(shape)), dtype=col.dtype))
         else:
             for i, r in enumerate(refs):
-                dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, 1, col.dtype.str)
+                dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, col.dtype.str)
                 row_chunks.append(1)
         if not row_chunks:
             return _da().zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)

@@ -76,10 +76,6 @@ def run_prefix(start: dict) -> str:
     return safe_name(f"scan{sid if sid is not None else ''}_{start['uid'][:8]}")
 
 
-def is_external(data_key: dict) -> bool:
-    return bool(data_key.get("external"))
-
-
 def row_shape(data_key: dict) -> tuple[int, ...]:
     return tuple(int(s or 0) for s in (data_key.get("shape") or []))
 

@@ -423,10 +423,6 @@ class _FileCache:
             for p in list(self._files):
                 self._drop(p)
 
-    @property
-    def lock(self) -> threading.RLock:
-        return self._lock
-
 
 FILE_CACHE = _FileCache()
 

@@ -42,20 +42,12 @@ def unh5name(name: str) -> str:
     return name.replace("%2E", ".").replace("%2F", "/").replace("%25", "%")
 
 
-def is_external(data_key: dict) -> bool:
-    return bool(data_key.get("external"))
-
-
 def is_stream_external(data_key: dict) -> bool:
     return str(data_key.get("external", "")).startswith("STREAM:")
 
 
 def declared_shape(data_key: dict) -> tuple:
     return tuple(data_key.get("shape") or ())
-
-
-def is_variable(data_key: dict) -> bool:
-    return any(s is None or (isinstance(s, int) and s < 0) for s in declared_shape(data_key))
 
 
 def declared_dtype(data_key: dict, sample: Any = None) -> np.dtype:

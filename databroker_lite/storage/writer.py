@@ -356,7 +356,6 @@ class RunWriter:
         self._side: dict[str, list[tuple[int, str, str]]] = {n: [] for n in SIDE_DOCUMENTS}
         self._side_ids: dict[str, set] = {n: set() for n in SIDE_DOCUMENTS}
         self._doc_index = 1
-        self._pending_segments: list[_SegmentBuffer] = []
         if os.path.exists(self.path):
             raise InvalidDocument(f"a run file already exists at {self.path}",
                                   run_uid=self.run_uid, name="start")
@@ -414,7 +413,6 @@ class RunWriter:
         self._stream_counts[stream] = i + 1
         seg = _SegmentBuffer(self, doc, f"streams/{h5name(stream)}/{i}", self._next_index())
         self._segments[doc["uid"]] = seg
-        self._pending_segments.append(seg)
         self._maybe_flush()
 
     def _segment(self, name: str, doc: Mapping) -> _SegmentBuffer:
