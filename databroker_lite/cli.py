@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ls", help="show a catalog: how many runs, the newest")
     s.add_argument("path")
     s.set_defaults(func=_cmd_ls)
-    s = sub.add_parser("demo", help="write a run to a temporary catalog and read it back")
+    s = sub.add_parser("demo", help="install the tutorial catalogs and show what is in them")
     s.set_defaults(func=_cmd_demo)
     _add_pack_commands(sub)
     _add_catalog_commands(sub)

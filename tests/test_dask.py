@@ -1,4 +1,5 @@
-"""to_dask(): lazy building, HDF5-aligned chunks, one-chunk slices, pickling, distributed."""
+"""to_dask(): lazy building, chunks of whole HDF5 chunks, slices that read only what they
+touch, pickling, distributed."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,7 @@
 """tiled adapters over the public API: catalog -> runs -> streams -> xarray-style datasets.
 
-Arrays are served from ``Stream.to_dask()``, whose chunks are the HDF5 chunks, so a
-request for one frame reads one chunk and nothing else. Adapters of a run are kept
+Arrays are served from ``Stream.to_dask()`` (and chunked like it); a request for one
+frame reads that frame and nothing else. Adapters of a run are kept
 (per process) until its file changes.
 """
 from __future__ import annotations
