@@ -304,3 +304,24 @@ def test_remote_to_dask_computes_on_distributed_workers(server, remote) -> None:
     np.testing.assert_array_equal(img, expected["img"].values)
     np.testing.assert_array_equal(i0, expected["I0"].values)
     np.testing.assert_array_equal(frame, expected["img"].values[5])
+
+
+@needs_server
+def test_sorting_newest_first_opens_no_run_file(tmp_path, monkeypatch) -> None:
+    """A client's repr sorts the catalog newest first: that must not build every run."""
+    from tiled.queries import Eq
+
+    from databroker_lite.server import adapters
+    local = _make_catalog(tmp_path / "cat")
+    built = []
+    real = adapters.cached_run_adapter
+    monkeypatch.setattr(adapters, "cached_run_adapter", lambda run: built.append(run.uid) or real(run))
+    root = adapters.catalog_adapter(local)
+    newest = root.sort([("_", -1)])
+    assert list(newest.keys()) == list(local)[::-1]
+    assert built == []
+    found = newest.search(Eq("plan_name", local[-1].metadata["start"]["plan_name"]))
+    assert list(found.keys()) == list(local.search({"plan_name": local[-1].metadata["start"]["plan_name"]}))[::-1]
+    assert list(newest.sort([("_", -1)]).keys()) == list(local)
+    newest[list(local)[-1]]
+    assert built == [list(local)[-1]]

@@ -223,15 +223,19 @@ def cached_run_adapter(run: Run) -> MapAdapter:
 class _Runs(Mapping):
     """uid -> run adapter, oldest first, built only for the runs a request touches."""
 
-    def __init__(self, catalog: Catalog, only: list[str] | None = None) -> None:
+    def __init__(self, catalog: Catalog, only: list[str] | None = None, *,
+                 reverse: bool = False, searched: bool = False) -> None:
         self.catalog = catalog
         self.only = only  # a look-up result: these uids, in this order
+        self.reverse = reverse  # newest first
+        self.searched = searched
 
     def __len__(self) -> int:
         return len(self.only) if self.only is not None else len(self.catalog)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.only) if self.only is not None else iter(self.catalog)
+        uids = self.only if self.only is not None else list(self.catalog)
+        return reversed(uids) if self.reverse else iter(uids)
 
     def __contains__(self, uid: object) -> bool:
         if self.only is not None:
@@ -241,7 +245,7 @@ class _Runs(Mapping):
     def __getitem__(self, uid: str) -> MapAdapter:
         if not isinstance(uid, str) or uid not in self:
             raise error(404, "RunNotFound", f"no run has uid {uid!r}"
-                        + (" in this search" if self.catalog._queries else ""))
+                        + (" in this search" if self.searched else ""))
         return cached_run_adapter(self.catalog[uid])
 
 
@@ -295,14 +299,19 @@ class CatalogAdapter(MapAdapter):
             found = runs.catalog.search(_as_mongo(query))
         except (InvalidQuery, TypeError) as exc:
             raise error(400, "InvalidQuery", str(exc)) from None
-        return self.new_variation(mapping=_Runs(found))
+        return self.new_variation(mapping=_Runs(found, reverse=runs.reverse, searched=True))
 
     def sort(self, sorting: Any) -> CatalogAdapter:
-        for key, _direction in sorting:
+        reverse = False
+        for key, direction in sorting:
             if key != "_":
                 raise error(400, "InvalidQuery", "runs are ordered by time; sort by '_' "
                                                  f"(1 or -1), not {key!r}")
-        return super().sort(sorting)
+            reverse ^= direction < 0
+        # Not MapAdapter.sort: it builds the adapter of every run (opening every file).
+        runs: _Runs = self._mapping
+        return self.new_variation(mapping=_Runs(runs.catalog, runs.only, reverse=runs.reverse ^ reverse,
+                                                searched=runs.searched), sorting=sorting)
 
 
 def _lookup(catalog: Catalog, query: RunKey) -> list[str]:
