@@ -103,6 +103,9 @@ def from_uri(url: str, api_key: str | None = None, *,
     with _translate(url):
         root = tiled_from_uri(url, api_key=api_key, remember_me=False)
         if _is_catalog(root):
+            served = root.metadata.get("name")
+            if catalog is not None and catalog != served:
+                raise CatalogNotFound(f"{url} serves one catalog, {served!r}, not {catalog!r}")
             return RemoteCatalog(root, url)
         cats = RemoteCatalogs(root, url)
         return cats[catalog] if catalog is not None else cats

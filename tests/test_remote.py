@@ -325,3 +325,13 @@ def test_sorting_newest_first_opens_no_run_file(tmp_path, monkeypatch) -> None:
     assert list(newest.sort([("_", -1)]).keys()) == list(local)
     newest[list(local)[-1]]
     assert built == [list(local)[-1]]
+
+
+@needs_server
+def test_asking_a_one_catalog_server_for_another_name_is_refused(server) -> None:
+    from databroker_lite.errors import CatalogNotFound
+    url, local = server
+    with pytest.raises(CatalogNotFound, match="serves one catalog"):
+        databroker_lite.from_uri(url, api_key=KEY, catalog="not-this-one")
+    name = databroker_lite.from_uri(url, api_key=KEY)._node.metadata["name"]
+    assert len(databroker_lite.from_uri(url, api_key=KEY, catalog=name)) == len(local)
