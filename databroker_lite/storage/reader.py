@@ -13,7 +13,16 @@ import numpy as np
 from .. import documents as _docs
 from ..errors import CorruptRunFile, ShapeMismatch, StreamNotFound, UnsupportedLayout
 from .files import cached_h5, open_h5
-from .layout import LAYOUT_ATTR, LAYOUT_VERSION, Column, Segment, column_from_data_key, h5name, unh5name
+from .layout import (
+    LAYOUT_ATTR,
+    LAYOUT_VERSION,
+    Column,
+    Segment,
+    column_from_data_key,
+    h5name,
+    is_stream_external,
+    unh5name,
+)
 
 
 class RunSummary:
@@ -186,13 +195,14 @@ class RunReader:
             name = f"{seg.group}/timestamps/{h5name(key)}"
             return f[name][sel] if name in f else np.full(len(range(n)[sel]), np.nan)
 
-    def read_filled(self, seg: Segment) -> dict[str, np.ndarray]:
+    def read_filled(self, seg: Segment, sel: slice = slice(None)) -> dict[str, np.ndarray]:
         n = self.n_events(seg)
+        sel = slice(*sel.indices(n))
         with self.h5() as f:
             g = f[seg.group]
             if "filled" not in g:
                 return {}
-            return {ds.attrs["key"]: ds[:n] for ds in g["filled"].values()}
+            return {ds.attrs["key"]: ds[sel] for ds in g["filled"].values()}
 
     # --- side documents ----------------------------------------------------
     def side_documents(self, name: str) -> list[tuple[int, dict, str]]:
@@ -233,8 +243,7 @@ class RunReader:
 
     def _iter_events(self, seg: Segment, block: int = 4096) -> Iterator[tuple[int, str, dict]]:
         n = self.n_events(seg)
-        keys = [k for k in seg.descriptor["data_keys"]
-                if not str(seg.descriptor["data_keys"][k].get("external", "")).startswith("STREAM:")]
+        keys = [k for k, dk in seg.descriptor["data_keys"].items() if not is_stream_external(dk)]
         desc_uid = seg.descriptor["uid"]
         for a in range(0, n, block):
             sl = slice(a, min(a + block, n))
@@ -244,7 +253,7 @@ class RunReader:
             idx = self.read_events(seg, "doc_index", sl)
             data = {k: self.read_column(seg, k, sl) for k in keys}
             ts = {k: self.read_timestamps(seg, k, sl) for k in keys}
-            filled = {k: v[sl] for k, v in self.read_filled(seg).items()}
+            filled = self.read_filled(seg, sl)  # this block's rows, not the whole column
             for j in range(len(times)):
                 ev = {
                     "uid": uids[j],
