@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import event_model
 import numpy as np
 import pytest
 from conftest import insert_all, make_run_docs
@@ -514,3 +515,30 @@ def test_every_kind_of_column(cat, tmp_path):
     (js,) = run.export("json", tmp_path / "j")
     data = json.load(open(js))["streams"]["primary"]["data"]
     assert data["flag"] == [False, True, False, True] and data["vec"][1] == [1.0, 1.5, -1.0]
+
+
+def test_variable_length_column_is_exported_whole(cat, tmp_path):
+    """Rows of different lengths (one of 5,000 values) lose nothing in CSV or NeXus."""
+    import h5py
+    bundle = event_model.compose_run(metadata={"scan_id": 7})
+    cat.insert("start", bundle.start_doc)
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "x": {"dtype": "number", "shape": [], "source": "x"},
+        "spec": {"dtype": "array", "shape": [None], "source": "mca"}})
+    cat.insert("descriptor", desc.descriptor_doc)
+    rows = [np.arange(3.0), np.linspace(0, 1, 5000), np.array([7.5])]
+    for i, r in enumerate(rows):
+        cat.insert("event", desc.compose_event(data={"x": float(i), "spec": r},
+                                               timestamps={"x": 1.0, "spec": 1.0}, seq_num=i + 1))
+    cat.insert("stop", bundle.compose_stop())
+    run = cat[7]
+    paths = run.export("csv", tmp_path / "csv")
+    header, cells = _read_csv([p for p in paths if p.endswith("primary.csv")][0])
+    col = header.index("spec")
+    for i, r in enumerate(rows):
+        np.testing.assert_array_equal(np.load(tmp_path / "csv" / cells[i][col]), r)
+    (nxs,) = run.export("nexus", tmp_path / "n")
+    with h5py.File(nxs, "r") as f:
+        g = f["entry/bluesky/streams/primary"]
+        for i, r in enumerate(rows):
+            np.testing.assert_array_equal(g["spec"][i].reshape(g["spec_shape"][i]), r)

@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..storage.layout import is_variable
 from ._common import ExportWriter, dumps, run_prefix, safe_name, write_atomic
 
 _NPY_HEADER = 256  # bytes; fixed so that the shape can be rewritten as rows are appended
@@ -51,6 +52,7 @@ class _StreamFile:
         self.w.writerow(["time", *keys])
         self.f.flush()
         self.npy: dict[str, NpyAppender] = {}
+        self.ragged: dict[str, int] = {}  # variable-shape key -> rows written (one .npy each)
 
 
 class CSVWriter(ExportWriter):
@@ -60,7 +62,9 @@ class CSVWriter(ExportWriter):
     ``scan5_1a2b3c4d_<stream>.csv`` (columns ``time`` then the data keys; one row per event,
     flushed as it arrives) and ``scan5_1a2b3c4d_metadata.json`` (start, stop and descriptors).
     A column whose values are arrays is stored in ``scan5_1a2b3c4d_<stream>_<key>.npy`` (one
-    row per event) and its CSV cells name that file and the row: ``file.npy[3]``.
+    row per event) and its CSV cells name that file and the row: ``file.npy[3]``; one
+    whose rows differ in shape (a variable-length dimension) has one ``..._<key>_<row>.npy``
+    per event, named in its cell.
     A later descriptor of the same stream that brings new keys starts ``..._<stream>_2.csv``.
     """
 
@@ -102,7 +106,17 @@ class CSVWriter(ExportWriter):
         self._write_metadata()
         return doc
 
-    def _cells(self, sf: _StreamFile, stream: str, key: str, values: Any) -> list:
+    def _cells(self, sf: _StreamFile, stream: str, key: str, values: Any, variable: bool) -> list:
+        stem = f"{os.path.splitext(os.path.basename(sf.path))[0]}_{safe_name(key)}"
+        if variable:  # rows of different shapes: one .npy file per row, named in the cell
+            cells = []
+            for v in values:
+                name = f"{stem}_{sf.ragged.get(key, 0)}.npy"
+                sf.ragged[key] = sf.ragged.get(key, 0) + 1
+                np.save(os.path.join(self.directory, name), np.asarray(v))
+                self._wrote(os.path.join(self.directory, name))
+                cells.append(name)
+            return cells
         if isinstance(values, np.ndarray) and values.ndim > 1 or (
                 isinstance(values, list) and values and isinstance(values[0], (list, np.ndarray))):
             arr = np.asarray(values)
@@ -110,8 +124,7 @@ class CSVWriter(ExportWriter):
                 arr = arr.astype(str)
             app = sf.npy.get(key)
             if app is None:
-                name = f"{os.path.splitext(os.path.basename(sf.path))[0]}_{safe_name(key)}.npy"
-                app = sf.npy[key] = NpyAppender(os.path.join(self.directory, name),
+                app = sf.npy[key] = NpyAppender(os.path.join(self.directory, f"{stem}.npy"),
                                                 arr.dtype, arr.shape[1:])
                 self._wrote(app.path)
             if arr.shape[1:] != app.row_shape:
@@ -129,7 +142,8 @@ class CSVWriter(ExportWriter):
         cols = [[repr(float(t)) for t in page["time"]]]
         for key in sf.keys:
             if key in page["data"]:
-                cols.append(self._cells(sf, descriptor.get("name", ""), key, page["data"][key]))
+                variable = is_variable(descriptor["data_keys"].get(key, {}))
+                cols.append(self._cells(sf, descriptor.get("name", ""), key, page["data"][key], variable))
             else:
                 cols.append([""] * n)
         sf.w.writerows(zip(*cols))

@@ -8,6 +8,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..storage.layout import is_variable
 from ._common import ExportWriter, dumps, plain, run_prefix
 from .spec import plan_description
 
@@ -142,6 +143,16 @@ class NexusWriter(ExportWriter):
         bs.create_dataset(name, data=dumps(value), dtype=_STR)
 
     def _append(self, g: h5py.Group, key: str, values: Any, at: int, dk: dict | None) -> None:
+        if dk is not None and is_variable(dk):
+            # rows of different shapes: flattened into a variable-length dataset, each
+            # row's shape in <key>_shape (as the run files store them)
+            rows = [np.asarray(v) for v in values]
+            base = np.result_type(*rows) if rows else np.dtype("f8")
+            flat = np.empty(len(rows), dtype=object)
+            flat[:] = [r.astype(base).ravel() for r in rows]
+            self._append(g, f"{key}_shape", np.array([r.shape for r in rows], dtype="i8"), at, None)
+            self._extend(g, key, flat, h5py.vlen_dtype(base), at, dk)
+            return
         arr = np.asarray(plain(values) if isinstance(values, list) and values
                          and isinstance(values[0], str) else values)
         if arr.dtype.kind in "OUS":
@@ -149,9 +160,15 @@ class NexusWriter(ExportWriter):
             dtype: Any = _STR
         else:
             dtype = arr.dtype
+        self._extend(g, key, arr, dtype, at, dk)
+
+    def _extend(self, g: h5py.Group, key: str, arr: np.ndarray, dtype: Any, at: int,
+                dk: dict | None) -> None:
+        """Append ``arr``'s rows to dataset ``key`` at row ``at``, creating it on first use."""
         name = _h5name(key)
         if name not in g:
-            fill = np.nan if arr.dtype.kind == "f" else (b"" if dtype is _STR else 0)
+            fill = (np.nan if arr.dtype.kind == "f" else b"" if dtype is _STR
+                    else None if arr.dtype.kind == "O" else 0)
             row = int(np.prod(arr.shape[1:], dtype=np.int64)) * max(arr.dtype.itemsize, 8)
             chunk_rows = max(1, min(1024, (1 << 16) // max(row, 1)))  # ~64 kB chunks
             ds = g.create_dataset(name, shape=(0, *arr.shape[1:]), maxshape=(None, *arr.shape[1:]),

@@ -50,6 +50,11 @@ def declared_shape(data_key: dict) -> tuple:
     return tuple(data_key.get("shape") or ())
 
 
+def is_variable(data_key: dict) -> bool:
+    """Whether the key's values differ in shape from event to event (None or -1 in its shape)."""
+    return any(s is None or (isinstance(s, int) and s < 0) for s in declared_shape(data_key))
+
+
 def declared_dtype(data_key: dict, sample: Any = None) -> np.dtype:
     """The numpy dtype a column has for users (what read() returns)."""
     dn = data_key.get("dtype_numpy")
