@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("kill", "points", "concurrency", "scale"), action="append")
     ap.add_argument("--scale-events", type=int, help="scalar events (default 50,000 quick, 1,000,000 full)")
     ap.add_argument("--scale-gb", type=float, help="image run size in GB (default 0.25 quick, 20 full)")
-    ap.add_argument("--kills", type=int, help="writer kills (default 20 quick, 200 full)")
+    ap.add_argument("--kills", type=int, help="writer kills (default 50 quick, 200 full)")
     ap.add_argument("--seconds", type=float, help="concurrency run time (default 15 quick, 60 full)")
     ap.add_argument("--events", type=int, default=300, help="events per run in the concurrency test")
     ap.add_argument("--dir", help="work directory (default: a temporary one, removed)")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "kill" in only:
             from .kill import campaign
-            kills = args.kills or (20 if args.quick else 200)
+            kills = args.kills or (50 if args.quick else 200)
             t0 = time.monotonic()
             t = campaign(f"{work}/kill", kills, seed=int(time.time()) % 10000, verbose=False)
             figures["kill"] = {"kills": t.kills, "unreadable_files": t.corrupt,

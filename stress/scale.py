@@ -96,8 +96,11 @@ def check(result: dict) -> list[str]:
     for task in ("read_scalar", "read_image"):
         if not result[task].get("check"):
             problems.append(f"scale: {task} read back wrong values")
-    for task, limit in (("write_scalar", 400), ("read_scalar", 400), ("write_image", 400),
-                        ("read_image", 400)):
+    # Limits below the quick image run's own size (0.25 GB): a path that held the whole
+    # stack in memory fails even at CI size. Writing may hold its 64 MB buffer; reading
+    # lazily holds a couple of ~32 MB chunks.
+    for task, limit in (("write_scalar", 150), ("read_scalar", 150), ("write_image", 200),
+                        ("read_image", 160)):
         if result[task]["added_mb"] > limit:
             problems.append(f"scale: {task} added {result[task]['added_mb']:.0f} MB of memory "
                             f"(limit {limit} MB: memory must stay flat)")
