@@ -97,3 +97,20 @@ class CatalogNotFound(DatabrokerLiteError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class PackError(DatabrokerLiteError, OSError):
+    """A pack or document file is incomplete, corrupt, unsafe, or cannot be written."""
+
+
+class ImportFailed(PackError):
+    """Some runs of an import could not be read or stored; the others were imported.
+
+    ``report`` is the :class:`~databroker_lite.pack.UnpackReport` of what was done,
+    ``failed`` maps each failed source (file, and run uid where known) to the reason.
+    """
+
+    def __init__(self, message: str, report: object = None, failed: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+        self.failed = dict(failed or {})

@@ -154,7 +154,8 @@ def test_pack_again_adds_only_new_runs(source, tmp_path):
 def test_interrupted_pack_resumes(source, tmp_path, monkeypatch):
     cat, uids, ad_uid, _ = source
     dest = tmp_path / "p"
-    real = P._copy_hashed
+    from databroker_lite.pack import files as pack_files
+    real = pack_files.copy_hashed
     calls = []
 
     def failing(src, dst, progress=None):
@@ -163,12 +164,12 @@ def test_interrupted_pack_resumes(source, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the user pressed Ctrl-C mid-pack
         return real(src, dst, progress)
 
-    monkeypatch.setattr(P, "_copy_hashed", failing)
+    monkeypatch.setattr(pack_files, "copy_hashed", failing)
     with pytest.raises(KeyboardInterrupt):
         P.pack(cat, dest, all=True, quiet=True)
     assert not (dest / "manifest.json").exists()
     assert not [p for p in dest.rglob("*") if ".partial-" in p.name]
-    monkeypatch.setattr(P, "_copy_hashed", real)
+    monkeypatch.setattr(pack_files, "copy_hashed", real)
     report = P.pack(cat, dest, all=True, quiet=True)
     assert report.files_reused == 2
     assert P.verify(dest).ok
@@ -180,15 +181,17 @@ def test_pack_killed_midway_then_finished(source, tmp_path):
     cat, *_ = source
     dest = tmp_path / "p"
     script = textwrap.dedent(f"""
-        import time, databroker_lite.packing as P
-        real = P._copy_hashed
+        import time
+        import databroker_lite.packing as P
+        from databroker_lite.pack import files as F
+        real = F.copy_hashed
         calls = []
         def slow(src, dst, progress=None):
             calls.append(src)
             if len(calls) == 2:  # the first file is in place and journaled: wait to be killed
                 time.sleep(60)
             return real(src, dst, progress)
-        P._copy_hashed = slow
+        F.copy_hashed = slow
         P.pack({str(cat.directory)!r}, {str(dest)!r}, all=True, quiet=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
