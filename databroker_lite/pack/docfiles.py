@@ -73,13 +73,13 @@ def _check(value: Any, depth: int = 0) -> None:
             if not isinstance(k, str):
                 raise _Bad(f"key {k!r} is not a string")
             _check(v, depth + 1)
+    elif isinstance(value, msgpack.ExtType):  # a namedtuple: before the tuple test
+        raise _Bad(f"it holds a msgpack extension value (type {value.code}), which this cannot read")
     elif isinstance(value, (list, tuple)):
         for v in value:
             _check(v, depth + 1)
     elif isinstance(value, (bytes, bytearray)):
         raise _Bad(f"it holds raw bytes ({bytes(value[:16])!r}...), which no document field can be")
-    elif isinstance(value, msgpack.ExtType):
-        raise _Bad(f"it holds a msgpack extension value (type {value.code}), which this cannot read")
     elif not (value is None or isinstance(value, (str, int, float, complex, np.ndarray))):
         raise _Bad(f"it holds a {type(value).__name__}")
 

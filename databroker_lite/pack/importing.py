@@ -110,7 +110,7 @@ def import_documents(src: str | os.PathLike, catalog: Catalog | str | os.PathLik
             except PackError as exc:
                 report.failed[f"{path} (run {uid})"] = str(exc)
     if report.failed:
-        lines = "\n".join(f"  {k}: {v}" for k, v in report.failed.items())
+        lines = "\n".join(f"  {v}" for v in report.failed.values())  # each names its file
         raise ImportFailed(f"{src}: {len(report.failed)} file(s) or run(s) could not be imported; "
                            f"the others were ({len(report.added)} added, "
                            f"{len(report.skipped_identical)} identical skipped, "

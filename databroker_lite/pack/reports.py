@@ -92,4 +92,4 @@ class UnpackReport:
         if self.name:
             s += f"; catalog {self.name!r}"
         s += "".join(f"\n  conflict (kept the existing one): {c}" for c in self.conflicts)
-        return s + "".join(f"\n  failed: {k}: {v}" for k, v in self.failed.items())
+        return s + "".join(f"\n  failed: {v}" for v in self.failed.values())  # each names its file
