@@ -129,11 +129,15 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
     clean_partials(target, {d for _, d in externals} | {d for _, _, d in copies}
                    | {os.path.join(target, CATALOG_CONFIG)})
     merge_root_map(target, root_map)
-    for s, d in externals:
-        copy_hashed(s, d)
-    for uid, s, d in copies:
-        copy_hashed(s, d)
-        report.added.append(uid)
+    from tqdm.auto import tqdm
+    total = sum(os.path.getsize(s) for s, _ in externals) + sum(os.path.getsize(s) for _, s, _ in copies)
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unpack",
+              disable=quiet or not total) as bar:
+        for s, d in externals:  # the external files first: a listed run can read its data
+            copy_hashed(s, d, bar)
+        for uid, s, d in copies:
+            copy_hashed(s, d, bar)
+            report.added.append(uid)
     open_catalog(target).refresh()
     config.install_catalog(target, name)
     return report
