@@ -125,8 +125,9 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
     if dry_run:
         report.seconds = time.perf_counter() - t0
         return report
+    if os.path.isdir(os.path.join(dest, INDEX_DIR)):  # a pack (perhaps unfinished) is there
+        report.cleaned = clean_partials(dest)
     os.makedirs(os.path.join(dest, INDEX_DIR), exist_ok=True)
-    report.cleaned = clean_partials(dest)
     journal = _load_journal(dest)
     old_entries = {e["path"]: e for e in old_man["files"]} if old_man else {}
     entries: dict[str, dict] = dict(old_entries)
