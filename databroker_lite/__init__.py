@@ -1,6 +1,7 @@
 """databroker_lite: Bluesky runs in HDF5 files, read back as xarray, no server needed."""
 from __future__ import annotations
 
+from . import queries
 from .catalogs import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
 from .config import as_catalog, catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
 from .errors import (
@@ -15,6 +16,8 @@ from .errors import (
     MissingExternalFile,
     MissingHandler,
     ReadOnlyCatalog,
+    RecentRunNotFound,
+    RunFileUnreadable,
     RunNotFound,
     ShapeMismatch,
     StreamNotFound,
@@ -31,7 +34,7 @@ from .packing import (
     unpack,
     verify,
 )
-from .query import ScanID, ScanIDRange, TimeRange
+from .queries import ScanID, ScanIDRange, TimeRange
 from .run import Run
 from .storage.handlers import register_handler
 from .stream import Stream
@@ -56,8 +59,8 @@ __all__ = [
     "AmbiguousKey", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
     "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidCatalogName", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
-    "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",
-    "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
+    "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "RecentRunNotFound", "Run",
+    "RunFileUnreadable", "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
     "TimeRange", "UnsupportedLayout", "catalog", "from_uri", "install_catalog", "open_catalog",
-    "register_handler", "temp", "uninstall_catalog",
+    "queries", "register_handler", "temp", "uninstall_catalog",
 ]

@@ -42,6 +42,22 @@ class AmbiguousKey(RunNotFound):
         self.candidates = candidates
 
 
+class RecentRunNotFound(RunNotFound, IndexError):
+    """``cat[-k]`` with k larger than the number of runs (also an ``IndexError``)."""
+
+
+class RunFileUnreadable(RunNotFound):
+    """The run looked up is (or may be) in a run file that could not be read.
+
+    ``files`` maps each such file (a path) to the reason; ``cat.bad_files`` lists every
+    file of the catalog that could not be read.
+    """
+
+    def __init__(self, message: str, files: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.files = dict(files or {})
+
+
 class StreamNotFound(DatabrokerLiteError, KeyError):
     """A run has no stream of that name."""
 

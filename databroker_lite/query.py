@@ -6,14 +6,11 @@ are built from quoted key parts, so no key or value can change the SQL.
 from __future__ import annotations
 
 import json
-import numbers
 import re
 import signal
 import threading
 import warnings
 from collections.abc import Mapping
-from datetime import date, datetime
-from datetime import timezone as _tz
 from typing import Any
 
 from .errors import InvalidQuery
@@ -41,6 +38,17 @@ def _addressable(key: str) -> bool:
     return '"' not in key
 
 
+def split_key(key: str) -> tuple[str, str]:
+    """The document a key addresses and the key within it.
+
+    ``"stop.exit_status"`` is the stop document's ``exit_status``; ``"start.x"`` (as
+    databroker 2 clients spell it) and a plain ``"x"`` are the start document's.
+    """
+    if key.startswith("stop.") and len(key) > 5:
+        return "stop", key[5:]
+    return "start", key
+
+
 class _Compiler:
     """Builds one WHERE clause. Every ``?`` is created by ``p()`` at the very place it
     appears in the SQL text (f-strings evaluate left to right), so parameters always
@@ -50,7 +58,7 @@ class _Compiler:
         self.params: list[Any] = []
 
     def p(self, value: Any) -> str:
-        self.params.append(value)
+        self.params.append(sql_value(value))
         return "?"
 
     def compile(self, query: Mapping) -> str:
@@ -77,8 +85,9 @@ class _Compiler:
         """SQL for the key's value (NULL when absent)."""
         if key in COLUMNS:
             return COLUMNS[key]
+        doc, key = split_key(key)
         path = json_path(key)
-        return f"json_extract(start, {self.p(path)})" if _addressable(key) else "NULL"
+        return f"json_extract({doc}, {self.p(path)})" if _addressable(key) else "NULL"
 
     def _type(self, key: str) -> str:
         """SQL for the key's JSON type ('integer', 'real', 'text', 'array', ...; NULL when absent)."""
@@ -86,10 +95,13 @@ class _Compiler:
             col = COLUMNS[key]
             return (f"(CASE WHEN {col} IS NULL THEN NULL WHEN typeof({col})='integer' THEN 'integer' "
                     f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)")
+        doc, key = split_key(key)
         path = json_path(key)
-        return f"json_type(start, {self.p(path)})" if _addressable(key) else "NULL"
+        return f"json_type({doc}, {self.p(path)})" if _addressable(key) else "NULL"
 
     def field(self, key: str, cond: Any) -> str:
+        if key.startswith("start.") and len(key) > 6:
+            key = key[6:]  # the start document, named explicitly
         if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
             unknown = set(cond) - _OPS
             if unknown:
@@ -115,10 +127,11 @@ class _Compiler:
             return "0"
         # A string can only match if its JSON form appears in the stored start document:
         # instr() skips most rows without parsing their JSON, which json_extract must do.
-        prefilter = f"instr(start, {self.p(json.dumps(value))}) > 0 AND " if isinstance(value, str) else ""
+        doc, sub = split_key(key)
+        prefilter = f"instr({doc}, {self.p(json.dumps(value))}) > 0 AND " if isinstance(value, str) else ""
         return (f"({prefilter}(({self._typed(value, self._type(key))} AND {self._val(key)} = {self.p(value)}) OR "
                 f"({self._type(key)} = 'array' AND EXISTS (SELECT 1 FROM "
-                f"json_each(start, {self.p(json_path(key))}) WHERE value = {self.p(value)} AND "
+                f"json_each({doc}, {self.p(json_path(sub))}) WHERE value = {self.p(value)} AND "
                 f"{self._typed(value, 'type')}))))")
 
     def _typed(self, value: Any, typ: str) -> str:
@@ -181,10 +194,24 @@ def _regex_flags(options: str) -> int:
     return flags
 
 
+_INT64 = 2**63
+
+
+def sql_value(value: Any) -> Any:
+    """A value as SQLite can hold it: an integer beyond 64 bits becomes a float
+    (infinite beyond a float's range), as SQLite's JSON functions read such numbers."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        try:
+            return float(value)
+        except OverflowError:
+            return float("inf") if value > 0 else float("-inf")
+    return value
+
+
 def _normalise(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         value = value.item()  # numpy scalar
-    return value
+    return sql_value(value)
 
 
 _regex_cache: dict[tuple[str, int], re.Pattern | None] = {}
@@ -302,65 +329,5 @@ def compile_query(query: Mapping) -> tuple[str, list[Any]]:
     return sql, c.params
 
 
-# --- helpers users build queries with ----------------------------------------
-
-def _to_timestamp(value: Any, tz: str | None) -> float:
-    if value is None:
-        raise InvalidQuery("a time bound is None")
-    if isinstance(value, bool):
-        raise InvalidQuery(f"cannot use {value!r} as a time")
-    if isinstance(value, numbers.Real):  # epoch seconds, numpy scalars included
-        return float(value)
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):  # a whole day starts at midnight
-        dt = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):  # UTC; fromisoformat reads "Z" only from Python 3.11
-            text = text[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidQuery(f"cannot read {value!r} as a date/time; use ISO format like "
-                               "'2021-12-06' or '2021-12-06 15:46'") from None
-    else:
-        raise InvalidQuery(f"cannot use {value!r} as a time")
-    if dt.tzinfo is None:
-        if tz:
-            from zoneinfo import ZoneInfo
-            dt = dt.replace(tzinfo=ZoneInfo(tz))
-        else:
-            dt = dt.astimezone()  # local time, like databroker
-    return dt.astimezone(_tz.utc).timestamp()
-
-
-class TimeRange(dict):
-    """Runs whose start time is in ``[since, until)``; dates, ISO strings or epoch seconds."""
-
-    def __init__(self, since: Any = None, until: Any = None, timezone: str | None = None) -> None:
-        cond = {}
-        if since is not None:
-            cond["$gte"] = _to_timestamp(since, timezone)
-        if until is not None:
-            cond["$lt"] = _to_timestamp(until, timezone)
-        if "$gte" in cond and "$lt" in cond and cond["$gte"] > cond["$lt"]:
-            raise InvalidQuery(f"TimeRange since={since!r} is after until={until!r}")
-        super().__init__({"time": cond} if cond else {})
-        self.since, self.until, self.timezone = since, until, timezone
-
-
-class ScanID(dict):
-    """Runs with any of these scan_ids: ``ScanID(101, 102)``."""
-
-    def __init__(self, *scan_ids: int) -> None:
-        ids = [int(s) for s in scan_ids]
-        super().__init__({"scan_id": {"$in": ids}})
-        self.scan_ids = ids
-
-
-class ScanIDRange(dict):
-    """Runs with ``start <= scan_id < stop``."""
-
-    def __init__(self, start: int, stop: int) -> None:
-        super().__init__({"scan_id": {"$gte": int(start), "$lt": int(stop)}})
+# the helpers moved to databroker_lite.queries; this import path keeps working
+from .queries import ScanID, ScanIDRange, TimeRange  # noqa: E402,F401

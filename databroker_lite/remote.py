@@ -21,6 +21,8 @@ from .errors import (
     CatalogNotFound,
     DatabrokerLiteError,
     InvalidQuery,
+    RecentRunNotFound,
+    RunFileUnreadable,
     RunNotFound,
     StreamNotFound,
 )
@@ -43,6 +45,7 @@ class OutOfRange(DatabrokerLiteError, IndexError):
 _ERRORS: dict[str, type[Exception]] = {
     "RunNotFound": RunNotFound, "StreamNotFound": StreamNotFound,
     "InvalidQuery": InvalidQuery, "IndexError": OutOfRange,
+    "RecentRunNotFound": RecentRunNotFound, "RunFileUnreadable": RunFileUnreadable,
 }
 
 
