@@ -247,6 +247,7 @@ def test_errors_carry_the_servers_message(server, remote) -> None:
 def test_stock_tiled_client_browses_and_reads(server) -> None:
     from tiled.client import from_uri
     from tiled.queries import Key
+
     from databroker_lite.remote import _plain_clients
     url, local = server
     client = from_uri(url, api_key=KEY, remember_me=False, structure_clients=_plain_clients())
