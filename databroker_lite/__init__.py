@@ -7,8 +7,10 @@ from .config import as_catalog, catalog, install_catalog, uninstall_catalog  # s
 from .errors import (
     AmbiguousKey,
     CatalogError,
+    CatalogNotFound,
     CorruptRunFile,
     DatabrokerLiteError,
+    ExportError,
     ExternalDataError,
     InvalidCatalogName,
     InvalidDocument,
@@ -54,7 +56,7 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
 
 __all__ = [
     "as_catalog",
-    "AmbiguousKey", "ArrayColumn", "Catalog", "CatalogError", "CatalogWriter", "CorruptRunFile",
+    "AmbiguousKey", "ArrayColumn", "Catalog", "CatalogError", "CatalogNotFound", "ExportError", "CatalogWriter", "CorruptRunFile",
     "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidCatalogName", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
     "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "ReadOnlyCatalog", "Run",

@@ -99,6 +99,14 @@ class CatalogNotFound(DatabrokerLiteError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ExportError(DatabrokerLiteError, OSError):
+    """An export cannot be written: the destination is unusable, or the runs do not fit it."""
+
+
+class UnknownExportFormat(ExportError, ValueError):
+    """An export format other than csv, json, spec or nexus."""
+
+
 class PackError(DatabrokerLiteError, OSError):
     """A pack or document file is incomplete, corrupt, unsafe, or cannot be written."""
 
