@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale-events", type=int, help="scalar events (default 200,000 quick, 4,000,000 full)")
     ap.add_argument("--scale-gb", type=float, help="image run size in GB (default 0.25 quick, 20 full)")
     ap.add_argument("--kills", type=int, help="writer kills (default 50 quick, 200 full)")
+    ap.add_argument("--seed", type=int, help="seed of the kill campaign (default: from the clock, printed)")
     ap.add_argument("--seconds", type=float, help="concurrency run time (default 15 quick, 60 full)")
     ap.add_argument("--events", type=int, default=300, help="events per run in the concurrency test")
     ap.add_argument("--dir", help="work directory (default: a temporary one, removed)")
@@ -40,13 +41,15 @@ def main(argv: list[str] | None = None) -> int:
             from .kill import campaign
             kills = args.kills or (50 if args.quick else 200)
             t0 = time.monotonic()
-            t = campaign(f"{work}/kill", kills, seed=int(time.time()) % 10000, verbose=False)
-            figures["kill"] = {"kills": t.kills, "unreadable_files": t.corrupt,
+            seed = args.seed if args.seed is not None else int(time.time()) % 10000
+            print(f"kill: seed {seed} (again: python -m stress --only kill --seed {seed})", flush=True)
+            t = campaign(f"{work}/kill", kills, seed=seed, verbose=False)
+            figures["kill"] = {"seed": seed, "kills": t.kills, "unreadable_files": t.corrupt,
                                "interrupted_runs": t.interrupted, "finished_runs_checked": t.finished_checked,
                                "events_checked": t.events_checked, "seconds": round(time.monotonic() - t0, 1)}
-            problems += t.failures
+            problems += [f"{f} (seed {seed})" for f in t.failures]
             if t.corrupt:
-                problems.append(f"{t.corrupt} run file(s) unreadable after a kill")
+                problems.append(f"{t.corrupt} run file(s) unreadable after a kill (seed {seed})")
             print(f"kill: {json.dumps(figures['kill'])}", flush=True)
         if "points" in only:
             from .kill import kill_points
