@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import queries
 from .catalogs import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
+from .column import ArrayColumn
 from .config import as_catalog, catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
 from .errors import (
     AmbiguousKey,
@@ -59,7 +60,7 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
 
 __all__ = [
     "as_catalog",
-    "AmbiguousKey", "Catalog", "CatalogError", "CatalogNotFound", "ExportError", "CatalogWriter", "CorruptRunFile",
+    "AmbiguousKey", "ArrayColumn", "Catalog", "CatalogError", "CatalogNotFound", "ExportError", "CatalogWriter", "CorruptRunFile",
     "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidCatalogName", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
     "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "NoRunsMatch", "ReadOnlyCatalog",
