@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from . import documents as _docs
 from .dialects import PostgresDialect, pg_json
 from .errors import CatalogError, InvalidQuery
-from .index import SCHEMA_VERSION, Index
+from .index import SCHEMA_VERSION, Index, _time
+from .query import sql_value
 
 try:
     import psycopg
@@ -207,28 +208,33 @@ class PostgresIndex(Index):
                                f"reindex {self.directory}' rebuilds the index once this is "
                                "fixed") from exc
 
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
+        self.conn.execute("INSERT INTO bad_files VALUES (?, ?, ?, ?) ON CONFLICT (file) DO UPDATE "
+                          "SET mtime_ns = EXCLUDED.mtime_ns, size = EXCLUDED.size, "
+                          "error = EXCLUDED.error", (file, mtime_ns, size, _text(error)))
+
     def _record_bad(self, file: str, mtime_ns: int, size: int, error: str) -> bool:
         if self.conn.execute("SELECT 1 FROM runs WHERE file = ?", (file,)).fetchone():
             return False
-        self.conn.execute("INSERT INTO bad_files VALUES (?, ?, ?, ?) ON CONFLICT (file) DO UPDATE "
-                          "SET mtime_ns = EXCLUDED.mtime_ns, size = EXCLUDED.size, "
-                          "error = EXCLUDED.error", (file, mtime_ns, size, error.replace("\x00", "")))
+        self._put_bad(file, mtime_ns, size, error)
         return True
 
     def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
                 mtime_ns: int, size: int) -> None:
         scan_id = start.get("scan_id")
-        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str, type(None))):
+        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str)):
             scan_id = None
+        else:  # as SQLite holds it (a huge int as a float), so look-ups agree
+            scan_id = pg_json(sql_value(scan_id))
         plan = start.get("plan_name")
+        status = None if stop is None else stop.get("exit_status")
         conn = self.conn
         conn.execute("DELETE FROM runs WHERE uid = ? OR file = ?", (start["uid"], file))
         conn.execute(
             "INSERT INTO runs VALUES (?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?::jsonb)",
-            (start["uid"], None if scan_id is None else json.dumps(pg_json(scan_id)),
-             float(start.get("time", 0.0)),
-             None if stop is None else float(stop.get("time", 0.0)),
-             None if stop is None else _text(stop.get("exit_status")),
+            (start["uid"], None if scan_id is None else json.dumps(scan_id),
+             _time(start), None if stop is None else _time(stop),
+             _text(status) if isinstance(status, str) else None,
              _text(plan) if isinstance(plan, str) else None,
              json.dumps(list(streams)), file, mtime_ns, size,
              _jsonb(start), None if stop is None else _jsonb(stop)))

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .column import ArrayColumn
 from .errors import ExternalDataError, StreamNotFound
 from .storage import Column, Segment
 from .storage.handlers import (
@@ -105,6 +106,21 @@ class Stream:
 
     def fields(self) -> list[str]:
         return list(self._reader.columns(self.name))
+
+    # --- one column as an array ---------------------------------------------
+    def __getitem__(self, key: str) -> ArrayColumn:
+        """One data key as an :class:`~databroker_lite.ArrayColumn`: ``stream["img"][3]``
+        reads event 3's frame straight from its file, no dask or xarray involved."""
+        col = self._select(key)[key] if isinstance(key, str) else None
+        if col is None:
+            raise TypeError(f"look up a column by its data key (str), not {type(key).__name__}")
+        return ArrayColumn(self, key, col)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fields())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._reader.columns(self.name)
 
     # --- reading -----------------------------------------------------------
     def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
@@ -303,23 +319,10 @@ class Stream:
 
     @property
     def config(self) -> Mapping[str, xr.Dataset]:
-        """Configuration readings by object: one row per descriptor."""
-        objs: dict[str, list] = {}
-        for seg in self.segments:
-            for obj in seg.descriptor.get("configuration", {}):
-                objs.setdefault(obj, [])
-        out = {}
-        for obj in objs:
-            rows = [s.descriptor.get("configuration", {}).get(obj, {}) for s in self.segments]
-            keys = list(dict.fromkeys(k for r in rows for k in r.get("data", {})))
-            data = {}
-            for k in keys:
-                vals = [r.get("data", {}).get(k, np.nan) for r in rows]
-                arr = np.asarray(vals)
-                data[k] = (("time", *(f"{k}_dim_{i}" for i in range(arr.ndim - 1))), arr)
-            times = [s.descriptor.get("time", np.nan) for s in self.segments]
-            out[obj] = _xr().Dataset(data, coords={"time": ("time", np.asarray(times, dtype=float))})
-        return out
+        """Configuration readings by device: ``config["det"]`` is a Dataset with one row per
+        descriptor (``config["det"].read()``, databroker's spelling, works too)."""
+        from .configuration import config_datasets
+        return config_datasets(self.descriptors)
 
     def _repr_html_(self) -> str:
         from .html import stream_html

@@ -1,8 +1,12 @@
 """Shared fixtures: small real runs built with event_model.compose_run or a bluesky RunEngine."""
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import event_model
@@ -55,6 +59,35 @@ def make_run_docs(n_events: int = 5, *, metadata: dict | None = None,
     return docs
 
 
+def ad_hdf5_run(cat: databroker_lite.Catalog, root: str, scan_id: int = 50, frames: int = 4,
+                frame_shape: tuple[int, int] = (6, 5), time: float | None = None) -> tuple[str, np.ndarray]:
+    """Insert a run whose images live in an AD_HDF5 file under ``root``; (uid, the frames)."""
+    import h5py
+    from event_model import compose_run
+
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    data = np.arange(frames * frame_shape[0] * frame_shape[1], dtype="u2").reshape(frames, *frame_shape)
+    with h5py.File(os.path.join(root, "img", f"{scan_id}.h5"), "w") as f:
+        f.create_dataset("entry/data/data", data=data)
+    b = compose_run(metadata={"scan_id": scan_id, "plan_name": "count"},
+                    **({} if time is None else {"time": time}))
+    cat.insert("start", b.start_doc)
+    res = b.compose_resource(spec="AD_HDF5", root=root, resource_path=f"img/{scan_id}.h5",
+                             resource_kwargs={"frame_per_point": 1})
+    cat.insert("resource", res.resource_doc)
+    d = b.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": list(frame_shape), "source": "img", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", d.descriptor_doc)
+    for i in range(frames):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 0.0},
+                                            filled={"img": False}))
+    cat.insert("stop", b.compose_stop())
+    return b.start_doc["uid"], data
+
+
 def insert_all(cat: databroker_lite.Catalog, docs: list[tuple[str, dict]]) -> None:
     """Give every document to ``cat.writer``."""
     for name, doc in docs:
@@ -103,6 +136,47 @@ def hw():
     """ophyd.sim simulated hardware (``hw.det``, ``hw.motor``, ``hw.img``, ...)."""
     from ophyd.sim import hw as _hw
     return _hw()
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
+    """``databroker-lite serve CATALOGS`` in a subprocess on a free loopback port; yields its URL."""
+    import httpx
+    (tmp / "key").write_text(api_key + "\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(tmp / "server.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
+                                 "--port", url.rsplit(":", 1)[1], "--api-key-file",
+                                 str(tmp / "key")], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(240):  # the server imports tiled: up to a minute on a busy machine
+                if proc.poll() is not None:
+                    break
+                try:
+                    httpx.get(f"{url}/api/v1/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.25)
+            else:
+                pytest.fail("the server did not answer within a minute")
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"the server exited: {log.read()}")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @pytest.fixture(scope="session")
