@@ -286,8 +286,23 @@ def _as_mongo(query: Any) -> dict:
                                      "supported on a databroker_lite catalog")
 
 
+def _no_deep_search(self: Any, max_depth: int | None = None) -> Any:
+    # tiled's MapAdapter.search_deep walks every run, stream and column (opening every
+    # file) and, from a root of several catalogs, would walk past their access filters.
+    raise NotImplementedError("deep search is not served: it would open every run; "
+                              "search a catalog instead (its index answers)")
+
+
+class CatalogsAdapter(MapAdapter):
+    """Several catalogs side by side, by name."""
+
+    search_deep = _no_deep_search
+
+
 class CatalogAdapter(MapAdapter):
     """A catalog: runs by uid, oldest first; searchable with our queries and tiled's."""
+
+    search_deep = _no_deep_search
 
     def search(self, query: Any) -> CatalogAdapter:
         runs: _Runs = self._mapping
