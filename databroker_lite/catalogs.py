@@ -234,6 +234,7 @@ class CatalogWriter:
         _OPEN_WRITERS.add(self)
 
     def __call__(self, name: str, doc: Mapping) -> None:
+        doc = _docs.normalize(name, doc)
         _docs.validate(name, doc, run_uid=self._run_uid_of(name, doc))
         getattr(self, "_" + name)(doc)
 

@@ -24,6 +24,55 @@ DOCUMENT_NAMES = (
 )
 
 
+#: Mimetypes of the specs legacy stream resources name (the ones bluesky's TiledWriter
+#: maps to HDF5); any other spec becomes application/octet-stream, as there.
+_HDF5_SPECS = frozenset({
+    "HDF5", "AD_HDF5", "AD_HDF5_SINGLE", "AD_HDF5_SWMR", "AD_HDF5_SWMR_STREAM",
+    "AD_HDF5_SWMR_SLICE", "AD_HDF5_GERM", "ADHDF5_SWMR", "PIL100k_HDF5", "XSP3", "XPS3",
+    "XSP3_BULK", "XSP3_STEP", "PANDA", "ROI_HDF5_FLY", "ROI_HDF51_FLY", "SIS_HDF51_FLY_STREAM_V1",
+    "MERLIN_FLY_STREAM_V2", "MERLIN_HDF5_BULK", "TPX_HDF5", "EIGER2_STREAM", "NPY_SEQ_HDF5",
+    "HDF5_STREAM", "hdf5",
+})
+_SPEC_MIMETYPES = {"AD_TIFF": "multipart/related;type=image/tiff",
+                   "PIZZABOX_ENC_FILE_TXT_PD": "text/csv"}
+
+
+def stream_resource_mimetype(spec: str) -> str:
+    """The mimetype of a legacy stream resource's ``spec``."""
+    if spec in _HDF5_SPECS:
+        return "application/x-hdf5"
+    return _SPEC_MIMETYPES.get(spec, "application/octet-stream")
+
+
+def normalize(name: str, doc: Any) -> Any:
+    """A document in the current event-model schema; other documents are returned as they are.
+
+    Legacy stream_resource documents (``spec``, ``root``, ``resource_path``,
+    ``resource_kwargs`` and no ``mimetype``, as ophyd-async before 0.5 wrote them) get
+    ``mimetype``, ``uri`` and ``parameters`` the way bluesky's TiledWriter derives them
+    (``path`` in the parameters of an HDF5 resource is named ``dataset``). Their legacy
+    fields are kept, so nothing the producer sent is lost.
+    """
+    if name != "stream_resource" or not isinstance(doc, Mapping) or "mimetype" in doc:
+        return doc
+    if not isinstance(doc.get("spec"), str):
+        return doc  # validation will say what is missing
+    out = dict(doc)
+    out["mimetype"] = stream_resource_mimetype(doc["spec"])
+    params = dict(doc.get("resource_kwargs") or {}) if isinstance(doc.get("resource_kwargs", {}), Mapping) else {}
+    if isinstance(doc.get("parameters"), Mapping):
+        params.update(doc["parameters"])
+    if out["mimetype"] == "application/x-hdf5" and "dataset" not in params and "path" in params:
+        params["dataset"] = params.pop("path")
+    out["parameters"] = params
+    if "uri" not in doc:
+        root = str(doc.get("root") or "").strip("/")
+        rel = str(doc.get("resource_path") or "").strip("/")
+        path = "/".join(p for p in (root, rel) if p)
+        out["uri"] = "file://localhost/" + path
+    out.setdefault("data_key", "")
+    return out
+
 
 def doc_uid(name: str, doc: Mapping) -> str | None:
     """The identifier a document carries, for error messages."""

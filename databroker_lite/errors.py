@@ -42,6 +42,11 @@ class AmbiguousKey(RunNotFound):
         self.candidates = candidates
 
 
+class NoRunsMatch(RunNotFound):
+    """A query (or time range) that a pack, an export or a command needs runs from matches
+    none; the message names the keys the catalog's runs have."""
+
+
 class StreamNotFound(DatabrokerLiteError, KeyError):
     """A run has no stream of that name."""
 
@@ -97,6 +102,14 @@ class CatalogNotFound(DatabrokerLiteError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ExportError(DatabrokerLiteError, OSError):
+    """An export cannot be written: the destination is unusable, or the runs do not fit it."""
+
+
+class UnknownExportFormat(ExportError, ValueError):
+    """An export format other than csv, json, spec or nexus."""
 
 
 class PackError(DatabrokerLiteError, OSError):

@@ -29,10 +29,24 @@ def stream_html(stream: Stream) -> str:
             + _table(["column", "dtype", "shape per event", "external", "units"], rows) + "</div>")
 
 
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "?"
+
+
 def run_html(run: Run) -> str:
-    text = escape(repr(run))
-    parts = [f"<details open><summary><b>BlueskyRun</b> {escape(run.uid)}</summary>",
-             f"<pre>{text}</pre>"]
+    """The run at a glance: scan_id, plan, uid (once), how it ended, when, then each stream."""
+    start, stop = run.metadata["start"], run.metadata["stop"]
+    scan_id, plan = start.get("scan_id", "?"), start.get("plan_name") or "?"
+    status = stop.get("exit_status", "?") if stop else "(running or no stop)"
+    end = _when(stop.get("time")) if stop else "(no stop)"
+    rows = [["scan_id", scan_id], ["plan_name", plan], ["uid", run.uid],
+            ["exit_status", status], ["time", f"{_when(start.get('time'))} -- {end}"]]
+    rows += [[k, start[k]] for k in ("sample", "operator", "proposal_id") if k in start]
+    info = "".join(f"<tr><th style='text-align:left;padding:0 8px'>{escape(k)}</th>"
+                   f"<td style='padding:0 8px'>{escape(str(v))}</td></tr>" for k, v in rows)
+    parts = [f"<details open><summary><b>BlueskyRun</b> scan_id {escape(str(scan_id))} "
+             f"&middot; {escape(str(plan))} &middot; {escape(str(status))}</summary>",
+             f"<table style='{_STYLE}'>{info}</table>"]
     for name in run:
         parts.append(stream_html(run[name]))
     parts.append("</details>")

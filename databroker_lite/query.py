@@ -1,11 +1,10 @@
-"""MongoDB-style queries on start documents, compiled to SQLite.
+"""MongoDB-style queries on start documents, compiled to SQL (SQLite or PostgreSQL).
 
 Part of the index layer. Values always travel as bound parameters and JSON paths
 are built from quoted key parts, so no key or value can change the SQL.
 """
 from __future__ import annotations
 
-import json
 import numbers
 import re
 import signal
@@ -16,6 +15,7 @@ from datetime import date, datetime
 from datetime import timezone as _tz
 from typing import Any
 
+from .dialects import COLUMNS, Ref, SQLiteDialect, json_path
 from .errors import InvalidQuery
 
 try:  # the regular-expression parser, to spot catastrophic patterns before they run
@@ -23,31 +23,22 @@ try:  # the regular-expression parser, to spot catastrophic patterns before they
 except ImportError:  # pragma: no cover
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-# keys stored as their own indexed columns in the index
-COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
 _OPS = {"$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$ne", "$eq", "$exists", "$regex", "$options", "$not"}
 _CMP = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-
-def json_path(key: str) -> str:
-    """'sample.name' -> '$."sample"."name"' (SQLite JSON path, each part quoted)."""
-    if not key or any(part == "" for part in key.split(".")):
-        raise InvalidQuery(f"query key {key!r} is not a valid dotted key")
-    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in key.split("."))
-
-
-def _addressable(key: str) -> bool:
-    """Whether SQLite's JSON path syntax can name this key (it has no escape for '"')."""
-    return '"' not in key
+SQLITE = SQLiteDialect()
 
 
 class _Compiler:
-    """Builds one WHERE clause. Every ``?`` is created by ``p()`` at the very place it
-    appears in the SQL text (f-strings evaluate left to right), so parameters always
-    line up with their placeholders."""
+    """Builds one WHERE clause in one SQL dialect (see :mod:`databroker_lite.dialects`).
 
-    def __init__(self) -> None:
+    Every ``?`` is created by ``p()`` at the very place it appears in the SQL text
+    (f-strings evaluate left to right), so parameters always line up with their
+    placeholders.
+    """
+
+    def __init__(self, dialect: Any = None) -> None:
         self.params: list[Any] = []
+        self.d = dialect or SQLITE
 
     def p(self, value: Any) -> str:
         self.params.append(value)
@@ -65,29 +56,21 @@ class _Compiler:
                     raise InvalidQuery(f"{key} takes a non-empty list of queries")
                 subs = [self.compile(c) for c in cond]
                 joined = (" AND " if key == "$and" else " OR ").join(f"({s})" for s in subs)
-                parts.append(f"NOT COALESCE(({joined}), 0)" if key == "$nor" else f"({joined})")
+                parts.append(self.d.not_(joined) if key == "$nor" else f"({joined})")
             elif key.startswith("$"):
                 raise InvalidQuery(f"unknown top-level operator {key!r}; use $and, $or, $nor")
             else:
                 parts.append(self.field(key, cond))
-        return " AND ".join(parts) if parts else "1"
+        return " AND ".join(parts) if parts else self.d.true
 
     # --- one field: each call below adds its own parameter, in SQL-text order ----
-    def _val(self, key: str) -> str:
-        """SQL for the key's value (NULL when absent)."""
+    @staticmethod
+    def ref(key: str) -> Ref:
+        """Where the key's value lives (validating the key)."""
+        json_path(key)
         if key in COLUMNS:
-            return COLUMNS[key]
-        path = json_path(key)
-        return f"json_extract(start, {self.p(path)})" if _addressable(key) else "NULL"
-
-    def _type(self, key: str) -> str:
-        """SQL for the key's JSON type ('integer', 'real', 'text', 'array', ...; NULL when absent)."""
-        if key in COLUMNS:
-            col = COLUMNS[key]
-            return (f"(CASE WHEN {col} IS NULL THEN NULL WHEN typeof({col})='integer' THEN 'integer' "
-                    f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)")
-        path = json_path(key)
-        return f"json_type(start, {self.p(path)})" if _addressable(key) else "NULL"
+            return Ref(key, column=COLUMNS[key])
+        return Ref(key, parts=tuple(key.split(".")))
 
     def field(self, key: str, cond: Any) -> str:
         if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
@@ -104,51 +87,37 @@ class _Compiler:
 
     def eq(self, key: str, value: Any) -> str:
         value = _normalise(value)
-        json_path(key)  # validate the key even where no path is needed
+        ref = self.ref(key)
+        d = self.d
         if value is None:
-            return f"({self._type(key)} IS NULL OR {self._type(key)} = 'null')"
+            return f"({d.type_of(self, ref)} IS NULL OR {d.is_kind(d.type_of(self, ref), 'null')})"
         if isinstance(value, (list, dict)):
-            return f"({self._val(key)} = json({self.p(json.dumps(value))}))"
-        if key in COLUMNS:
-            return f"({self._val(key)} = {self.p(value)})"
-        if not _addressable(key):
-            return "0"
-        # A string can only match if its JSON form appears in the stored start document:
-        # instr() skips most rows without parsing their JSON, which json_extract must do.
-        prefilter = f"instr(start, {self.p(json.dumps(value))}) > 0 AND " if isinstance(value, str) else ""
-        return (f"({prefilter}(({self._typed(value, self._type(key))} AND {self._val(key)} = {self.p(value)}) OR "
-                f"({self._type(key)} = 'array' AND EXISTS (SELECT 1 FROM "
-                f"json_each(start, {self.p(json_path(key))}) WHERE value = {self.p(value)} AND "
-                f"{self._typed(value, 'type')}))))")
-
-    def _typed(self, value: Any, typ: str) -> str:
-        if isinstance(value, bool):
-            return f"{typ} IN ('true', 'false')"
-        if isinstance(value, (int, float)):
-            return f"{typ} IN ('integer', 'real')"
-        return f"{typ} = 'text'"
+            return d.eq_json(self, ref, value)
+        return d.eq_scalar(self, ref, value)
 
     def op(self, key: str, op: str, arg: Any, cond: Mapping) -> str:
-        # Negations use COALESCE(x, 0): SQL's NOT NULL is NULL, but a run without the key
-        # is "not equal" / "not in", as in MongoDB.
+        # Negations go through the dialect's not_(): a run without the key is "not
+        # equal" / "not in", as in MongoDB, although SQL's NOT NULL is NULL.
+        d = self.d
         if op == "$eq":
             return self.eq(key, arg)
         if op == "$ne":
-            return f"NOT COALESCE({self.eq(key, arg)}, 0)"
+            return d.not_(self.eq(key, arg))
         if op in ("$in", "$nin"):
             if not isinstance(arg, (list, tuple, set)):
                 raise InvalidQuery(f"{op} on {key!r} takes a list, got {arg!r}")
             if not arg:
-                return "0" if op == "$in" else "1"
+                return d.false if op == "$in" else d.true
             any_of = " OR ".join(self.eq(key, v) for v in arg)
-            return f"({any_of})" if op == "$in" else f"NOT COALESCE(({any_of}), 0)"
+            return f"({any_of})" if op == "$in" else d.not_(any_of)
         if op in _CMP:
             arg = _normalise(arg)
             if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
                 raise InvalidQuery(f"{op} on {key!r} compares numbers or strings, got {arg!r}")
-            return f"({self._typed(arg, self._type(key))} AND {self._val(key)} {_CMP[op]} {self.p(arg)})"
+            return d.compare(self, self.ref(key), _CMP[op], arg)
         if op == "$exists":
-            return f"({self._type(key)} IS NOT NULL)" if arg else f"({self._type(key)} IS NULL)"
+            ref = self.ref(key)
+            return f"({d.type_of(self, ref)} IS NOT NULL)" if arg else f"({d.type_of(self, ref)} IS NULL)"
         if op == "$regex":
             flags = _regex_flags(cond.get("$options", ""))
             pattern = arg.pattern if isinstance(arg, re.Pattern) else arg
@@ -165,12 +134,11 @@ class _Compiler:
             if risk:
                 raise InvalidQuery(f"$regex on {key!r}: {pattern!r} is refused: {risk}, which can "
                                    "take exponential time; rewrite it without that")
-            return (f"({self._type(key)} = 'text' AND "
-                    f"db_regexp({self.p(pattern)}, {self.p(flags)}, {self._val(key)}))")
+            return d.regex(self, self.ref(key), pattern, flags)
         if op == "$not":
             if not isinstance(arg, Mapping):
                 raise InvalidQuery(f"$not on {key!r} takes an operator dict")
-            return f"NOT COALESCE(({self.field(key, arg)}), 0)"
+            return d.not_(self.field(key, arg))
         raise InvalidQuery(f"unknown operator {op!r}")
 
 
@@ -295,9 +263,10 @@ def db_regexp(pattern: str, flags: int, value: Any) -> bool:
         return False
 
 
-def compile_query(query: Mapping) -> tuple[str, list[Any]]:
-    """A WHERE clause and its parameters for a MongoDB-style query on start documents."""
-    c = _Compiler()
+def compile_query(query: Mapping, dialect: Any = None) -> tuple[str, list[Any]]:
+    """A WHERE clause (``?`` placeholders) and its parameters for a MongoDB-style query on
+    start documents, in the given dialect (SQLite by default)."""
+    c = _Compiler(dialect)
     sql = c.compile(query)
     return sql, c.params
 

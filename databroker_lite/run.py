@@ -1,6 +1,7 @@
 """A run: its metadata, its streams and its documents."""
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -41,15 +42,30 @@ def _open_reader(path: str) -> RunReader:
 
 
 class StreamAttributes:
-    """``run.primary`` as a spelling of ``run["primary"]`` (local and remote runs)."""
+    """``run.primary`` as a spelling of ``run["primary"]`` (local and remote runs).
+
+    A name that is neither an attribute nor a stream (``run.canonical()``, a typo) is an
+    :class:`AttributeError` that says so and lists the streams, never a stream look-up error.
+    """
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
-            raise AttributeError(name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         try:
             return self[name]  # type: ignore[index]
-        except StreamNotFound as exc:
-            raise AttributeError(str(exc)) from None
+        except StreamNotFound:
+            pass
+        streams = list(self)  # type: ignore[call-overload]
+        close = difflib.get_close_matches(name, [*streams, *_public(self)], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise AttributeError(
+            f"{type(self).__name__} has no attribute or stream {name!r}{hint}. Its streams are "
+            f"{streams} (run.<stream> or run[\"<stream>\"]); see dir(run) for its attributes"
+        ) from None
+
+
+def _public(obj: object) -> list[str]:
+    return [n for n in dir(type(obj)) if not n.startswith("_")]
 
 
 class Run(StreamAttributes):

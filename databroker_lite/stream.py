@@ -303,23 +303,10 @@ class Stream:
 
     @property
     def config(self) -> Mapping[str, xr.Dataset]:
-        """Configuration readings by object: one row per descriptor."""
-        objs: dict[str, list] = {}
-        for seg in self.segments:
-            for obj in seg.descriptor.get("configuration", {}):
-                objs.setdefault(obj, [])
-        out = {}
-        for obj in objs:
-            rows = [s.descriptor.get("configuration", {}).get(obj, {}) for s in self.segments]
-            keys = list(dict.fromkeys(k for r in rows for k in r.get("data", {})))
-            data = {}
-            for k in keys:
-                vals = [r.get("data", {}).get(k, np.nan) for r in rows]
-                arr = np.asarray(vals)
-                data[k] = (("time", *(f"{k}_dim_{i}" for i in range(arr.ndim - 1))), arr)
-            times = [s.descriptor.get("time", np.nan) for s in self.segments]
-            out[obj] = _xr().Dataset(data, coords={"time": ("time", np.asarray(times, dtype=float))})
-        return out
+        """Configuration readings by device: ``config["det"]`` is a Dataset with one row per
+        descriptor (``config["det"].read()``, databroker's spelling, works too)."""
+        from .configuration import config_datasets
+        return config_datasets(self.descriptors)
 
     def _repr_html_(self) -> str:
         from .html import stream_html

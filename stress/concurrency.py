@@ -20,8 +20,20 @@ def _values(seed: int, seq: np.ndarray) -> dict[str, np.ndarray]:
     return {"x": seq * 2.0 + seed, "y": np.sin(seq + seed), "k": (seq * 3 + seed).astype("int64")}
 
 
-def writer(directory: str, seconds: float, n_events: int, q) -> None:
+def _ready(go, ready) -> None:
+    """Import what the loop needs, then wait for everyone: a process that is still
+    importing (seconds on a busy machine) must not shorten the others' time together."""
+    import event_model  # noqa: F401
+    import xarray  # noqa: F401
+
+    import databroker_lite  # noqa: F401
+    ready.release()
+    go.wait()
+
+
+def writer(directory: str, seconds: float, n_events: int, q, go, ready, done) -> None:
     """Write runs for ``seconds``; events arrive in bursts with explicit flushes in between."""
+    _ready(go, ready)
     import event_model
 
     import databroker_lite
@@ -49,23 +61,34 @@ def writer(directory: str, seconds: float, n_events: int, q) -> None:
         q.put(("writer", {"runs": runs, "errors": []}))
     except Exception:  # noqa: BLE001 - reported to the parent
         q.put(("writer", {"runs": runs, "errors": [traceback.format_exc()]}))
+    finally:
+        done.set()
 
 
-def reader(directory: str, seconds: float, mode: str, ident: int, q) -> None:
-    """List, search and read in a loop; report counts and every problem seen."""
+def reader(directory: str, mode: str, ident: int, q, go, ready, done) -> None:
+    """List, search and read in a loop until the writer is done, then once more; report
+    counts and every problem seen."""
+    _ready(go, ready)
     import databroker_lite
-    stats = {"loops": 0, "reads": 0, "events": 0, "first_len": None, "max_len": 0, "errors": [],
-             "ragged": 0, "wrong": 0, "locked": 0, "exceptions": 0, "vanished": 0}
-    t_end = time.monotonic() + seconds
+    stats = {"loops": 0, "reads": 0, "events": 0, "first_len": None, "max_len": 0, "last_len": 0,
+             "errors": [], "ragged": 0, "wrong": 0, "locked": 0, "exceptions": 0, "vanished": 0,
+             "missed": 0, "seq_checks": 0}
     cat = databroker_lite.open_catalog(directory, mode=mode)
-    while time.monotonic() < t_end:
+    last = False
+    while not last:
+        last = done.is_set()  # the writer has finished: this loop must see every run
         try:
             n = len(cat)
             stats["first_len"] = n if stats["first_len"] is None else stats["first_len"]
             stats["max_len"] = max(stats["max_len"], n)
+            stats["last_len"] = n
             uids = list(cat)
-            found = list(cat.search({"plan_name": "conc", "seed": {"$gte": 0}}))
-            assert set(found) <= set(cat) | set(found)  # found runs may have landed since
+            # every run matches this query, so the search answers all runs listed before
+            # it and nothing that is not listed just after it
+            found = set(cat.search({"plan_name": "conc", "seed": {"$gte": 0}}))
+            after = set(cat)
+            if not set(uids) <= found <= after:
+                stats["missed"] += 1
             for uid in uids[-3:]:
                 try:
                     run = cat[uid]
@@ -86,10 +109,13 @@ def reader(directory: str, seconds: float, mode: str, ident: int, q) -> None:
                 m = ds.sizes.get("time", 0)
                 stats["events"] += m
                 if m:
-                    seq = ds["seq_num"].values if "seq_num" in ds else np.arange(1, m + 1)
                     exp = _values(run.metadata["start"]["seed"], np.arange(1, m + 1))
-                    if not (np.array_equal(seq, np.arange(1, m + 1))
-                            and all(np.array_equal(ds[k].values, exp[k]) for k in KEYS)):
+                    if not all(np.array_equal(ds[k].values, exp[k]) for k in KEYS):
+                        stats["wrong"] += 1
+                if stats["reads"] % 10 == 1:  # the events' own seq_num, from the documents
+                    seq = [d["seq_num"] for name, d in run.documents() if name == "event"]
+                    stats["seq_checks"] += 1
+                    if seq != list(range(1, len(seq) + 1)) or len(seq) < m:
                         stats["wrong"] += 1
             stats["loops"] += 1
         except Exception as exc:  # noqa: BLE001 - every exception is a failure to report
@@ -110,12 +136,18 @@ def run(directory: str, seconds: float = 15.0, readers: int = 4, n_events: int =
     import databroker_lite
     databroker_lite.open_catalog(directory)  # the index exists before anyone reads
     q = ctx.Queue()
-    procs = [ctx.Process(target=writer, args=(directory, seconds, n_events, q))]
-    procs += [ctx.Process(target=reader, args=(directory, seconds, "r" if i % 2 else "a", i, q))
+    go, ready, done = ctx.Event(), ctx.Semaphore(0), ctx.Event()
+    sync = (go, ready, done)
+    procs = [ctx.Process(target=writer, args=(directory, seconds, n_events, q, *sync))]
+    procs += [ctx.Process(target=reader, args=(directory, "r" if i % 2 else "a", i, q, *sync))
               for i in range(readers)]
     for p in procs:
         p.start()
-    out = dict(q.get(timeout=seconds + 120) for _ in procs)
+    for _ in procs:
+        if not ready.acquire(timeout=300):
+            raise RuntimeError("a stress process did not start within 300 s")
+    go.set()
+    out = dict(q.get(timeout=seconds + 300) for _ in procs)
     for p in procs:
         p.join(timeout=30)
     return out
@@ -133,10 +165,14 @@ def check(result: dict) -> list[str]:
         for what in ("ragged", "wrong", "locked", "exceptions", "vanished"):
             if s[what]:
                 problems.append(f"{name}: {s[what]} {what} reads")
+        if s["missed"]:
+            problems.append(f"{name}: {s['missed']} searches missed listed runs or found unlisted ones")
         landed = result["writer"]["runs"]
-        if s["max_len"] - (s["first_len"] or 0) < min(2, landed) or s["max_len"] < landed // 2:
-            problems.append(f"{name} saw {s['first_len']} -> {s['max_len']} runs while "
-                            f"{landed} landed")
-        if not s["reads"]:
+        if s["last_len"] != landed:
+            problems.append(f"{name} saw {s['first_len']} -> {s['last_len']} runs after the "
+                            f"writer had finished {landed}")
+        if s["max_len"] - (s["first_len"] or 0) < min(2, landed):
+            problems.append(f"{name} saw no runs land ({s['first_len']} -> {s['max_len']})")
+        if not s["reads"] or not s["seq_checks"]:
             problems.append(f"{name} read nothing")
     return problems

@@ -1,8 +1,11 @@
 """Shared fixtures: small real runs built with event_model.compose_run or a bluesky RunEngine."""
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import event_model
@@ -103,3 +106,44 @@ def hw():
     """ophyd.sim simulated hardware (``hw.det``, ``hw.motor``, ``hw.img``, ...)."""
     from ophyd.sim import hw as _hw
     return _hw()
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
+    """``databroker-lite serve CATALOGS`` in a subprocess on a free loopback port; yields its URL."""
+    import httpx
+    (tmp / "key").write_text(api_key + "\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(tmp / "server.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
+                                 "--port", url.rsplit(":", 1)[1], "--api-key-file",
+                                 str(tmp / "key")], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(240):  # the server imports tiled: up to a minute on a busy machine
+                if proc.poll() is not None:
+                    break
+                try:
+                    httpx.get(f"{url}/api/v1/", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.25)
+            else:
+                pytest.fail("the server did not answer within a minute")
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"the server exited: {log.read()}")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

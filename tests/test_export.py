@@ -198,11 +198,15 @@ def test_json_export_has_everything_and_is_strict(runs, tmp_path):
     assert doc["metadata"]["start"] == json.loads(json.dumps(run.metadata["start"]))
     assert doc["metadata"]["stop"]["exit_status"] == "success"
     ds = run.primary.read()
-    prim = doc["streams"]["primary"]
-    np.testing.assert_array_equal(prim["time"], ds["time"].values)
-    np.testing.assert_array_equal(prim["data"]["det"], ds["det"].values)
-    np.testing.assert_array_equal(np.array(prim["data"]["img"]), ds["img"].values)
-    assert set(doc["streams"]) == {"baseline", "primary"}
+    prim = doc["primary"]  # the data-export guide's shape: data[stream] = ds.to_dict()
+    np.testing.assert_array_equal(prim["coords"]["time"]["data"], ds["time"].values)
+    np.testing.assert_array_equal(prim["data_vars"]["det"]["data"], ds["det"].values)
+    np.testing.assert_array_equal(np.array(prim["data_vars"]["img"]["data"]), ds["img"].values)
+    assert set(doc) == {"format", "nonfinite_floats", "metadata", "baseline", "primary"}
+    assert doc["format"] == "databroker_lite.export.json/2"
+    assert prim == json.loads(_common.dumps(ds.to_dict()))
+    xr = pytest.importorskip("xarray")
+    xr.testing.assert_identical(xr.Dataset.from_dict(doc["baseline"]), run.baseline.read())
 
 
 def test_json_non_finite_floats_are_strings(cat, tmp_path):
@@ -215,13 +219,13 @@ def test_json_non_finite_floats_are_strings(cat, tmp_path):
     text = open(path).read()
     assert "NaN," not in text and "Infinity]" not in text.replace('"Infinity"]', "")
     doc = json.loads(text, parse_constant=_no_constant)
-    assert doc["streams"]["primary"]["data"]["x"] == ["NaN", "Infinity", "-Infinity"]
-    assert doc["streams"]["primary"]["data"]["v"][0] == ["NaN", 1.0]
+    assert doc["primary"]["data_vars"]["x"]["data"] == ["NaN", "Infinity", "-Infinity"]
+    assert doc["primary"]["data_vars"]["v"]["data"][0] == ["NaN", 1.0]
     assert doc["nonfinite_floats"] == "strings"
 
 
 # --- SPEC ---------------------------------------------------------------------------------------
-def test_spec_export_several_runs_read_by_spec2nexus(runs, tmp_path):
+def test_spec_export_several_runs_read_by_spec2nexus(runs, tmp_path, caplog):
     path = tmp_path / "user.spec"
     written = export([runs[1], runs[2]], "spec", path)
     assert written == [str(path)]
@@ -237,8 +241,12 @@ def test_spec_export_several_runs_read_by_spec2nexus(runs, tmp_path):
     ds = runs[1].primary.read()
     for key in ("motor", "det", "motor_setpoint"):
         np.testing.assert_allclose(s1.data[key], ds[key].values)
-    np.testing.assert_allclose(s1.data["Epoch"], ds["time"].values - runs[1].metadata["start"]["time"],
-                               atol=1e-9)
+    # SPEC's convention: #E is the header's epoch, no later than its first scan, and
+    # #E + Epoch is the event's time
+    epoch = int(lines[1].split()[1])
+    assert sdf.headers[0].epoch == epoch == int(runs[1].metadata["start"]["time"])
+    np.testing.assert_allclose(epoch + np.asarray(s1.data["Epoch"]), ds["time"].values, atol=1e-6)
+    assert min(s1.data["Epoch"]) >= 0
     assert any("not numeric scalars): img" in c for c in s1.comments)
     base = runs[1].baseline.read()
     assert sorted(s1.positioner) == ["motor1", "motor1_setpoint", "motor2", "motor2_setpoint"]
@@ -250,6 +258,23 @@ def test_spec_export_several_runs_read_by_spec2nexus(runs, tmp_path):
     ds2 = runs[2].primary.read()
     np.testing.assert_allclose(s2.data["motor2"], ds2["motor2"].values)
     np.testing.assert_allclose(s2.data["det"], ds2["det"].values)
+    assert not [r for r in caplog.records if "younger" in r.getMessage()]
+
+
+def test_spec_older_run_after_newer_gets_its_own_header(cat, tmp_path, caplog):
+    """Exported newest first, each scan is still no older than the #E it counts from."""
+    t0 = 1_700_000_000.25
+    insert_all(cat, make_run_docs(3, metadata={"scan_id": 1, "plan_name": "count"}, t0=t0))
+    insert_all(cat, make_run_docs(3, metadata={"scan_id": 2, "plan_name": "count"}, t0=t0 + 60))
+    path = tmp_path / "rev.spec"
+    export([cat[2], cat[1]], "spec", path)
+    sdf = spec2nexus_spec.SpecDataFile(str(path))
+    assert [h.epoch for h in sdf.headers] == [int(t0 + 60), int(t0)]
+    for n in (1, 2):
+        scan = sdf.getScan(n)
+        np.testing.assert_allclose(scan.header.epoch + np.asarray(scan.data["Epoch"]),
+                                   cat[n].primary.read()["time"].values, atol=1e-6)
+    assert not [r for r in caplog.records if "younger" in r.getMessage()]
 
 
 def test_spec_export_appends_to_an_existing_file(runs, tmp_path):
@@ -357,7 +382,7 @@ def test_live_abort_leaves_valid_files_saying_so(session, runs):
     assert len(rows) == 2
     doc = json.loads((live / "json" / f"{prefix}.json").read_text(), parse_constant=_no_constant)
     assert doc["metadata"]["stop"]["exit_status"] == "abort"
-    assert len(doc["streams"]["primary"]["data"]["det"]) == 2
+    assert len(doc["primary"]["data_vars"]["det"]["data"]) == 2
     entry = nexus.nxload(str(live / "nexus" / f"{prefix}.nxs"))["entry"]
     assert str(entry["exit_status"].nxvalue) == "abort"
     assert entry["data"].nxsignal.shape == (2,)
@@ -374,7 +399,7 @@ def test_live_csv_and_json_values_match_read(session, runs):
     # live, area-detector frames are not filled: the cells hold the datum ids
     assert all("/" in r[header.index("img")] for r in rows)
     doc = json.loads((live / "json" / f"{prefix}.json").read_text(), parse_constant=_no_constant)
-    np.testing.assert_array_equal(doc["streams"]["primary"]["data"]["motor"], ds["motor"].values)
+    np.testing.assert_array_equal(doc["primary"]["data_vars"]["motor"]["data"], ds["motor"].values)
     entry = nexus.nxload(str(live / "nexus" / f"{prefix}.nxs"))["entry"]
     np.testing.assert_array_equal(entry["data/det"].nxdata, ds["det"].values)
 
@@ -476,7 +501,7 @@ def test_cli_export_several_runs(session, runs, tmp_path, capsys):
     assert len(printed) == 3 and all(f"scan2_{runs[2].uid[:8]}" in p for p in printed)
     assert cli.main(["export", catdir, "-1", "json", str(tmp_path / "j"), "--streams", "primary"]) == 0
     (jpath,) = capsys.readouterr().out.split()
-    assert list(json.load(open(jpath))["streams"]) == ["primary"]
+    assert list(json.load(open(jpath))) == ["format", "nonfinite_floats", "metadata", "primary"]
     assert cli.main(["export", catdir, "99", "csv", str(tmp_path / "c")]) == 1
     assert "no run has scan_id 99" in capsys.readouterr().err
 
@@ -513,8 +538,9 @@ def test_every_kind_of_column(cat, tmp_path):
     assert [a.nxname for a in entry["data"].nxaxes] == ["time"]  # a count: no motor
     assert list(entry["bluesky/streams/primary/label"].nxvalue) == list(ds["label"].values)
     (js,) = run.export("json", tmp_path / "j")
-    data = json.load(open(js))["streams"]["primary"]["data"]
-    assert data["flag"] == [False, True, False, True] and data["vec"][1] == [1.0, 1.5, -1.0]
+    data = json.load(open(js))["primary"]["data_vars"]
+    assert data["flag"]["data"] == [False, True, False, True]
+    assert data["vec"]["data"][1] == [1.0, 1.5, -1.0] and data["vec"]["dims"] == ["time", "vec_dim_0"]
 
 
 def test_variable_length_column_is_exported_whole(cat, tmp_path):
@@ -542,3 +568,52 @@ def test_variable_length_column_is_exported_whole(cat, tmp_path):
         g = f["entry/bluesky/streams/primary"]
         for i, r in enumerate(rows):
             np.testing.assert_array_equal(g["spec"][i].reshape(g["spec_shape"][i]), r)
+
+
+# --- destinations ------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "json", "spec", "nexus"])
+def test_every_format_takes_a_directory(runs, tmp_path, fmt):
+    dest = tmp_path / "new" / fmt  # not there yet: created
+    paths = runs[1].export(fmt, dest)
+    assert paths and all(os.path.dirname(p) == str(dest) for p in paths)
+    assert all(os.path.basename(p).startswith(f"scan1_{runs[1].uid[:8]}") for p in paths)
+    again = runs[1].export(fmt, str(dest) + os.sep)  # an existing directory, spelt with /
+    assert {os.path.dirname(p) for p in again} == {str(dest)}
+
+
+@pytest.mark.parametrize("fmt,name", [("json", "mine.json"), ("nexus", "mine.h5"),
+                                      ("nexus", "mine.nxs"), ("spec", "mine.dat")])
+def test_a_file_where_one_file_holds_the_export(runs, tmp_path, fmt, name):
+    (path,) = runs[1].export(fmt, tmp_path / "sub" / name)
+    assert path == str(tmp_path / "sub" / name) and os.path.isfile(path)
+    assert os.listdir(tmp_path / "sub") == [name]  # no spool or partial file left
+
+
+def test_several_runs_into_one_json_file_is_refused(runs, tmp_path):
+    with pytest.raises(databroker_lite.ExportError, match="2 runs cannot go into the one json "
+                                                          "file .*give a directory"):
+        export([runs[1], runs[2]], "json", tmp_path / "both.json")
+    assert not (tmp_path / "both.json").exists()
+
+
+def test_an_unwritable_destination_is_an_export_error(runs, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    for fmt in ("csv", "json", "spec", "nexus"):
+        with pytest.raises(databroker_lite.ExportError, match=f"cannot write the {fmt} export to "
+                                                              f".*afile.*"):
+            runs[1].export(fmt, blocker / "out")
+    with pytest.raises(databroker_lite.ExportError, match="afile is a file, not a directory"):
+        runs[1].export("csv", blocker)
+    catdir = runs[1].catalog.directory
+    assert cli.main(["export", catdir, "1", "csv", str(blocker / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("databroker-lite export: error: cannot write the csv export")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_format_is_an_export_error_and_a_value_error(runs, tmp_path):
+    with pytest.raises(databroker_lite.ExportError) as info:
+        runs[1].export("xlsx", tmp_path)
+    assert isinstance(info.value, ValueError)
+    assert os.listdir(tmp_path) == []

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..errors import DatabrokerLiteError, ExportError, UnknownExportFormat
 from ._common import ExportWriter, replay
 from .csv import CSVWriter
 from .json import JSONWriter
@@ -19,31 +20,70 @@ from .spec import SpecWriter
 if TYPE_CHECKING:
     from ..run import Run
 
-#: Export formats and what ``dest`` is for each.
-FORMATS = {"csv": "a directory", "json": "a directory", "spec": "a file (or a directory)",
-           "nexus": "a directory"}
+#: Export formats and what ``dest`` may be for each (a directory always works).
+FORMATS = {"csv": "a directory",
+           "json": "a directory, or a .json file for one run",
+           "spec": "a directory, or a SPEC file (appended to; any name with a suffix)",
+           "nexus": "a directory, or a .nxs/.h5/.hdf5 file for one run"}
+_ALIASES = {"nxs": "nexus", "hdf5": "nexus", "h5": "nexus"}
+_FILE_SUFFIXES = {"json": (".json",), "nexus": (".nxs", ".nx5", ".h5", ".hdf5", ".nexus")}
 
 
-def writer_for(fmt: str, dest: str | os.PathLike, *, first_run: Run | None = None) -> ExportWriter:
-    """The writer of format ``fmt`` (``csv``, ``json``, ``spec``, ``nexus``) writing to ``dest``."""
-    fmt = fmt.lower()
-    dest = os.fspath(dest)
-    if fmt == "csv":
-        return CSVWriter(dest)
-    if fmt == "json":
-        return JSONWriter(dest)
-    if fmt in ("nexus", "nxs", "hdf5"):
-        return NexusWriter(dest)
+def _as_file(fmt: str, dest: str) -> bool:
+    """Whether ``dest`` names the file to write (else it is the directory to write in)."""
+    if os.path.isdir(dest) or dest.endswith((os.sep, "/")):
+        return False
     if fmt == "spec":
-        if os.path.isdir(dest) or dest.endswith(os.sep):
-            os.makedirs(dest, exist_ok=True)
-            from ._common import run_prefix
-            name = run_prefix(first_run.metadata["start"]) if first_run is not None else "export"
-            dest = os.path.join(dest, name + ".spec")
-        parent = os.path.dirname(os.path.abspath(dest))
-        os.makedirs(parent, exist_ok=True)
+        return os.path.isfile(dest) or bool(os.path.splitext(dest)[1])
+    return dest.lower().endswith(_FILE_SUFFIXES.get(fmt, ()))
+
+
+def _prepare(directory: str, dest: str, fmt: str) -> None:
+    """Make the directory the export writes in, or say why it cannot be."""
+    if os.path.isfile(directory):
+        raise ExportError(f"cannot write the {fmt} export to {dest}: {directory} is a file, not "
+                          f"a directory; give a directory ({fmt} dest: {FORMATS[fmt]})")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot write the {fmt} export to {dest}: cannot create the "
+                          f"directory {exc.filename or directory} ({exc.strerror or exc}); give "
+                          "a directory you can write to") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write the {fmt} export to {dest}: the directory {directory} "
+                          "is not writable by you; give a directory you can write to")
+
+
+def writer_for(fmt: str, dest: str | os.PathLike, *, first_run: Run | None = None,
+               n_runs: int = 1) -> ExportWriter:
+    """The writer of format ``fmt`` (``csv``, ``json``, ``spec``, ``nexus``) writing to ``dest``.
+
+    ``dest`` is a directory for every format (files are named after the run), or the
+    file itself where one file can hold the export (see :data:`FORMATS`).
+    """
+    name = _ALIASES.get(fmt.lower(), fmt.lower())
+    if name not in FORMATS:
+        raise UnknownExportFormat(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")
+    dest = os.fspath(dest)
+    if not _as_file(name, dest):
+        _prepare(dest, dest, name)
+        if name == "csv":
+            return CSVWriter(dest)
+        if name == "json":
+            return JSONWriter(dest)
+        if name == "nexus":
+            return NexusWriter(dest)
+        from ._common import run_prefix
+        stem = run_prefix(first_run.metadata["start"]) if first_run is not None else "export"
+        return SpecWriter(os.path.join(dest, stem + ".spec"))
+    if n_runs > 1 and name != "spec":
+        raise ExportError(f"{n_runs} runs cannot go into the one {name} file {dest}: give a "
+                          "directory (one file per run is written in it)")
+    parent, filename = os.path.split(os.path.abspath(dest))
+    _prepare(parent, dest, name)
+    if name == "spec":
         return SpecWriter(dest)
-    raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(FORMATS)}")
+    return (JSONWriter if name == "json" else NexusWriter)(parent, filename=filename)
 
 
 def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
@@ -58,20 +98,32 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
     fmt
         ``"csv"``, ``"json"``, ``"spec"`` or ``"nexus"``.
     dest
-        A directory (``csv``, ``json``, ``nexus``), or the SPEC file (an existing directory
-        gets ``scan<scan_id>_<uid8>.spec``; an existing SPEC file is appended to).
+        A directory, for every format (created if missing; files are named
+        ``scan<scan_id>_<uid8>...``, one SPEC file ``scan<scan_id>_<uid8>.spec`` holding
+        all the runs). Or the file itself: a SPEC file (any name with a suffix; an existing
+        one is appended to), a ``.json`` file or a ``.nxs``/``.h5`` file for one run.
     streams
         Only these streams (default: all).
 
-    Image streams are read a block of frames at a time through ``to_dask()``.
+    Image streams are read a block of frames at a time through ``to_dask()``. A
+    destination that cannot be written is an :class:`~databroker_lite.errors.ExportError`
+    naming it.
     """
     from ..run import Run as _Run
     runs = [runs] if isinstance(runs, _Run) else list(runs)
     if not runs:
         return []
-    writer = writer_for(fmt, dest, first_run=runs[0])
-    for run in runs:
-        replay(run, writer, streams)
+    writer = writer_for(fmt, dest, first_run=runs[0], n_runs=len(runs))
+    target = os.path.abspath(os.fspath(dest))
+    try:
+        for run in runs:
+            replay(run, writer, streams)
+    except OSError as exc:
+        where = os.path.abspath(exc.filename) if isinstance(exc.filename, str) else ""
+        if isinstance(exc, DatabrokerLiteError) or not where.startswith(target):
+            raise
+        raise ExportError(f"cannot write the {fmt} export to {dest}: {where}: "
+                          f"{exc.strerror or exc}") from exc
     return list(writer.paths)
 
 

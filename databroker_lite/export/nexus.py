@@ -80,10 +80,12 @@ class NexusWriter(ExportWriter):
     Datasets grow as events arrive and the file is flushed after each page.
     """
 
-    def __init__(self, directory: str | os.PathLike, stream: str = "primary") -> None:
+    def __init__(self, directory: str | os.PathLike, stream: str = "primary", *,
+                 filename: str | None = None) -> None:
         super().__init__()
         self.directory = os.fspath(directory)
         self.stream = stream
+        self.filename = filename
         os.makedirs(self.directory, exist_ok=True)
         self._f: h5py.File | None = None
         self._nrows: dict[str, int] = {}
@@ -96,7 +98,7 @@ class NexusWriter(ExportWriter):
     def start(self, doc: dict) -> dict:
         self.close()
         super().start(doc)
-        path = os.path.join(self.directory, run_prefix(doc) + ".nxs")
+        path = os.path.join(self.directory, self.filename or run_prefix(doc) + ".nxs")
         f = self._f = h5py.File(path, "w")
         self._wrote(path)
         self._nrows = {}

@@ -68,7 +68,9 @@ class SpecWriter(ExportWriter):
     first reading of the ``baseline`` stream (names in the file header's ``#O`` lines,
     a new header block being written when they change); its columns (``#L``) are the numeric
     scalar keys of the ``primary`` stream: the scanned motors first (plan hints, then
-    ``start["motors"]``), ``Epoch`` (seconds since the run started), the other keys, and the
+    ``start["motors"]``), ``Epoch`` (seconds since the header's ``#E``, as SPEC counts
+    it: ``#E`` is the start of the header's first run, so ``#E + Epoch`` is the event
+    time; an older run gets a new header block), the other keys, and the
     hinted detectors last. Rows are flushed as events arrive. Other streams, columns that are
     not numeric scalars, and how the run ended are stated in ``#C`` lines; an aborted run
     ends with ``#C ... Scan aborted after N points``. A primary descriptor that brings new
@@ -80,6 +82,7 @@ class SpecWriter(ExportWriter):
         self.path = os.fspath(path)
         self.stream = stream
         self._header_names: list[str] | None = None
+        self._epoch = 0  # the #E of the header block being written to
         self._reset()
 
     def _reset(self) -> None:
@@ -125,11 +128,14 @@ class SpecWriter(ExportWriter):
         return [*motors, "Epoch", *rest, *hinted], skipped
 
     def _file_header(self, names: list[str]) -> list[str]:
+        """A header block whose ``#E`` is the (whole second of the) run's start, so that
+        ``#E + Epoch`` is an event's time and no scan is older than its header."""
         start = self._start or {}
-        now = time.time()
+        self._epoch = int(math.floor(start.get("time") or time.time()))
         lines = [] if not os.path.exists(self.path) or not os.path.getsize(self.path) else [""]
         user = start.get("owner") or _user()
-        lines += [f"#F {os.path.basename(self.path)}", f"#E {int(now)}", f"#D {_ctime(now)}",
+        lines += [f"#F {os.path.basename(self.path)}", f"#E {self._epoch}",
+                  f"#D {_ctime(self._epoch)}",
                   f"#C databroker_lite SPEC file  User = {user}"]
         for i in range(0, len(names), _PER_LINE):
             lines.append(f"#O{i // _PER_LINE} " + "  ".join(names[i:i + _PER_LINE]))
@@ -140,7 +146,8 @@ class SpecWriter(ExportWriter):
         base = self._baseline or {}
         names = sorted(base)  # descriptor key order is not stable across runs
         lines: list[str] = []
-        if names != self._header_names:
+        t = start.get("time")
+        if names != self._header_names or (t is not None and t < self._epoch):
             lines += self._file_header(names)
             self._header_names = names
         self._columns, skipped = self._choose_columns()
@@ -178,7 +185,7 @@ class SpecWriter(ExportWriter):
             return
         if self._columns is None:
             self._scan_header()
-        t0 = (self._start or {}).get("time", 0.0)
+        t0 = self._epoch
         cols = []
         for c in self._columns or []:
             if c == "Epoch":

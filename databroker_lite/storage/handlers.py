@@ -97,14 +97,28 @@ def _h5_dataset(path: str, name: str):
     return f[name]
 
 
-def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int]) -> np.ndarray:
-    """application/x-hdf5 stream resource: rows ``indices`` of ``parameters['dataset']``."""
-    ds = _h5_dataset(path, parameters.get("dataset", "entry/data/data"))
-    a, b = indices
-    if b > ds.shape[0]:
-        raise ExternalDataError(f"{path}: stream datum asks for rows {a}:{b} but "
-                                f"{parameters.get('dataset')} holds {ds.shape[0]}")
-    return ds[a:b]
+def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int],
+                     event_shape: tuple | None = None) -> np.ndarray:
+    """application/x-hdf5 stream resource: the rows of events ``indices`` of ``parameters['dataset']``.
+
+    ``indices`` count events. With ``event_shape`` (the per-event shape a descriptor gives,
+    frames-per-event axis first, as ophyd-async writes it) a dataset holding
+    ``n_events * event_shape[0]`` rows of ``event_shape[1:]`` (bluesky's "concat" layout:
+    ophyd-async's ``[k, H, W]`` over an ``(N*k, H, W)`` dataset) is read as
+    ``(b - a, *event_shape)``; a dataset of ``(N, *event_shape)`` rows is read as is.
+    """
+    name = parameters.get("dataset") or parameters.get("path") or "entry/data/data"
+    ds = _h5_dataset(path, name)
+    a, b = (int(i) for i in indices)
+    per = 1
+    if event_shape and None not in event_shape and tuple(ds.shape[1:]) != tuple(event_shape) \
+            and tuple(ds.shape[1:]) == tuple(event_shape[1:]):
+        per = int(event_shape[0])  # frames per event, concatenated along the first axis
+    if b * per > ds.shape[0]:
+        raise ExternalDataError(f"{path}: stream datum asks for events {a}:{b} (rows {a * per}:"
+                                f"{b * per}) but {name} holds {ds.shape[0]} rows")
+    out = ds[a * per:b * per]
+    return out.reshape((b - a, *event_shape)) if per != 1 else out
 
 
 _BUILTIN: dict[str, Any] = {"AD_HDF5": AreaDetectorHDF5Handler, "NPY_SEQ": NpySeqHandler}
@@ -187,14 +201,21 @@ def load_external(ref: ExternalRef, shape: tuple, key: str, run_uid: str) -> np.
     ``shape`` is the expected shape (per event, or (rows, *per_event) for a stream
     block); None marks a variable-length dimension.
     """
+    if ref.spec.startswith("stream:"):
+        a, b = json.loads(ref.datum_kwargs)
+        if shape and shape[0] is None:  # a block of stream rows: its length is known
+            shape = (b - a, *shape[1:])
+
     def read() -> np.ndarray:
         if ref.spec.startswith("stream:"):
             mimetype = ref.spec[len("stream:"):]
             reader = _STREAM_BUILTIN.get(mimetype)
             if reader is None:
                 reader = get_handler_class(mimetype)
-            a, b = json.loads(ref.datum_kwargs)
-            return np.asarray(reader(ref.path, json.loads(ref.resource_kwargs), (a, b)))
+            params = json.loads(ref.resource_kwargs)
+            if reader is read_hdf5_stream:  # it knows the frames-per-event layout
+                return reader(ref.path, params, (a, b), event_shape=shape[1:])
+            return np.asarray(reader(ref.path, params, (a, b)))
         return np.asarray(_handler(ref)(**json.loads(ref.datum_kwargs)))
     return conform(_guarded(read, ref, key, run_uid), shape, key, run_uid)
 

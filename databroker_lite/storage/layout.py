@@ -124,9 +124,19 @@ class Column:
 
 
 def column_from_data_key(key: str, data_key: dict, sample: Any = None) -> Column:
+    """The column a data key makes.
+
+    A stream-external key (ophyd-async) declares its frames-per-event axis first:
+    ``[1, H, W]`` per event is read as ``(H, W)`` per event and ``[1]`` as a scalar, as
+    bluesky's TiledWriter reads them; ``[k, H, W]`` with ``k > 1`` stays ``(k, H, W)``.
+    """
     shape = tuple(None if (s is None or (isinstance(s, int) and s < 0)) else int(s)
                   for s in declared_shape(data_key))
     ext = data_key.get("external") or None
     dims = tuple(data_key.get("dims") or ())
+    if is_stream_external(data_key) and shape[:1] == (1,):
+        if len(dims) == len(shape):
+            dims = dims[1:]
+        shape = shape[1:]
     return Column(key=key, dtype=declared_dtype(data_key, sample), shape=shape,
                   dims=dims, external=ext, data_key=dict(data_key))

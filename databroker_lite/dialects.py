@@ -1,0 +1,336 @@
+"""SQL dialects of the index: every difference between SQLite and PostgreSQL SQL.
+
+Part of the index layer. :mod:`databroker_lite.query` has one query compiler; it asks
+a dialect for the few primitives that differ between databases (how to reach a value
+in a JSON start document, what its JSON type is called, how to compare it, how to
+match a regular expression, the literals for true and false). Everything else (the
+operators, validation, negation, how queries combine) is the compiler's, so both
+backends answer a query the same way.
+
+SQL is always written with ``?`` placeholders; a backend whose driver wants another
+style translates them (so a dialect never writes a literal ``?`` or ``%``). Every
+parameter is added through ``c.p(value)`` at the place its ``?`` appears in the text.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidQuery
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .query import _Compiler
+
+# keys stored as their own indexed columns in the index
+COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
+
+
+class Ref:
+    """Where a query key's value lives: an index column, or a path in a JSON document."""
+
+    __slots__ = ("key", "column", "doc", "parts")
+
+    def __init__(self, key: str, column: str | None = None, doc: str = "start",
+                 parts: tuple[str, ...] = ()) -> None:
+        self.key, self.column, self.doc, self.parts = key, column, doc, parts
+
+
+def json_path(key: str) -> str:
+    """'sample.name' -> '$."sample"."name"' (SQLite JSON path, each part quoted)."""
+    if not key or any(part == "" for part in key.split(".")):
+        raise InvalidQuery(f"query key {key!r} is not a valid dotted key")
+    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in key.split("."))
+
+
+def _path(parts: tuple[str, ...]) -> str:
+    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in parts)
+
+
+def kind_of(value: Any) -> str:
+    """The JSON kind a query value compares as: 'bool', 'number' or 'text'."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text"
+
+
+class SQLiteDialect:
+    """SQLite's JSON1 functions; ``db_regexp`` is a Python function the connection registers."""
+
+    name = "sqlite"
+    true, false = "1", "0"
+    _KINDS = {"number": "IN ('integer', 'real')", "bool": "IN ('true', 'false')",
+              "text": "= 'text'", "array": "= 'array'", "null": "= 'null'"}
+
+    def not_(self, sql: str) -> str:
+        # SQL's NOT NULL is NULL, but a run without the key is "not equal", as in MongoDB
+        return f"NOT COALESCE(({sql}), 0)"
+
+    def is_kind(self, type_sql: str, kind: str) -> str:
+        return f"{type_sql} {self._KINDS[kind]}"
+
+    def addressable(self, ref: Ref) -> bool:
+        """Whether SQLite's JSON path syntax can name this key (it has no escape for '"')."""
+        return ref.column is not None or not any('"' in p for p in ref.parts)
+
+    def value(self, c: _Compiler, ref: Ref) -> str:
+        if ref.column:
+            return ref.column
+        if not self.addressable(ref):
+            return "NULL"
+        return f"json_extract({ref.doc}, {c.p(_path(ref.parts))})"
+
+    def type_of(self, c: _Compiler, ref: Ref) -> str:
+        """SQL for the key's JSON type ('integer', 'real', 'text', 'array', ...; NULL when absent)."""
+        if ref.column:
+            col = ref.column
+            return (f"(CASE WHEN {col} IS NULL THEN NULL WHEN typeof({col})='integer' THEN 'integer' "
+                    f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)")
+        if not self.addressable(ref):
+            return "NULL"
+        return f"json_type({ref.doc}, {c.p(_path(ref.parts))})"
+
+    def eq_json(self, c: _Compiler, ref: Ref, value: Any) -> str:
+        """The key's value equals this list or dict."""
+        return f"({self.value(c, ref)} = json({c.p(json.dumps(value))}))"
+
+    def eq_scalar(self, c: _Compiler, ref: Ref, value: Any) -> str:
+        """The key equals this number, string or bool, or is an array holding it."""
+        if ref.column:
+            return f"({self.value(c, ref)} = {c.p(value)})"
+        if not self.addressable(ref):
+            return self.false
+        kind = kind_of(value)
+        # A string can only match if its JSON form appears in the stored document:
+        # instr() skips most rows without parsing their JSON, which json_extract must do.
+        prefilter = (f"instr({ref.doc}, {c.p(json.dumps(value))}) > 0 AND "
+                     if kind == "text" else "")
+        return (f"({prefilter}(({self.is_kind(self.type_of(c, ref), kind)} AND "
+                f"{self.value(c, ref)} = {c.p(value)}) OR "
+                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
+                f"json_each({ref.doc}, {c.p(_path(ref.parts))}) WHERE value = {c.p(value)} AND "
+                f"{self.is_kind('type', kind)}))))")
+
+    def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
+        """The key is a number (or string) and ``key <op> value`` (op: < <= > >=)."""
+        return (f"({self.is_kind(self.type_of(c, ref), kind_of(value))} AND "
+                f"{self.value(c, ref)} {op} {c.p(value)})")
+
+    def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
+        return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
+                f"db_regexp({c.p(pattern)}, {c.p(flags)}, {self.value(c, ref)}))")
+
+
+# --- PostgreSQL -----------------------------------------------------------------
+
+def pg_json(value: Any) -> Any:
+    """A document as PostgreSQL's jsonb can hold it: NaN and infinities become null and
+    NUL characters U+FFFD (jsonb has neither; the run file keeps the original)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {pg_json(k): pg_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [pg_json(v) for v in value]
+    return value
+
+
+def _nest(parts: tuple[str, ...], value: Any) -> dict:
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+class PostgresDialect:
+    """PostgreSQL's jsonb operators. Start and stop documents are ``jsonb`` columns (with
+    a GIN index), ``scan_id`` is ``jsonb`` (it may be a number or a string), text columns
+    and string comparisons use the "C" collation, so order is by code point as in SQLite."""
+
+    name = "postgresql"
+    true, false = "true", "false"
+    _KINDS = {"number": "= 'number'", "bool": "= 'boolean'", "text": "= 'string'",
+              "array": "= 'array'", "null": "= 'null'"}
+    _TEXT_COLUMNS = ("uid", "plan_name")
+
+    def not_(self, sql: str) -> str:
+        return f"NOT COALESCE(({sql}), false)"
+
+    def is_kind(self, type_sql: str, kind: str) -> str:
+        return f"{type_sql} {self._KINDS[kind]}"
+
+    def addressable(self, ref: Ref) -> bool:
+        return True
+
+    def _at(self, c: _Compiler, ref: Ref) -> str:
+        """The jsonb value at the key (NULL when absent)."""
+        if ref.column == "scan_id":
+            return "scan_id"
+        return f"({ref.doc} #> {c.p(list(ref.parts))}::text[])"
+
+    def value(self, c: _Compiler, ref: Ref) -> str:
+        return ref.column or self._at(c, ref)
+
+    def type_of(self, c: _Compiler, ref: Ref) -> str:
+        if ref.column in self._TEXT_COLUMNS:
+            return f"(CASE WHEN {ref.column} IS NULL THEN NULL ELSE 'string' END)"
+        if ref.column == "time":
+            return "(CASE WHEN time IS NULL THEN NULL ELSE 'number' END)"
+        return f"jsonb_typeof({self._at(c, ref)})"
+
+    @staticmethod
+    def _param(value: Any) -> Any:
+        return pg_json(value)
+
+    def eq_json(self, c: _Compiler, ref: Ref, value: Any) -> str:
+        if ref.column:
+            return self.false  # no column holds a list or a dict
+        return f"({self._at(c, ref)} = {c.p(json.dumps(pg_json(value)))}::jsonb)"
+
+    def _column_ok(self, ref: Ref, kind: str) -> bool:
+        return {"uid": "text", "plan_name": "text", "time": "number"}.get(ref.column) == kind
+
+    def eq_scalar(self, c: _Compiler, ref: Ref, value: Any) -> str:
+        kind = kind_of(value)
+        if isinstance(value, str) and "\x00" in value:
+            value = pg_json(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            return self.false  # stored documents hold no NaN or infinity (see pg_json)
+        if ref.column and ref.column != "scan_id":
+            return f"({ref.column} = {c.p(value)})" if self._column_ok(ref, kind) else self.false
+        as_json = json.dumps(value)
+        if ref.column == "scan_id":
+            return f"(scan_id = {c.p(as_json)}::jsonb)"
+        # The containment prefilter is a superset of the matches that the GIN index
+        # answers; the exact test (the value itself, or a direct element of an array) follows.
+        return (f"(({ref.doc} @> {c.p(json.dumps(_nest(ref.parts, value)))}::jsonb OR "
+                f"{ref.doc} @> {c.p(json.dumps(_nest(ref.parts, [value])))}::jsonb) AND "
+                f"({self._at(c, ref)} = {c.p(as_json)}::jsonb OR "
+                f"({self.is_kind(self.type_of(c, ref), 'array')} AND "
+                f"{self._at(c, ref)} @> {c.p('[' + as_json + ']')}::jsonb)))")
+
+    def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
+        kind = kind_of(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            return self.false
+        if ref.column and ref.column != "scan_id":
+            return f"({ref.column} {op} {c.p(value)})" if self._column_ok(ref, kind) else self.false
+        at = self._at(c, ref)
+        if kind == "number":
+            return (f"({self.is_kind(self.type_of(c, ref), 'number')} AND "
+                    f"{at} {op} {c.p(json.dumps(value))}::jsonb)")
+        return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
+                f"({at} #>> '{{}}') COLLATE \"C\" {op} {c.p(pg_json(value))})")
+
+    def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
+        translated = python_to_posix_regex(pattern, flags)
+        text = ref.column if ref.column in self._TEXT_COLUMNS else f"({self._at(c, ref)} #>> '{{}}')"
+        return f"({self.is_kind(self.type_of(c, ref), 'text')} AND {text} ~ {c.p(translated)})"
+
+
+_INLINE_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_ESCAPES_KEPT = set("dDwWsSAZntrfv.^$*+?()[]{}|\\/-#&~ '\"")
+
+
+def python_to_posix_regex(pattern: str, flags: int = 0) -> str:
+    """A Python ``re`` pattern as the same search in PostgreSQL's ``~`` (its "advanced" syntax).
+
+    Flags become an embedded-options prefix: Python's default (``.`` does not match a
+    newline, ``^``/``$`` only at the ends) is PostgreSQL's ``p``; ``re.S`` is ``s``,
+    ``re.M`` is ``n`` (``w`` with ``re.S``); ``re.I`` is ``i``, ``re.X`` is ``x``.
+    ``\\b``/``\\B`` become ``\\y``/``\\Y``, ``\\xHH`` becomes ``\\u00HH`` and named groups
+    become plain groups. What PostgreSQL cannot do the same way (inline flags inside the
+    pattern, atomic groups and possessive repeats, ``\\D``/``\\W``/``\\S`` inside brackets,
+    octal escapes) is refused with :class:`InvalidQuery`.
+    """
+    flags |= re.compile(pattern, flags).flags  # leading inline flags such as "(?i)"
+    while True:
+        m = _INLINE_FLAGS.match(pattern)
+        if not m:
+            break
+        pattern = pattern[m.end():]
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+
+    def refuse(what: str) -> InvalidQuery:
+        return InvalidQuery(f"$regex {pattern!r}: {what} has no PostgreSQL equivalent; the "
+                            "PostgreSQL index cannot run this pattern (rewrite it without that)")
+
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", pattern[i + 2:i + 4]):
+                out.append("\\u00" + pattern[i + 2:i + 4])
+                i += 4
+                continue
+            if nxt in "uU":
+                width = 4 if nxt == "u" else 8
+                out.append(pattern[i:i + 2 + width])
+                i += 2 + width
+                continue
+            if nxt == "b":
+                out.append("\\u0008" if in_class else "\\y")
+            elif nxt == "B" and not in_class:
+                out.append("\\Y")
+            elif nxt.isdigit():
+                raise refuse("a back-reference or octal escape")
+            elif in_class and nxt in "DWS":
+                raise refuse(f"\\{nxt} inside [...]")
+            elif nxt in _ESCAPES_KEPT or not nxt.isalnum():
+                out.append(ch + nxt)
+            else:
+                raise refuse(f"the escape \\{nxt}")
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+            out.append(ch)
+            i += 1
+            continue
+        if ch == "[":
+            in_class = True
+            if pattern.startswith("[^", i):
+                out.append("[^")
+                i += 2
+            else:
+                out.append("[")
+                i += 1
+            if i < n and pattern[i] == "]":  # a leading ']' is a literal
+                out.append("]")
+                i += 1
+            continue
+        if ch == "(" and pattern.startswith("(?", i):
+            rest = pattern[i + 2:]
+            if rest.startswith("P<"):
+                end = pattern.index(">", i)
+                out.append("(")
+                i = end + 1
+                continue
+            if rest[:1] in (":", "=", "!") or rest.startswith(("<=", "<!")):
+                out.append("(?")
+                i += 2
+                continue
+            if rest.startswith("#"):
+                i = pattern.index(")", i) + 1  # a comment
+                continue
+            raise refuse("the group '(?" + rest[:2] + "'")
+        if ch in "*+?}" and pattern.startswith("+", i + 1):
+            raise refuse("a possessive repeat")
+        out.append(ch)
+        i += 1
+    if flags & re.M:
+        opts = "w" if flags & re.S else "n"
+    else:
+        opts = "s" if flags & re.S else "p"
+    if flags & re.I:
+        opts += "i"
+    if flags & re.X:
+        opts += "x"
+    return f"(?{opts})" + "".join(out)

@@ -1,0 +1,152 @@
+"""Runs real Bluesky producers emit, stored and read back.
+
+ophyd-async's simulated HDF5 detector (stream_resource/stream_datum, a frames-per-event
+axis first in its descriptors), legacy stream_resource documents, ophyd.sim devices
+whose describe() disagrees with their data, and bluesky plans of every kind
+round-tripping document for document.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import databroker_lite
+
+pytest.importorskip("ophyd_async")
+
+from ophyd_async.core import (  # noqa: E402
+    StaticFilenameProvider,
+    StaticPathProvider,
+    TriggerInfo,
+    init_devices,
+)
+from ophyd_async.sim import SimBlobDetector  # noqa: E402
+
+
+@pytest.fixture
+def blob(tmp_path: Path, RE):  # noqa: N803
+    """An ophyd-async SimBlobDetector writing ``tmp_path/blob/blob.h5``."""
+    (tmp_path / "blob").mkdir()
+    pp = StaticPathProvider(StaticFilenameProvider("blob"), tmp_path / "blob")
+    with init_devices():  # names the device after its variable: "blob"
+        blob = SimBlobDetector(pp)
+    return blob
+
+
+def _detector_file(run) -> tuple[np.ndarray, np.ndarray]:
+    """The (images, sums) the detector wrote, read with plain h5py from its own file."""
+    (res,) = {d["uri"] for d in run.resources()}
+    path = res[len("file://localhost"):]
+    with h5py.File(path, "r") as f:
+        return f["entry/data/data"][()], f["entry/sum"][()]
+
+
+def _fly(det, n: int, per_event: int = 1):
+    import bluesky.plan_stubs as bps
+    yield from bps.open_run()
+    yield from bps.stage(det)
+    yield from bps.prepare(det, TriggerInfo(number_of_events=n, collections_per_event=per_event),
+                           wait=True)
+    yield from bps.declare_stream(det, name="primary", collect=True)
+    yield from bps.kickoff(det, wait=True)
+    yield from bps.collect_while_completing([det], [det], flush_period=0.1)
+    yield from bps.unstage(det)
+    yield from bps.close_run()
+
+
+def test_ophyd_async_count_reads_the_detectors_own_frames(RE, blob, cat):  # noqa: N803
+    import bluesky.plans as bp
+    RE.subscribe(cat.writer)
+    (uid,) = RE(bp.count([blob], num=3))
+    run = cat[uid]
+    desc = run.primary.descriptors[0]
+    assert desc["data_keys"]["blob"]["shape"] == [1, 240, 320]
+    assert desc["data_keys"]["blob-sum"]["shape"] == [1]
+    frames, sums = _detector_file(run)
+    assert frames.shape == (3, 240, 320) and sums.shape == (3,)
+    ds = run.primary.read()
+    # [1, H, W] per event reads as (n_events, H, W) and [1] as one number per event,
+    # the shapes bluesky's TiledWriter gives the same run
+    assert ds["blob"].shape == (3, 240, 320) and ds["blob"].dtype == np.uint8
+    assert ds["blob-sum"].shape == (3,) and ds["blob-sum"].dtype == np.int64
+    np.testing.assert_array_equal(ds["blob"].values, frames)
+    np.testing.assert_array_equal(ds["blob-sum"].values, sums)
+    lazy = run.primary.to_dask()
+    np.testing.assert_array_equal(lazy["blob"][1].compute().values, frames[1])
+    assert lazy.compute().equals(ds)
+    assert run.metadata["stop"]["exit_status"] == "success"
+
+
+@pytest.mark.parametrize("per_event", [1, 2])
+def test_ophyd_async_fly_collect_reads_every_frame(RE, blob, cat, per_event):  # noqa: N803
+    RE.subscribe(cat.writer)
+    (uid,) = RE(_fly(blob, 5, per_event))
+    run = cat[uid]
+    frames, sums = _detector_file(run)
+    assert frames.shape == (5 * per_event, 240, 320)
+    ds = run.primary.read()
+    assert len(run.primary) == 5
+    if per_event == 1:
+        assert ds["blob"].shape == (5, 240, 320) and ds["blob-sum"].shape == (5,)
+    else:  # k frames per event stay on their own axis: (n_events, k, H, W)
+        assert ds["blob"].shape == (5, 2, 240, 320) and ds["blob-sum"].shape == (5, 2)
+    np.testing.assert_array_equal(ds["blob"].values.reshape(frames.shape), frames)
+    np.testing.assert_array_equal(ds["blob-sum"].values.reshape(sums.shape), sums)
+    assert run.primary.to_dask().compute().equals(ds)
+    out = list(run.documents())
+    assert [n for n, _ in out].count("stream_datum") == 10
+
+
+def _legacy_stream_run(tmp_path: Path, *, with_path_param: bool = True):
+    """A run whose stream_resource is in the pre-1.20 event-model schema (no mimetype)."""
+    import event_model
+    data = np.arange(4 * 3 * 5, dtype="<f4").reshape(4, 3, 5)
+    ext = tmp_path / "legacy"
+    ext.mkdir()
+    with h5py.File(ext / "det.h5", "w") as f:
+        f["entry/data/data"] = data
+    b = event_model.compose_run(metadata={"scan_id": 9})
+    d = b.compose_descriptor(name="primary", data_keys={
+        "det": {"source": "sim", "dtype": "array", "shape": [1, 3, 5], "dtype_numpy": "<f4",
+                "external": "STREAM:"}})
+    kwargs = {"path": "/entry/data/data"} if with_path_param else {"dataset": "/entry/data/data"}
+    sres = {"uid": "sres-1", "run_start": b.start_doc["uid"], "data_key": "det",
+            "spec": "AD_HDF5_SWMR_STREAM", "root": str(ext), "resource_path": "det.h5",
+            "resource_kwargs": kwargs, "path_semantics": "posix"}
+    sdat = {"uid": "sres-1/0", "stream_resource": "sres-1", "descriptor": d.descriptor_doc["uid"],
+            "indices": {"start": 0, "stop": 4}, "seq_nums": {"start": 1, "stop": 5}}
+    docs = [("start", b.start_doc), ("descriptor", d.descriptor_doc),
+            ("stream_resource", sres), ("stream_datum", sdat), ("stop", b.compose_stop())]
+    return docs, data
+
+
+@pytest.mark.parametrize("with_path_param", [True, False])
+def test_legacy_stream_resource_is_normalised_and_read(tmp_path, cat, with_path_param):
+    docs, data = _legacy_stream_run(tmp_path, with_path_param=with_path_param)
+    for name, doc in docs:
+        cat.writer(name, doc)
+    run = cat[docs[0][1]["uid"]]
+    ds = run.primary.read()
+    np.testing.assert_array_equal(ds["det"].values, data)
+    assert run.primary.to_dask()["det"][2].compute().values.tolist() == data[2].tolist()
+    (sres,) = [d for n, d in run.documents() if n == "stream_resource"]
+    # the current schema's fields, derived as bluesky's TiledWriter derives them ...
+    assert sres["mimetype"] == "application/x-hdf5"
+    assert sres["uri"] == "file://localhost" + str(tmp_path / "legacy" / "det.h5")
+    assert sres["parameters"]["dataset"] == "/entry/data/data"
+    # ... and the legacy fields as they came
+    assert sres["spec"] == "AD_HDF5_SWMR_STREAM" and sres["resource_path"] == "det.h5"
+
+
+def test_legacy_stream_resource_follows_root_map(tmp_path):
+    docs, data = _legacy_stream_run(tmp_path)
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    for name, doc in docs:
+        cat.writer(name, doc)
+    moved = tmp_path / "moved"
+    (tmp_path / "legacy").rename(moved)
+    cat2 = databroker_lite.open_catalog(tmp_path / "cat", root_map={str(tmp_path / "legacy"): str(moved)})
+    np.testing.assert_array_equal(cat2[-1].primary.read()["det"].values, data)
