@@ -335,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_serve)
     s = sub.add_parser("passwd", help="add a user to a serve users file, or change or remove "
                                       "one (argon2id hashes; needs the server extra)")
-    s.add_argument("users_file")
-    s.add_argument("name")
+    s.add_argument("users_file", help="the users file of the serve config (made if missing)")
+    s.add_argument("name", help="the user's login name")
     s.add_argument("--remove", action="store_true", help="remove the user")
     s.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of stdin (no prompt)")
