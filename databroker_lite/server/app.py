@@ -13,6 +13,11 @@ from ..errors import CatalogError
 from . import queries  # noqa: F401 - registers our query types before the app is built
 from .adapters import CatalogsAdapter, catalog_adapter
 
+try:  # databroker 2's query types (scan_id, partial_uid, ...), which older clients send
+    import bluesky_tiled_plugins.queries  # noqa: F401
+except ImportError:  # pragma: no cover - in the server extra; without it those are 400s
+    pass
+
 
 def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
     """Catalog directories or named catalogs -> ``{name: Catalog}`` (read-only)."""
@@ -63,13 +68,16 @@ def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
         tree = catalog_adapter(cat, name)
     else:
         tree = CatalogsAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
+    from .documents import router as documents_router
+    from .limits import FilterCheck
     if config is not None:
         app = _tiled_app(tree, config.authentication, server_settings=config.server_settings(),
-                         access_policy=config.access_policy)
+                         access_policy=config.access_policy, include_routers=[documents_router])
     else:
         auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
-        app = _tiled_app(tree, auth, server_settings={})
+        app = _tiled_app(tree, auth, server_settings={}, include_routers=[documents_router])
     _apply_dependency_overrides(app)
+    app.add_middleware(FilterCheck)
     return app
 
 
