@@ -198,9 +198,10 @@ def test_others_runs_are_404_on_every_route(site) -> None:
     headers = _bearer(url, "alice")
     mine, = [u for u in _expected(local, "alice")][:1]
     api = f"{url}/api/v1"
-    routes = ["metadata/{uid}", "metadata/{uid}/primary", "metadata/{uid}/primary/x",
-              "array/full/{uid}/primary/x", "array/block/{uid}/primary/x?block=0",
-              "search/{uid}", "search/{uid}/primary"]
+    routes = ["metadata/{uid}", "metadata/{uid}/primary", "metadata/{uid}/primary/data/x",
+              "array/full/{uid}/primary/data/x", "array/block/{uid}/primary/data/x?block=0",
+              "search/{uid}", "search/{uid}/primary", "documents/{uid}",
+              "documents/{uid}?fill=true"]
     for route in routes:
         r = httpx.get(f"{api}/{route.format(uid=mine)}", headers=headers)
         assert r.status_code == 200, (route, r.text)
@@ -312,21 +313,32 @@ def test_an_expired_key_is_refused(site) -> None:
     assert ok in (200, 401)  # (on a very slow machine the first request may already be late)
 
 
-def test_stock_tiled_client_logs_in_at_the_prompt_and_sees_the_same(site, monkeypatch) -> None:
-    """databroker 2's client is tiled's from_uri; it prompts for user name and password."""
+def test_databroker2_client_logs_in_at_the_prompt_and_sees_the_same(site, monkeypatch) -> None:
+    """databroker 2's client is tiled's from_uri with bluesky-tiled-plugins' classes; it
+    prompts for the user name and password, as in the seeds."""
     import tiled.client.context as tctx
+    from databroker.client import BlueskyRun, CatalogOfBlueskyRuns
     from tiled.client import from_uri as tiled_from_uri
     url, local, _ = site
     monkeypatch.setenv("TILED_FORCE_PROMPT", "1")
     monkeypatch.setattr(tctx, "username_input", lambda: "bob")
     monkeypatch.setattr(tctx, "password_input", lambda: PASSWORDS["bob"])
     client = tiled_from_uri(url, remember_me=False)
-    assert sorted(client) == sorted(_expected(local, "bob"))
-    uid = _expected(local, "bob")[0]
-    np.testing.assert_array_equal(client[uid]["primary"]["x"].read(),
-                                  local[uid].primary.read()["x"].values)
+    assert isinstance(client, CatalogOfBlueskyRuns)
+    mine = _expected(local, "bob")
+    assert list(client) == mine and len(client) == 2
+    run = client[2]  # scan_id 2: bob's, not alice's (which is older)
+    assert isinstance(run, BlueskyRun) and run.start["proposal_id"] == P2
+    np.testing.assert_array_equal(run.primary.read()["x"].values, local[mine[0]].primary.read()["x"].values)
+    assert [n for n, _ in client[mine[1]].documents()] == [n for n, _ in local[mine[1]].documents()]
+    assert client[-1].start["uid"] == mine[-1]
+    for other in _others(local, "bob"):
+        with pytest.raises(KeyError):
+            client[other]
+        with pytest.raises(KeyError):
+            client[other[:8]]
     with pytest.raises(KeyError):
-        client[_others(local, "bob")[0]]
+        client[1]  # alice's scan_id
     monkeypatch.setattr(tctx, "password_input", lambda: "wrong")
     with pytest.raises(tctx.PasswordRejected):
         tiled_from_uri(url, remember_me=False)
