@@ -42,6 +42,11 @@ class AmbiguousKey(RunNotFound):
         self.candidates = candidates
 
 
+class NoRunsMatch(RunNotFound):
+    """A query (or time range) that a pack, an export or a command needs runs from matches
+    none; the message names the keys the catalog's runs have."""
+
+
 class StreamNotFound(DatabrokerLiteError, KeyError):
     """A run has no stream of that name."""
 
