@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("documents", {"documents"}),
     ("storage", {"storage"}),
     ("index", {"index", "query", "dialects"}),
-    ("catalog", {"catalogs", "run", "stream", "summaries", "lookup", "configuration",
+    ("catalog", {"catalogs", "run", "stream", "summaries", "lookup", "configuration", "matching",
                  "config", "intake_driver"}),
     ("tools", {"pack", "export", "server", "remote", "tutorial",
                # shims kept for old import paths:
