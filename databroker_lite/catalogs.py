@@ -12,8 +12,15 @@ from typing import Any
 
 from . import documents as _docs
 from . import lookup
-from .errors import CatalogError, InvalidDocument, ReadOnlyCatalog, RunNotFound
-from .index import RUN_SUFFIX, Index
+from .errors import (
+    CatalogError,
+    InvalidDocument,
+    ReadOnlyCatalog,
+    RecentRunNotFound,
+    RunFileUnreadable,
+    RunNotFound,
+)
+from .index import RUN_SUFFIX, Index, plain_run_file
 from .lookup import DuplicateScanIDWarning
 from .run import Run
 from .storage import RunWriter
@@ -77,6 +84,12 @@ class Catalog(Mapping):
         return list(self)
 
     def _run(self, uid: str, file: str) -> Run:
+        if not plain_run_file(file):
+            # the index is derived and may have been written by someone else: a row that
+            # names a path (absolute, '..', a sub-directory) is never followed
+            raise CatalogError(f"{self._index.path}: the index row of run {uid} names the file "
+                               f"{file!r}, which is not a run file name in {self.directory}; "
+                               f"run 'databroker-lite reindex {self.directory}'")
         return Run(self, uid, os.path.join(self.directory, file))
 
     def __getitem__(self, key: Any) -> Run:
@@ -84,15 +97,17 @@ class Catalog(Mapping):
         key = lookup.check_key(key)
         index = self._fresh()
         q = list(self._queries)
+        where = self._in_search()
         if isinstance(key, int):
             if key < 0:
-                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1)
+                n = index.count(q)
+                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key <= n else []
                 if not uids:
-                    raise lookup.no_kth(index.count(q), -key)
+                    raise RecentRunNotFound(lookup.no_kth(n, -key, where) + self._bad_note())
                 return self._run(*index.locate(q, key="uid", value=uids[0], limit=1)[0])
             found = index.locate(q, key="scan_id", value=key, limit=2)
             if not found:
-                raise lookup.no_scan_id(key)
+                self._not_found(lookup.no_scan_id(key, where), scan_id=key)
             if len(found) > 1:
                 rows = index.rows(q, key="scan_id", value=key)
                 lookup.warn_shared_scan_id(key, rows[0]["uid"],
@@ -103,10 +118,39 @@ class Catalog(Mapping):
             found = index.locate(q, key="uid", value=key, limit=1, newest_first=False) or found
         if len(found) == 1:
             return self._run(*found[0])
-        rows = index.rows(q, key="uid", prefix=key, limit=11) if key else []
+        if not key:
+            raise RunNotFound(lookup.no_uid(key, where))
+        rows = index.rows(q, key="uid", prefix=key, limit=11)
         if not rows:
-            raise lookup.no_uid(key)
+            self._not_found(lookup.no_uid(key, where), uid_prefix=key)
         raise lookup.ambiguous(key, rows, more=len(rows) > 10)
+
+    def _in_search(self) -> str:
+        return " in this search" if self._queries else ""
+
+    def _bad_note(self) -> str:
+        bad = self._index.bad_files()
+        if not bad:
+            return ""
+        return (f"; {len(bad)} run file(s) could not be read and are not counted "
+                "(see cat.bad_files)")
+
+    def _not_found(self, message: str, *, scan_id: int | None = None,
+                   uid_prefix: str | None = None) -> None:
+        """Raise RunNotFound, or RunFileUnreadable when an unreadable file may hold the run."""
+        bad = self._index.bad_files()
+        if uid_prefix is not None:
+            bad = {f: e for f, e in bad.items() if f.startswith(uid_prefix)}
+        if not bad:
+            raise RunNotFound(message)
+        files = {os.path.join(self.directory, f): e for f, e in sorted(bad.items())}
+        shown = "\n  ".join(e if e.startswith(f) else f"{f}: {e}" for f, e in list(files.items())[:5])
+        more = f"\n  ... and {len(files) - 5} more" if len(files) > 5 else ""
+        what = "a run file that could not be read may hold it" if len(files) == 1 else \
+            f"{len(files)} run files could not be read and may hold it"
+        raise RunFileUnreadable(f"{message} that can be read; {what}:\n  {shown}{more}\n"
+                                "cat.bad_files lists every file that could not be read, with "
+                                "the reason", files=files)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -128,12 +172,19 @@ class Catalog(Mapping):
         return self._fresh().summaries(list(uids))
 
     # --- search -------------------------------------------------------------
-    def search(self, query: Mapping) -> Catalog:
-        """The runs whose start documents match a MongoDB-style query (chainable)."""
+    def search(self, query: Any) -> Catalog:
+        """The runs matching a query (chainable).
+
+        ``query`` is a MongoDB-style dict on the start document (keys under ``stop.``
+        address the stop document), or a query of :mod:`databroker_lite.queries`
+        (databroker's ``TimeRange``, ``Key``, ...; tiled's query objects work too).
+        """
+        from .queries import to_mongo
         from .query import compile_query
-        compile_query(query)  # raise InvalidQuery now (a non-dict too), not at first use
+        query = to_mongo(query)
+        compile_query(query)  # raise InvalidQuery now, not at first use
         return Catalog(self.directory, mode=self.mode, root_map=self.root_map, name=self.name,
-                       _index=self._index, _queries=(*self._queries, dict(query)))
+                       _index=self._index, _queries=(*self._queries, query))
 
     # --- writing ------------------------------------------------------------
     @property

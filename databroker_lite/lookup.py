@@ -3,7 +3,9 @@
 ``cat[key]``: an int is a scan_id (the most recent run with it) or, negative, the k-th
 most recent run; a str is a uid or a unique uid prefix, never a scan_id. What is missing
 or ambiguous raises a ``KeyError`` subclass whose message lists what matched. Local,
-remote and any other catalog build their errors and warnings here, so they say the same.
+remote and any other catalog take their messages, errors and warnings from here, so they
+say the same (each picks the ``RunNotFound`` subclass its own knowledge allows, e.g. the
+local catalog's ``RunFileUnreadable`` when an unreadable file may hold the run).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import AmbiguousKey, RunNotFound, StreamNotFound
+from .errors import AmbiguousKey, StreamNotFound
 from .summaries import fmt_time
 
 
@@ -39,19 +41,22 @@ def ordinal(k: int) -> str:
     return f"{k}{suffix}"
 
 
-def no_kth(n_runs: int, k: int) -> RunNotFound:
-    return RunNotFound(f"the catalog has {n_runs} run(s); there is no {ordinal(k)} most recent")
+def no_kth(n_runs: int, k: int, where: str = "") -> str:
+    """The message of ``cat[-k]`` beyond the oldest run (``where``: e.g. " in this search")."""
+    return f"the catalog{where} has {n_runs} run(s); there is no {ordinal(k)} most recent"
 
 
-def no_scan_id(scan_id: int) -> RunNotFound:
-    return RunNotFound(f"no run has scan_id {scan_id}")
+def no_scan_id(scan_id: int, where: str = "") -> str:
+    """The message of ``cat[scan_id]`` when no run has it."""
+    return f"no run{where} has scan_id {scan_id}"
 
 
-def no_uid(key: str) -> RunNotFound:
+def no_uid(key: str, where: str = "") -> str:
+    """The message of ``cat[key]`` when no uid starts with ``key``."""
     if not key:
-        return RunNotFound("an empty string is not a uid or uid prefix")
+        return "an empty string is not a uid or uid prefix"
     hint = " (strings are uids; for a scan_id use an int)" if key.isdigit() else ""
-    return RunNotFound(f"no run has a uid starting with {key!r}{hint}")
+    return f"no run{where} has a uid starting with {key!r}{hint}"
 
 
 def ambiguous(key: str, rows: Sequence[Mapping], more: bool = False) -> AmbiguousKey:

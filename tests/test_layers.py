@@ -20,8 +20,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "_version"}),
     ("documents", {"documents"}),
     ("storage", {"storage"}),
-    ("index", {"index", "query", "dialects"}),
-    ("catalog", {"catalogs", "run", "stream", "summaries", "lookup", "configuration", "matching",
+    ("index", {"index", "query", "queries", "dialects"}),
+    ("catalog", {"catalogs", "run", "stream", "summaries", "lookup", "configuration", "matching", "column",
                  "config", "intake_driver"}),
     ("tools", {"pack", "export", "server", "remote", "tutorial",
                # shims kept for old import paths:
@@ -30,6 +30,13 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("command line", {"cli", "__main__"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+
+#: Circles known and owned elsewhere, with why; the test fails once one is gone, so that
+#: it is taken off this list. Add none: break a circle with a Protocol or by moving code.
+KNOWN_CIRCLES = {
+    frozenset({"databroker_lite.server.adapters", "databroker_lite.server.search"}):
+        "server/ is being rewritten for databroker 2 (issue 12)",
+}
 
 #: (importer, imported) pairs allowed to import upwards, inside a function only.
 LAZY_UP = {
@@ -156,7 +163,10 @@ def test_the_walker_sees_real_imports() -> None:
 
 
 def test_no_import_circle() -> None:
-    circles = _circles(_graph())
+    found = {frozenset(c) for c in _circles(_graph())}
+    gone = [sorted(c) for c in KNOWN_CIRCLES if c not in found]
+    assert not gone, f"these circles are gone: take them off KNOWN_CIRCLES: {gone}"
+    circles = [sorted(c) for c in found if c not in KNOWN_CIRCLES]
     assert not circles, "import circles (every import counts, lazy and TYPE_CHECKING too):\n" + \
         "\n".join(" <-> ".join(c) for c in circles)
 
