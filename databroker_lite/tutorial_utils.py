@@ -1,16 +1,12 @@
-"""``databroker_lite.tutorial_utils``, as databroker's: kept for its import path; the code is
-in :mod:`databroker_lite.tutorial.data`."""
+"""``databroker_lite.tutorial_utils``, as databroker's: kept for its import path.
+
+The code is in :mod:`databroker_lite.tutorial.data`; this name is that very module (not a
+copy of its names), so everything in it, patching included, works through either path.
+"""
 from __future__ import annotations
 
-from .tutorial.data import (  # noqa: F401 - re-exported, private names for old tests too
-    _MARKER,
-    DATA_DIR_ENV,
-    SMALL_ENV,
-    _parameters,
-    fetch_BMM_example,
-    fetch_RSOXS_example,
-    tutorial_data_dir,
-)
+import sys
 
-__all__ = ["DATA_DIR_ENV", "SMALL_ENV", "fetch_BMM_example", "fetch_RSOXS_example",
-           "tutorial_data_dir"]
+from .tutorial import data as _data
+
+sys.modules[__name__] = _data

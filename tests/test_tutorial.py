@@ -18,7 +18,6 @@ import xarray as xr
 import databroker_lite
 import databroker_lite.tutorial_utils
 from databroker_lite import tutorial_utils
-from databroker_lite.tutorial import data as tutorial_data  # the code behind the shim
 
 
 def _env(mp: pytest.MonkeyPatch, root: Path) -> None:
@@ -184,7 +183,7 @@ def test_interrupted_generation_leaves_no_catalog(fresh_env: Path, monkeypatch) 
     def boom(cat, params, progress):
         cat.insert("start", {"uid": "half-made", "time": 0.0})
         raise KeyboardInterrupt
-    monkeypatch.setattr(tutorial_data, "_make_bmm", boom)
+    monkeypatch.setattr(tutorial_utils, "_make_bmm", boom)
     with pytest.raises(KeyboardInterrupt):
         tutorial_utils.fetch_BMM_example(progress=False)
     assert "bluesky-tutorial-BMM" not in list(databroker_lite.catalog)
