@@ -12,6 +12,7 @@ from typing import Any
 
 from . import documents as _docs
 from . import lookup
+from .backends import open_index
 from .errors import (
     CatalogError,
     InvalidDocument,
@@ -34,14 +35,15 @@ class Catalog(Mapping):
 
     def __init__(self, directory: str | os.PathLike, *, mode: str = "a",
                  root_map: Mapping[str, str] | None = None, name: str | None = None,
-                 _index: Index | None = None, _queries: tuple = ()) -> None:
+                 index: str | None = None, _index: Index | None = None,
+                 _queries: tuple = ()) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.mode = mode
         self.root_map = {**stored_root_map(self.directory), **dict(root_map or {})}
         self.name = name
         self._queries = tuple(_queries)
         if _index is None:
-            _index = Index(self.directory, writable=(mode != "r"))
+            _index = open_index(self.directory, index, writable=(mode != "r"), name=name)
             if _index.is_stale():
                 _index.refresh()
         self._index = _index
@@ -182,7 +184,7 @@ class Catalog(Mapping):
         from .queries import to_mongo
         from .query import compile_query
         query = to_mongo(query)
-        compile_query(query)  # raise InvalidQuery now, not at first use
+        compile_query(query, self._index.dialect)  # raise InvalidQuery now, not at first use
         return Catalog(self.directory, mode=self.mode, root_map=self.root_map, name=self.name,
                        _index=self._index, _queries=(*self._queries, query))
 
@@ -376,7 +378,8 @@ def _flush_at_exit() -> None:
 
 
 def open_catalog(path: str | os.PathLike, mode: str = "a", *,
-                 root_map: Mapping[str, str] | None = None, name: str | None = None) -> Catalog:
+                 root_map: Mapping[str, str] | None = None, name: str | None = None,
+                 index: str | None = None) -> Catalog:
     """Open the catalog in a directory.
 
     Parameters
@@ -384,6 +387,9 @@ def open_catalog(path: str | os.PathLike, mode: str = "a", *,
     path : directory of run files; created if missing when ``mode="a"``.
     mode : "a" (read and write) or "r" (read-only; the directory must exist).
     root_map : ``{old_root: new_root}`` for external files that moved.
+    index : where the derived index lives: ``"auto"`` (default: SQLite beside the files,
+        or per host on a network file system), ``"beside"``, ``"host"``, or a
+        ``postgresql://`` URL (see :mod:`databroker_lite.backends`).
     """
     if mode not in ("a", "r"):
         raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
@@ -398,7 +404,7 @@ def open_catalog(path: str | os.PathLike, mode: str = "a", *,
             raise CatalogError(f"cannot create catalog directory {path}: {exc}") from exc
         if not os.access(path, os.W_OK):
             raise CatalogError(f"catalog directory {path} is not writable; open it with mode='r'")
-    return Catalog(path, mode=mode, root_map=root_map, name=name)
+    return Catalog(path, mode=mode, root_map=root_map, name=name, index=index)
 
 
 def temp() -> Catalog:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import documents as _docs
 from .errors import CatalogError, CorruptRunFile
-from .query import compile_query, db_regexp, sql_value
+from .query import SQLITE, compile_query, db_regexp, sql_value
 from .storage import RunSummary
 from .storage.files import not_a_run_file
 
@@ -84,13 +84,25 @@ class IndexNotUpdated(UserWarning):
 
 
 class Index:
-    """The SQLite index of one catalog directory."""
+    """The SQLite index of one catalog directory.
 
-    def __init__(self, directory: str, *, writable: bool = True) -> None:
+    ``path`` puts the index file elsewhere than ``<directory>/.databroker_lite/`` (a
+    per-host index for a catalog on a network file system). ``rescan_seconds``: also
+    look at the files again when the last look is older than that, whatever the
+    directory's modification time says (network file systems cache it).
+    """
+
+    dialect = SQLITE
+    kind = "sqlite"
+
+    def __init__(self, directory: str, *, writable: bool = True, path: str | None = None,
+                 rescan_seconds: float | None = None) -> None:
         self.directory = os.path.abspath(directory)
         self.writable = writable
+        self.rescan_seconds = rescan_seconds
+        self._last_look = -float("inf")
         self._local = threading.local()
-        self.path = os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
+        self.path = path or os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
         self.in_memory = False
         if writable:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -193,6 +205,8 @@ class Index:
         return f"{st.st_mtime_ns}"
 
     def is_stale(self) -> bool:
+        if self.rescan_seconds is not None and time.monotonic() - self._last_look > self.rescan_seconds:
+            return True  # the directory's mtime may be a cached, old one: look at the files
         stamp = self.dir_stamp()
         if stamp == getattr(self, "_seen_fresh", None):
             return False  # the directory has not changed since the index last matched it
@@ -203,6 +217,7 @@ class Index:
 
     def refresh(self, *, full: bool = False) -> dict[str, int]:
         """Bring the index in line with the files; returns counts of what changed."""
+        self._last_look = time.monotonic()
         stamp = self.dir_stamp()
         on_disk: dict[str, tuple[int, int]] = {}
         odd: dict[str, tuple[tuple[int, int], str]] = {}  # FIFOs, symlink loops, directories...
@@ -244,8 +259,7 @@ class Index:
                 conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
             for f, (st, why) in odd.items():
                 if bad.get(f) != st:
-                    conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
-                                 (f, *st, f"{os.path.join(self.directory, f)}: {why}"))
+                    self._put_bad(f, *st, f"{os.path.join(self.directory, f)}: {why}")
                     counts["bad"] += 1
             for f in todo:
                 path = os.path.join(self.directory, f)
@@ -263,13 +277,21 @@ class Index:
                     # A listed run without a stop may be mid-flush in another process: keep
                     # its row. A finished run that no longer reads is damaged: say so.
                     conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
-                    cur = conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
-                                       "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
-                                       (f, *on_disk[f], str(exc), f))
-                    counts["bad"] += cur.rowcount > 0
+                    counts["bad"] += self._record_bad(f, *on_disk[f], str(exc))
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
+
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
+                          (file, mtime_ns, size, error))
+
+    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str) -> bool:
+        """Note an unreadable file, unless a run row (one being written) holds it."""
+        cur = self.conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
+                                "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
+                                (file, mtime_ns, size, error, file))
+        return cur.rowcount > 0
 
     def rebuild(self) -> dict[str, int]:
         """Forget everything and index every file again."""
@@ -336,10 +358,10 @@ class Index:
     def _where(self, queries: list[Mapping]) -> tuple[str, list]:
         clauses, params = [], []
         for q in queries:
-            sql, p = compile_query(q)
+            sql, p = compile_query(q, self.dialect)
             clauses.append(f"({sql})")
             params.extend(p)
-        return (" AND ".join(clauses) or "1"), params
+        return (" AND ".join(clauses) or self.dialect.true), params
 
     def count(self, queries: list[Mapping]) -> int:
         where, params = self._where(queries)
@@ -365,8 +387,14 @@ class Index:
             return f"{where} AND uid >= ? AND uid < ?", [*params, prefix, prefix + "\U0010ffff"]
         value = sql_value(value)
         if value is None or value != value:  # None and NaN equal nothing
-            return "0", []
-        return f"{where} AND {key} = ?", [*params, value]
+            return self.dialect.false, []
+        return f"{where} AND {key} = {self._key_placeholder(key)}", [*params, self._key_param(key, value)]
+
+    def _key_placeholder(self, key: str) -> str:
+        return "?"
+
+    def _key_param(self, key: str, value: Any) -> Any:
+        return value
 
     def rows(self, queries: list[Mapping], *, key: str, value: Any = None,
              prefix: str | None = None, newest_first: bool = True, limit: int = 50) -> list[dict]:

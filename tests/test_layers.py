@@ -20,10 +20,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "_version"}),
     ("documents", {"documents"}),
     ("storage", {"storage"}),
-    ("index", {"index", "query", "queries", "dialects"}),
+    ("index", {"index", "index_pg", "backends", "netfs", "query", "queries", "dialects"}),
     ("catalog", {"catalogs", "run", "stream", "summaries", "lookup", "configuration", "matching", "column",
                  "config", "intake_driver"}),
-    ("tools", {"pack", "export", "server", "remote", "tutorial",
+    ("tools", {"pack", "export", "server", "remote", "tutorial", "pgtemp",
                # shims kept for old import paths:
                "packing", "tutorial_utils", "demo"}),
     ("package", {"__init__"}),  # the public face: re-exports the catalog layer and the tools
