@@ -14,8 +14,17 @@ from datetime import datetime
 from typing import Any
 
 from . import documents as _docs
-from .errors import AmbiguousKey, CatalogError, InvalidDocument, ReadOnlyCatalog, RunNotFound
-from .index import RUN_SUFFIX, Index
+from .backends import open_index
+from .errors import (
+    AmbiguousKey,
+    CatalogError,
+    InvalidDocument,
+    ReadOnlyCatalog,
+    RecentRunNotFound,
+    RunFileUnreadable,
+    RunNotFound,
+)
+from .index import RUN_SUFFIX, Index, plain_run_file
 from .run import Run
 from .storage import RunWriter
 
@@ -38,14 +47,15 @@ class Catalog(Mapping):
 
     def __init__(self, directory: str | os.PathLike, *, mode: str = "a",
                  root_map: Mapping[str, str] | None = None, name: str | None = None,
-                 _index: Index | None = None, _queries: tuple = ()) -> None:
+                 index: str | None = None, _index: Index | None = None,
+                 _queries: tuple = ()) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.mode = mode
         self.root_map = {**stored_root_map(self.directory), **dict(root_map or {})}
         self.name = name
         self._queries = tuple(_queries)
         if _index is None:
-            _index = Index(self.directory, writable=(mode != "r"))
+            _index = open_index(self.directory, index, writable=(mode != "r"), name=name)
             if _index.is_stale():
                 _index.refresh()
         self._index = _index
@@ -88,6 +98,12 @@ class Catalog(Mapping):
         return list(self)
 
     def _run(self, uid: str, file: str) -> Run:
+        if not plain_run_file(file):
+            # the index is derived and may have been written by someone else: a row that
+            # names a path (absolute, '..', a sub-directory) is never followed
+            raise CatalogError(f"{self._index.path}: the index row of run {uid} names the file "
+                               f"{file!r}, which is not a run file name in {self.directory}; "
+                               f"run 'databroker-lite reindex {self.directory}'")
         return Run(self, uid, os.path.join(self.directory, file))
 
     def __getitem__(self, key: Any) -> Run:
@@ -98,14 +114,16 @@ class Catalog(Mapping):
         if isinstance(key, numbers.Integral):
             key = int(key)
             if key < 0:
-                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1)
+                n = index.count(q)
+                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key <= n else []
                 if not uids:
-                    raise RunNotFound(f"the catalog has {index.count(q)} run(s); there is no "
-                                      f"{_ordinal(-key)} most recent")
+                    raise RecentRunNotFound(f"the catalog{self._in_search()} has {n} run(s); "
+                                            f"there is no {_ordinal(-key)} most recent"
+                                            + self._bad_note())
                 return self._run(*index.locate(q, key="uid", value=uids[0], limit=1)[0])
             found = index.locate(q, key="scan_id", value=key, limit=2)
             if not found:
-                raise RunNotFound(f"no run has scan_id {key}")
+                self._not_found(f"no run{self._in_search()} has scan_id {key}", scan_id=key)
             if len(found) > 1:
                 rows = index.rows(q, key="scan_id", value=key)
                 others = "; ".join(_describe(r) for r in rows[1:])
@@ -124,13 +142,41 @@ class Catalog(Mapping):
             rows = index.rows(q, key="uid", prefix=key, limit=11)
             if not rows:
                 hint = " (strings are uids; for a scan_id use an int)" if key.isdigit() else ""
-                raise RunNotFound(f"no run has a uid starting with {key!r}{hint}")
+                self._not_found(f"no run{self._in_search()} has a uid starting with {key!r}{hint}",
+                                uid_prefix=key)
             listing = "\n  ".join(_describe(r) for r in rows[:10])
             more = " (and more)" if len(rows) > 10 else ""
             raise AmbiguousKey(f"{key!r} is the start of several uids{more}; give more "
                                f"characters:\n  {listing}", candidates=rows[:10])
         raise TypeError(f"look up runs by scan_id (int), -k (int) or uid (str), "
                         f"not {type(key).__name__}")
+
+    def _in_search(self) -> str:
+        return " in this search" if self._queries else ""
+
+    def _bad_note(self) -> str:
+        bad = self._index.bad_files()
+        if not bad:
+            return ""
+        return (f"; {len(bad)} run file(s) could not be read and are not counted "
+                "(see cat.bad_files)")
+
+    def _not_found(self, message: str, *, scan_id: int | None = None,
+                   uid_prefix: str | None = None) -> None:
+        """Raise RunNotFound, or RunFileUnreadable when an unreadable file may hold the run."""
+        bad = self._index.bad_files()
+        if uid_prefix is not None:
+            bad = {f: e for f, e in bad.items() if f.startswith(uid_prefix)}
+        if not bad:
+            raise RunNotFound(message)
+        files = {os.path.join(self.directory, f): e for f, e in sorted(bad.items())}
+        shown = "\n  ".join(e if e.startswith(f) else f"{f}: {e}" for f, e in list(files.items())[:5])
+        more = f"\n  ... and {len(files) - 5} more" if len(files) > 5 else ""
+        what = "a run file that could not be read may hold it" if len(files) == 1 else \
+            f"{len(files)} run files could not be read and may hold it"
+        raise RunFileUnreadable(f"{message} that can be read; {what}:\n  {shown}{more}\n"
+                                "cat.bad_files lists every file that could not be read, with "
+                                "the reason", files=files)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -152,12 +198,19 @@ class Catalog(Mapping):
         return self._fresh().summaries(list(uids))
 
     # --- search -------------------------------------------------------------
-    def search(self, query: Mapping) -> Catalog:
-        """The runs whose start documents match a MongoDB-style query (chainable)."""
+    def search(self, query: Any) -> Catalog:
+        """The runs matching a query (chainable).
+
+        ``query`` is a MongoDB-style dict on the start document (keys under ``stop.``
+        address the stop document), or a query of :mod:`databroker_lite.queries`
+        (databroker's ``TimeRange``, ``Key``, ...; tiled's query objects work too).
+        """
+        from .queries import to_mongo
         from .query import compile_query
-        compile_query(query)  # raise InvalidQuery now (a non-dict too), not at first use
+        query = to_mongo(query)
+        compile_query(query, self._index.dialect)  # raise InvalidQuery now, not at first use
         return Catalog(self.directory, mode=self.mode, root_map=self.root_map, name=self.name,
-                       _index=self._index, _queries=(*self._queries, dict(query)))
+                       _index=self._index, _queries=(*self._queries, query))
 
     # --- writing ------------------------------------------------------------
     @property
@@ -362,7 +415,8 @@ def _flush_at_exit() -> None:
 
 
 def open_catalog(path: str | os.PathLike, mode: str = "a", *,
-                 root_map: Mapping[str, str] | None = None, name: str | None = None) -> Catalog:
+                 root_map: Mapping[str, str] | None = None, name: str | None = None,
+                 index: str | None = None) -> Catalog:
     """Open the catalog in a directory.
 
     Parameters
@@ -370,6 +424,9 @@ def open_catalog(path: str | os.PathLike, mode: str = "a", *,
     path : directory of run files; created if missing when ``mode="a"``.
     mode : "a" (read and write) or "r" (read-only; the directory must exist).
     root_map : ``{old_root: new_root}`` for external files that moved.
+    index : where the derived index lives: ``"auto"`` (default: SQLite beside the files,
+        or per host on a network file system), ``"beside"``, ``"host"``, or a
+        ``postgresql://`` URL (see :mod:`databroker_lite.backends`).
     """
     if mode not in ("a", "r"):
         raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
@@ -384,7 +441,7 @@ def open_catalog(path: str | os.PathLike, mode: str = "a", *,
             raise CatalogError(f"cannot create catalog directory {path}: {exc}") from exc
         if not os.access(path, os.W_OK):
             raise CatalogError(f"catalog directory {path} is not writable; open it with mode='r'")
-    return Catalog(path, mode=mode, root_map=root_map, name=name)
+    return Catalog(path, mode=mode, root_map=root_map, name=name, index=index)
 
 
 def temp() -> Catalog:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -10,10 +12,60 @@ import databroker_lite
 from databroker_lite.errors import DatabrokerLiteError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--al`` is not ``--all``), saying what was meant."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _options(self) -> list[str]:
+        return [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+
+    def error(self, message: str):  # type: ignore[override]
+        m = re.match(r"argument \S+: invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'?([\w.-]+)'?", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = getattr(ns, "_parser", self)
+            hints = []
+            for e in extras:
+                close = (difflib.get_close_matches(e.split("=", 1)[0], sub._options(), n=1,
+                                                   cutoff=0.5) if e.startswith("-") else [])
+                hints.append(f"{e} (did you mean {close[0]}?)" if close else e)
+            sub.error("unrecognized arguments: " + " ".join(hints))
+        return ns
+
+
+def _catalog_dir(where: str) -> str:
+    """The directory of a catalog given as a directory or a catalog name."""
+    if os.path.isdir(where):
+        return where
+    entries = databroker_lite.catalog.entries()
+    if where in entries:
+        return entries[where].path
+    known = ", ".join(sorted(entries)) or "none"
+    raise databroker_lite.CatalogError(
+        f"no catalog directory at {where}, and no catalog named {where!r} (named catalogs: "
+        f"{known}; 'databroker-lite catalogs' lists them)")
+
+
+def _open(where: str) -> databroker_lite.Catalog:
+    """A catalog given as a directory or a name, read-only."""
+    _catalog_dir(where)  # a clear error for neither
+    return databroker_lite.as_catalog(where)
+
+
 def _cmd_reindex(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.path):  # mode "a" would create it: a typo must not make a catalog
-        raise databroker_lite.CatalogError(f"no catalog directory at {args.path}")
-    cat = databroker_lite.open_catalog(args.path)
+    # mode "a" would create a missing directory: a typo must not make a catalog
+    cat = databroker_lite.open_catalog(_catalog_dir(args.path))
     counts = cat.reindex()
     print(f"{args.path}: {len(cat)} runs indexed "
           f"({counts['added'] + counts['updated']} read, {counts['bad']} unreadable)")
@@ -29,8 +81,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    cat = databroker_lite.open_catalog(args.path, mode="r")
-    print(repr(cat))
+    print(repr(_open(args.path)))
     return 0
 
 
@@ -82,21 +133,23 @@ def _add_pack_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_pack)
     s = sub.add_parser("verify", help="recompute a pack's checksums; exit 1 if anything is wrong")
-    s.add_argument("dest")
-    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("dest", metavar="PACK", help="pack directory (written by 'pack')")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_verify)
     s = sub.add_parser("unpack", help="verify a pack and install it as a named catalog")
-    s.add_argument("dest")
-    s.add_argument("name")
+    s.add_argument("dest", metavar="PACK", help="pack directory (written by 'pack')")
+    s.add_argument("name", metavar="NAME", help="name to install the catalog as (then databroker_lite.catalog[NAME]"
+                                " opens it); letters, digits, '_', '.', '-'")
     s.add_argument("--to", help="directory to copy the runs into (default: the data directory)")
     s.add_argument("--in-place", action="store_true", help="use the pack directory itself")
-    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_unpack)
     s = sub.add_parser("import", help="insert runs from a databroker-pack directory or "
                                       "suitcase msgpack/jsonl files")
-    s.add_argument("src")
+    s.add_argument("src", help="databroker-pack directory, or a suitcase .msgpack/.jsonl file "
+                               "or a directory of them")
     s.add_argument("catalog", help="catalog directory (created if missing)")
-    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_import)
 
 
@@ -146,7 +199,7 @@ def _add_catalog_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("install", help="make a catalog directory available by name "
                                        "(databroker_lite.catalog[NAME], intake)")
     s.add_argument("path", help="catalog directory")
-    s.add_argument("name")
+    s.add_argument("name", metavar="NAME", help="the name to give it: letters, digits, '_', '.', '-'")
     s.add_argument("--root-map", action="append", metavar="OLD=NEW",
                    help="map an old root of external files to a new one (repeatable)")
     s.add_argument("--overwrite", action="store_true",
@@ -154,14 +207,32 @@ def _add_catalog_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_install)
 
 
+def _export_positionals(args: argparse.Namespace) -> tuple[list[str], str, str]:
+    """RUN... FORMAT DEST from the words after CATALOG, saying what is missing."""
+    from databroker_lite.export import FORMATS
+    words, parser = args.items, args._parser
+    names = ", ".join(FORMATS)
+    if len(words) >= 2 and words[-2].lower() in FORMATS:
+        return words[:-2], words[-2].lower(), words[-1]
+    if words and words[-1].lower() in FORMATS:
+        parser.error(f"no destination after the format {words[-1]!r}: give a directory (or a file, "
+                     f"for spec/json/nexus), e.g. 'databroker-lite export {args.catalog} "
+                     f"{' '.join(words)} ./exported'")
+    close = difflib.get_close_matches(words[-2].lower(), list(FORMATS), n=1) if len(words) >= 2 else []
+    hint = f"; did you mean {close[0]!r} for {words[-2]!r}?" if close else ""
+    parser.error(f"no export format: after the runs give FORMAT ({names}) and DEST{hint}")
+    raise AssertionError  # parser.error exits
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
     from databroker_lite.export import export
-    if args.query and args.runs:
+    runs_given, fmt, dest = _export_positionals(args)
+    if args.query and runs_given:
         print("databroker-lite export: error: give RUNS or --query, not both", file=sys.stderr)
         return 2
-    cat = databroker_lite.as_catalog(args.catalog)
+    cat = _open(args.catalog)
     if args.query:
         try:
             query = json.loads(args.query)
@@ -169,27 +240,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(f"databroker-lite export: error: --query is not JSON: {exc}", file=sys.stderr)
             return 2
         runs = list(cat.search(query).values())
-    else:  # digits: a scan_id; -k: the k-th most recent; anything else: a uid or prefix
-        keys = [int(r) if r.lstrip("-").isdigit() else r for r in args.runs]
-        runs = [cat[k] for k in keys]
-    if not runs:
-        print("databroker-lite export: error: no runs to export (give RUNS or --query)",
-              file=sys.stderr)
-        return 1
+        if not runs:
+            from databroker_lite.matching import no_match_message
+            raise databroker_lite.NoRunsMatch(no_match_message(cat, query))
+    elif runs_given:  # digits: a scan_id; -k: the k-th most recent; anything else: a uid or prefix
+        runs = [cat[int(r) if r.lstrip("-").isdigit() else r] for r in runs_given]
+    else:
+        args._parser.error("say which runs: RUN... (scan_id, -k, uid prefix) or --query JSON")
     streams = [x for x in args.streams.split(",") if x] if args.streams else None
-    paths = export(runs, args.format, args.dest, streams=streams)
+    paths = export(runs, fmt, dest, streams=streams)
     for path in paths:
         print(path)
     return 0
 
 
 def _add_export_command(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("export", help="write runs as CSV, JSON, SPEC or NeXus files for users")
-    s.add_argument("catalog", help="catalog directory or name")
-    s.add_argument("runs", nargs="*", metavar="RUN",
-                   help="scan_id (digits), -k (k-th most recent), or uid / uid prefix")
-    s.add_argument("format", choices=["csv", "json", "spec", "nexus"])
-    s.add_argument("dest", help="directory (csv, json, nexus) or SPEC file")
+    s = sub.add_parser(
+        "export", help="write runs as CSV, JSON, SPEC or NeXus files for users",
+        usage="%(prog)s [-h] [--query JSON] [--streams A,B] CATALOG [RUN ...] FORMAT DEST",
+        description="Write runs as files: CATALOG, then the runs (or --query), then FORMAT "
+                    "(csv, json, spec, nexus) and DEST (a directory, or a file for spec, and "
+                    "for one run json/nexus). Prints the paths written.")
+    s.add_argument("catalog", metavar="CATALOG", help="catalog directory or name")
+    s.add_argument("items", nargs="+", metavar="RUN ... FORMAT DEST",
+                   help="runs: scan_id (digits), -k (k-th most recent), uid or uid prefix; "
+                        "FORMAT: csv, json, spec or nexus; DEST: where to write")
     s.add_argument("--query", metavar="JSON", help="export the runs matching this query instead")
     s.add_argument("--streams", metavar="A,B", help="only these streams (comma-separated)")
     s.set_defaults(func=_cmd_export)
@@ -210,14 +285,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="databroker-lite", description=databroker_lite.__doc__)
+    p = _Parser(prog="databroker-lite", description=databroker_lite.__doc__)
     p.add_argument("--version", action="version", version=databroker_lite.__version__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     s = sub.add_parser("reindex", help="rebuild a catalog's index from its run files")
-    s.add_argument("path")
+    s.add_argument("path", metavar="CATALOG", help="catalog directory or name")
     s.set_defaults(func=_cmd_reindex)
     s = sub.add_parser("ls", help="show a catalog: how many runs, the newest")
-    s.add_argument("path")
+    s.add_argument("path", metavar="CATALOG", help="catalog directory or name")
     s.set_defaults(func=_cmd_ls)
     s = sub.add_parser("demo", help="install the tutorial catalogs and show what is in them")
     s.set_defaults(func=_cmd_demo)
@@ -228,10 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(needs the server extra)")
     s.add_argument("catalogs", nargs="+", metavar="CATALOG", help="catalog directory or name")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     s.add_argument("--api-key-file", required=True, metavar="FILE",
                    help="file holding the API key clients must send (letters and digits)")
     s.set_defaults(func=_cmd_serve)
+    for sp in sub.choices.values():
+        sp.set_defaults(_parser=sp)
     return p
 
 

@@ -216,10 +216,13 @@ class PostgresDialect:
 
     def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
         kind = kind_of(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            return self.false
         if ref.column and ref.column != "scan_id":
             return f"({ref.column} {op} {c.p(value)})" if self._column_ok(ref, kind) else self.false
+        if isinstance(value, float) and not math.isfinite(value):
+            # jsonb holds no infinity: every number is above -inf and below +inf
+            if value != value or (value > 0) == (op in (">", ">=")):
+                return self.false
+            return f"({self.is_kind(self.type_of(c, ref), 'number')})"
         at = self._at(c, ref)
         if kind == "number":
             return (f"({self.is_kind(self.type_of(c, ref), 'number')} AND "

@@ -42,6 +42,27 @@ class AmbiguousKey(RunNotFound):
         self.candidates = candidates
 
 
+class RecentRunNotFound(RunNotFound, IndexError):
+    """``cat[-k]`` with k larger than the number of runs (also an ``IndexError``)."""
+
+
+class RunFileUnreadable(RunNotFound):
+    """The run looked up is (or may be) in a run file that could not be read.
+
+    ``files`` maps each such file (a path) to the reason; ``cat.bad_files`` lists every
+    file of the catalog that could not be read.
+    """
+
+    def __init__(self, message: str, files: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.files = dict(files or {})
+
+
+class NoRunsMatch(RunNotFound):
+    """A query (or time range) that a pack, an export or a command needs runs from matches
+    none; the message names the keys the catalog's runs have."""
+
+
 class StreamNotFound(DatabrokerLiteError, KeyError):
     """A run has no stream of that name."""
 

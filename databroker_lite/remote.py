@@ -21,6 +21,8 @@ from .errors import (
     CatalogNotFound,
     DatabrokerLiteError,
     InvalidQuery,
+    RecentRunNotFound,
+    RunFileUnreadable,
     RunNotFound,
     StreamNotFound,
 )
@@ -43,6 +45,7 @@ class OutOfRange(DatabrokerLiteError, IndexError):
 _ERRORS: dict[str, type[Exception]] = {
     "RunNotFound": RunNotFound, "StreamNotFound": StreamNotFound,
     "InvalidQuery": InvalidQuery, "IndexError": OutOfRange,
+    "RecentRunNotFound": RecentRunNotFound, "RunFileUnreadable": RunFileUnreadable,
 }
 
 
@@ -101,7 +104,8 @@ def from_uri(url: str, api_key: str | None = None, *,
         raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
                            "in the server's --api-key-file")
     with _translate(url):
-        root = tiled_from_uri(url, api_key=api_key, remember_me=False)
+        root = tiled_from_uri(url, api_key=api_key, remember_me=False,
+                              structure_clients=_plain_clients())
         if _is_catalog(root):
             served = root.metadata.get("name")
             if catalog is not None and catalog != served:
@@ -109,6 +113,15 @@ def from_uri(url: str, api_key: str | None = None, *,
             return RemoteCatalog(root, url)
         cats = RemoteCatalogs(root, url)
         return cats[catalog] if catalog is not None else cats
+
+
+def _plain_clients() -> dict:
+    """tiled's plain client classes: not databroker 2's, which the server's specs would
+    select (their ``search`` rewrites our queries)."""
+    from tiled.client.array import ArrayClient
+    from tiled.client.container import Container
+    from tiled.client.xarray import DatasetClient
+    return {"container": Container, "array": ArrayClient, "xarray_dataset": DatasetClient}
 
 
 def _is_catalog(node: Any) -> bool:
@@ -212,9 +225,10 @@ class RemoteCatalog(Mapping):
         if not sep or not stream or not field or "/" in field:
             raise ValueError(f"path {path!r} should be 'STREAM/FIELD', e.g. 'primary/I0'")
         from tiled.client.constructors import from_context
-        parts = [*self._node.path_parts, self._uid(uid), stream, field]
+        parts = [*self._node.path_parts, self._uid(uid), stream, "data", field]
         with _translate(self.url):  # a missing stream or column: the server says which
-            arr = from_context(self._node.context, node_path_parts=parts)
+            arr = from_context(self._node.context, node_path_parts=parts,
+                               structure_clients=_plain_clients())
         sel = tuple(slices) if slices is not None else ()
         for s in sel:
             if not isinstance(s, (slice, numbers.Integral)) or isinstance(s, bool):
@@ -389,14 +403,15 @@ class RemoteStream:
     def __init__(self, run: RemoteRun, name: str) -> None:
         self.run, self.name = run, name
         with _translate(run.catalog.url):
-            self._node = run._node[name]
+            self._stream = run._node[name]  # data, timestamps, config, as databroker 2's
+            self._node = self._stream["data"]
 
     def fields(self) -> list[str]:
         return [k for k in self._node if k != "time"]
 
     @property
     def metadata(self) -> dict:
-        return {"descriptors": list(self._node.metadata.get("descriptors", [])),
+        return {"descriptors": list(self._stream.metadata.get("descriptors", [])),
                 "stream_name": self.name}
 
     def __len__(self) -> int:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .column import ArrayColumn
 from .errors import ExternalDataError, StreamNotFound
 from .storage import Column, Segment
 from .storage.handlers import (
@@ -105,6 +106,21 @@ class Stream:
 
     def fields(self) -> list[str]:
         return list(self._reader.columns(self.name))
+
+    # --- one column as an array ---------------------------------------------
+    def __getitem__(self, key: str) -> ArrayColumn:
+        """One data key as an :class:`~databroker_lite.ArrayColumn`: ``stream["img"][3]``
+        reads event 3's frame straight from its file, no dask or xarray involved."""
+        col = self._select(key)[key] if isinstance(key, str) else None
+        if col is None:
+            raise TypeError(f"look up a column by its data key (str), not {type(key).__name__}")
+        return ArrayColumn(self, key, col)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fields())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._reader.columns(self.name)
 
     # --- reading -----------------------------------------------------------
     def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:

@@ -120,3 +120,80 @@ def test_export_bad_query_or_both_selections_is_a_one_line_error(three, capsys, 
     assert main(["export", d, "1", "csv", str(tmp_path / "out"), "--query", "{}"]) == 2
     assert "give RUNS or --query, not both" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- mistakes the command line explains ---------------------------------------------------
+def test_an_abbreviated_flag_is_refused_with_the_flag_meant(three, tmp_path, capsys):
+    path, _ = three
+    with pytest.raises(SystemExit) as info:
+        main(["pack", path, str(tmp_path / "p"), "--al"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: databroker-lite pack" in err  # the subcommand's usage, not the top level's
+    assert "unrecognized arguments: --al (did you mean --all?)" in err
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(SystemExit):
+        main(["pack", path, str(tmp_path / "p"), "--scan-id", "10"])
+    assert "--scan-id (did you mean --scan-ids?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["exprot", path])
+    assert "did you mean 'export'?" in capsys.readouterr().err
+
+
+def test_every_positional_argument_has_help():
+    from databroker_lite.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        for action in sp._actions:
+            if not action.option_strings:
+                assert action.help, (name, action.dest)
+            assert sp.allow_abbrev is False
+
+
+def test_ls_and_reindex_take_a_catalog_name(three, tmp_path, monkeypatch, capsys):
+    path, uids = three
+    monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(tmp_path / "configs"))
+    databroker_lite.install_catalog(path, "beamline-x")
+    assert main(["ls", "beamline-x"]) == 0
+    out = capsys.readouterr().out
+    assert "'beamline-x'" in out and "3 runs" in out and uids[-1][:8] in out
+    assert main(["reindex", "beamline-x"]) == 0
+    assert "3 runs indexed" in capsys.readouterr().out
+    assert main(["ls", "beamline-y"]) == 1
+    err = capsys.readouterr().err
+    assert "no catalog named 'beamline-y'" in err and "beamline-x" in err
+
+
+def test_export_without_a_destination_says_so(three, tmp_path, capsys):
+    path, _ = three
+    with pytest.raises(SystemExit) as info:
+        main(["export", path, "10", "csv"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no destination after the format 'csv'" in err and "invalid choice" not in err
+    with pytest.raises(SystemExit):
+        main(["export", path, "10", "cvs", str(tmp_path / "out")])
+    assert "did you mean 'csv' for 'cvs'?" in capsys.readouterr().err
+    assert main(["export", path, "10", "11", "CSV", str(tmp_path / "out")]) == 0
+    assert len(capsys.readouterr().out.split()) == 2 * 2  # metadata + primary, per run
+
+
+def test_a_query_matching_nothing_exits_1_naming_the_keys(three, tmp_path, capsys):
+    path, _ = three
+    for argv in (["pack", path, str(tmp_path / "p"), "--query", '{"plan_nam": "count"}'],
+                 ["export", path, "--query", '{"plan_nam": "count"}', "csv", str(tmp_path / "e")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "matches the query" in err and "give RUNS" not in err
+        assert "no run's start document has the key 'plan_nam' (did you mean 'plan_name'?)" in err
+        assert "plan_name, scan_id" in err and "(the catalog has 3 runs)" in err
+    assert not (tmp_path / "p").exists() and not (tmp_path / "e").exists()
+    assert main(["pack", path, str(tmp_path / "p"), "--query", '{"plan_name": "scan"}']) == 1
+    assert "the plan names are ['count']" in capsys.readouterr().err
+    assert main(["pack", path, str(tmp_path / "p"), "--since", "2030-01-01"]) == 1
+    err = capsys.readouterr().err
+    assert "matches since 2030-01-01" in err and "the runs started between 2020-09-1" in err
+    with pytest.raises(databroker_lite.NoRunsMatch):
+        databroker_lite.pack(path, tmp_path / "p", query={"plan_name": "scan"})
+    assert not (tmp_path / "p").exists()

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..catalogs import Catalog
 from ..errors import InvalidQuery
-from ..query import TimeRange
+from ..queries import TimeRange
 from ..run import Run
 from ..storage.handlers import get_handler_class, remap_path, resource_path, uri_to_path
 from .errors import PackError
@@ -59,6 +59,12 @@ def select_runs(catalog: Catalog, *, all: bool = False, uids: Iterable[str] | No
     else:
         for uid in cat:
             chosen[uid] = cat[uid]
+    if not chosen and not (uids or scan_ids) and (query or since is not None or until is not None):
+        from ..errors import NoRunsMatch
+        from ..matching import no_match_message
+        span = " and ".join(f"{k} {v}" for k, v in (("since", since), ("until", until)) if v)
+        what = "the query" + (f" (with {span})" if query and span else "") if query else span
+        raise NoRunsMatch(no_match_message(catalog, query or None, what))
     times = {row["uid"]: row["time"] or 0.0 for row in catalog.summaries(list(chosen))}
     return sorted(chosen.values(), key=lambda r: (times.get(r.uid, 0.0), r.uid))
 

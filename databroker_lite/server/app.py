@@ -14,6 +14,11 @@ from ..errors import CatalogError
 from . import queries  # noqa: F401 - registers our query types before the app is built
 from .adapters import catalog_adapter
 
+try:  # databroker 2's query types (scan_id, partial_uid, ...), which older clients send
+    import bluesky_tiled_plugins.queries  # noqa: F401
+except ImportError:  # pragma: no cover - in the server extra; without it those are 400s
+    pass
+
 
 def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
     """Catalog directories or named catalogs -> ``{name: Catalog}`` (read-only)."""
@@ -60,8 +65,11 @@ def build_app(catalogs: Sequence[str | Catalog], api_key: str) -> Any:
     else:
         tree = MapAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
     auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
-    app = _tiled_app(tree, auth, server_settings={})
+    from .documents import router as documents_router
+    from .limits import FilterCheck
+    app = _tiled_app(tree, auth, server_settings={}, include_routers=[documents_router])
     _apply_dependency_overrides(app)
+    app.add_middleware(FilterCheck)
     return app
 
 
