@@ -155,3 +155,7 @@ class ImportFailed(PackError):
         super().__init__(message)
         self.report = report
         self.failed = dict(failed or {})
+
+
+class ServerConfigError(DatabrokerLiteError, ValueError):
+    """A ``serve`` config, users file or access policy is wrong; the message names the file."""

@@ -83,14 +83,20 @@ def _translate(url: str) -> Iterator[None]:
         raise RemoteError(f"cannot reach {url}: {exc}") from None
 
 
-def from_uri(url: str, api_key: str | None = None, *,
+def from_uri(url: str, api_key: str | None = None, *, username: str | None = None,
+             password: str | None = None, provider: str | None = None,
              catalog: str | None = None) -> RemoteCatalog | RemoteCatalogs:
     """Connect to a server started with ``databroker-lite serve``.
 
     Parameters
     ----------
     url : the server, e.g. ``"http://127.0.0.1:8000"``.
-    api_key : the key in the server's ``--api-key-file``.
+    api_key : the key in the server's ``--api-key-file``, or a user's own key
+        (:meth:`RemoteCatalog.create_api_key`) on a server with logins.
+    username, password : log in (a server started with ``--config``); the password is
+        prompted for when not given. tiled keeps the session's tokens (in memory) and
+        renews them as they expire.
+    provider : on a server with several login providers, which one.
     catalog : when the server serves several catalogs, the name of one of them.
 
     Returns
@@ -100,12 +106,17 @@ def from_uri(url: str, api_key: str | None = None, *,
     """
     _tiled()
     from tiled.client import from_uri as tiled_from_uri
-    if not api_key:
+    if username is not None:
+        if api_key:
+            raise ValueError("give an API key or a user name, not both")
+        root = _login(url, username, password, provider)
+    elif not api_key:
         raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
-                           "in the server's --api-key-file")
+                           "in the server's --api-key-file (or username=... to log in)")
     with _translate(url):
-        root = tiled_from_uri(url, api_key=api_key, remember_me=False,
-                              structure_clients=_plain_clients())
+        if username is None:
+            root = tiled_from_uri(url, api_key=api_key, remember_me=False,
+                                  structure_clients=_plain_clients())
         if _is_catalog(root):
             served = root.metadata.get("name")
             if catalog is not None and catalog != served:
@@ -113,6 +124,43 @@ def from_uri(url: str, api_key: str | None = None, *,
             return RemoteCatalog(root, url)
         cats = RemoteCatalogs(root, url)
         return cats[catalog] if catalog is not None else cats
+
+
+def _login(url: str, username: str, password: str | None, provider: str | None) -> Any:
+    """tiled's password grant (``POST /auth/provider/P/token``), its tokens on the client."""
+    import getpass
+
+    import httpx
+    from tiled.client.constructors import from_context
+    from tiled.client.context import Context, password_grant
+    with _translate(url):
+        context, parts = Context.from_any_uri(url)
+        specs = [p for p in context.server_info.authentication.providers
+                 if p.mode in ("internal", "password")]
+    names = [p.provider for p in specs]
+    if not specs:
+        raise Unauthorized(f"{url} takes no user logins: it was started with an API key "
+                           "(from_uri(url, api_key=...))")
+    if provider is None and len(specs) > 1:
+        raise ValueError(f"{url} has several login providers {names}; choose one: provider=...")
+    spec = specs[0] if provider is None else next((p for p in specs if p.provider == provider),
+                                                  None)
+    if spec is None:
+        raise ValueError(f"{url} has no login provider {provider!r}; it has {names}")
+    if password is None:
+        password = getpass.getpass(f"Password for {username} at {url}: ")
+    with _translate(url):
+        try:
+            tokens = password_grant(context.http_client, spec.links["auth_endpoint"],
+                                    spec.provider, username, password)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (401, 422):  # 422: an empty field
+                raise Unauthorized(f"{url} refused the login of {username!r}: wrong user "
+                                   "name or password") from None
+            raise
+        context.configure_auth(tokens, remember_me=False)
+        return from_context(context, node_path_parts=parts, remember_me=False,
+                            structure_clients=_plain_clients())
 
 
 def _plain_clients() -> dict:
@@ -212,6 +260,21 @@ class RemoteCatalog(Mapping):
             node = self._node.search(q)
             len(node)  # the server checks the query now, not at first use
             return RemoteCatalog(node, self.url)
+
+    def create_api_key(self, *, expires_in: int | str | None = None,
+                       note: str | None = None) -> str:
+        """A new API key of the logged-in user, for scripts: ``from_uri(url, api_key=key)``.
+
+        It reads what the user reads, until it expires (``expires_in`` seconds, or
+        ``"30d"``, ``"12h"``) or is revoked (:meth:`revoke_api_key`). Keep it as a password.
+        """
+        with _translate(self.url):
+            return self._node.context.create_api_key(expires_in=expires_in, note=note)["secret"]
+
+    def revoke_api_key(self, key: str) -> None:
+        """Revoke one of the user's API keys (the key, or its first eight characters)."""
+        with _translate(self.url):
+            self._node.context.revoke_api_key(key[:8])
 
     def load_array(self, uid: Any, path: str,
                    slices: Iterable[slice | int] | None = None) -> np.ndarray:
