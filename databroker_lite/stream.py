@@ -174,6 +174,8 @@ class Stream:
             return self._filler(n, col, lazy)
         if col.external:
             return self._external(seg, col, n, lazy)
+        if col.json:
+            return self._json_column(seg, col, n, lazy)
         info = self._reader.dataset_info(seg, col.key)
         text = _is_text(col)
         dtype = np.dtype("U") if text else col.dtype
@@ -194,6 +196,31 @@ class Stream:
         return _da().from_array(proxy, chunks=chunks, asarray=False,
                              name=f"{col.key}-{_tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
                              meta=np.zeros((0,) * len(shape), dtype=dtype))
+
+    def _json_column(self, seg: Segment, col: Column, n: int, lazy: bool):
+        """A key whose values disagreed with the descriptor: one object per event, as it came.
+
+        JSON lists of numbers (or of strings) become numpy arrays; anything else stays as
+        it came. Segments of the stream that stored the key typed give their rows too.
+        """
+        info = self._reader.dataset_info(seg, col.key)
+        if info is None:
+            z = np.empty(0, dtype=object)
+            return _da().from_array(z, chunks=(0,)) if lazy else z
+        if not lazy:
+            return _object_rows(self._reader.read_column(seg, col.key, slice(0, n)))
+        name, stored_shape, chunks = info
+        sample = self._reader.read_column(seg, col.key, slice(0, 0))  # dtype and row shape only
+        shape = (n, *sample.shape[1:])
+        dtype = np.dtype(object) if sample.dtype.kind in "OU" else sample.dtype
+        proxy = LazyDataset(self._reader.path, name, shape, dtype, finished=self._reader.finished)
+        token = _tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)
+        arr = _da().from_array(proxy, chunks=_dask_chunks(shape, chunks, dtype) if len(shape) == 1
+                               else (_dask_chunks(shape, chunks, dtype)[0], *shape[1:]),
+                               asarray=False, name=f"{col.key}-json-{token}",
+                               meta=np.zeros((0,) * len(shape), dtype=dtype))
+        return arr.map_blocks(_object_rows, drop_axis=list(range(1, len(shape))) or None,
+                              dtype=object, meta=np.empty(0, dtype=object))
 
     def _filler(self, n: int, col: Column, lazy: bool):
         """NaN (or "") for a key this segment's descriptor does not have."""
@@ -319,7 +346,30 @@ class Stream:
 
 
 def _is_text(col: Column) -> bool:
-    return col.dtype.kind == "O" and not col.variable
+    return col.dtype.kind == "O" and not col.variable and not col.json
+
+
+def _json_value(v: Any) -> Any:
+    """A value kept as JSON, as users get it: lists of numbers or of strings as numpy arrays."""
+    if not isinstance(v, list):
+        return v
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError, OverflowError):  # ragged
+        return v
+    if a.dtype.kind in "biufc":
+        return a
+    if a.dtype.kind == "U" and all(isinstance(x, str) for x in np.ravel(np.asarray(v, dtype=object))):
+        return a
+    return v
+
+
+def _object_rows(block: np.ndarray) -> np.ndarray:
+    """One object per event (row) of ``block``."""
+    out = np.empty(len(block), dtype=object)
+    for i in range(len(block)):
+        out[i] = _json_value(block[i])
+    return out
 
 
 def _text_block(block: np.ndarray) -> np.ndarray:
