@@ -75,7 +75,7 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from databroker_lite.demo import run_demo
+    from databroker_lite.tutorial.demo import run_demo
     run_demo()
     return 0
 
