@@ -16,12 +16,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import InvalidQuery
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .query import _Compiler
+
+class _Compiler(Protocol):
+    """The query compiler (:mod:`databroker_lite.query`) as a dialect sees it; a Protocol,
+    so that this module does not import the compiler that imports it."""
+
+    def p(self, value: Any) -> str:
+        """Add a parameter; return its placeholder (``?``)."""
 
 # keys stored as their own indexed columns in the index
 COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
