@@ -17,7 +17,7 @@ FULL = {"stack": (500, 512, 512), "scalar_events": 10_000, "catalog_runs": 100_0
         "pack_mb": 1024}
 QUICK = {"stack": (50, 256, 256), "scalar_events": 10_000, "catalog_runs": 2_000, "repeat": 3,
          "pack_mb": 64}
-SECTIONS = ("scalar", "images", "ingest", "catalog", "pack", "peer")
+SECTIONS = ("scalar", "images", "ingest", "catalog", "pack", "peer", "index")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"databroker_lite benchmarks ({mode}, repeat={repeat}); data in {tmp}", flush=True)
     try:
-        from . import catalog, ingest, pack, peer, reads
+        from . import catalog, index_backends, ingest, pack, peer, reads
         n, h, w = cfg["stack"]
         plan = {
             "scalar": lambda: reads.bench_scalar(tmp, repeat, rng),
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             "catalog": lambda: catalog.bench_catalog(tmp, repeat, n_runs, args.workers, rng),
             "pack": lambda: pack.bench_pack(tmp, repeat, cfg["pack_mb"], rng),
             "peer": lambda: peer.bench_peer(tmp, args.quick, repeat, args.workers, args.peer, rng),
+            "index": lambda: index_backends.bench_index(tmp, repeat, n_runs, args.workers, rng),
         }
         for name in sections:
             print(f"- {name} ...", flush=True)

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS runs (
     start jsonb,
     stop jsonb
 );
-CREATE INDEX IF NOT EXISTS runs_time ON runs(time);
+CREATE INDEX IF NOT EXISTS runs_time ON runs(time, uid);
 CREATE INDEX IF NOT EXISTS runs_scan_id_file ON runs(scan_id, time, uid, file);
 CREATE INDEX IF NOT EXISTS runs_uid_file ON runs(uid, time, file);
 CREATE INDEX IF NOT EXISTS runs_plan_name ON runs(plan_name, time);
@@ -107,13 +107,24 @@ class _Connection:
             raise InvalidQuery(f"$regex: PostgreSQL cannot use this pattern "
                                f"({str(exc).strip()})") from None
         except psycopg.Error as exc:
-            raise CatalogError(f"{self.where}: PostgreSQL index: {str(exc).strip()}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: Exception) -> CatalogError:
+        return CatalogError(f"{self.where}: PostgreSQL index: {str(exc).strip()}")
 
     def __enter__(self) -> _Connection:
-        tx = self.raw.transaction()
-        tx.__enter__()
+        try:
+            tx = self.raw.transaction()
+            tx.__enter__()
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_id,))
+        except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                tx.__exit__(type(exc), exc, exc.__traceback__)
+            raise self._error(exc) from exc
         self._tx.append(tx)
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_id,))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -121,7 +132,7 @@ class _Connection:
         try:
             tx.__exit__(*exc)
         except psycopg.Error as err:
-            raise CatalogError(f"{self.where}: PostgreSQL index: {str(err).strip()}") from err
+            raise self._error(err) from err
 
     def close(self) -> None:
         self.raw.close()
@@ -171,7 +182,8 @@ class PostgresIndex(Index):
     @property
     def conn(self) -> _Connection:  # type: ignore[override]
         c = getattr(self._local, "conn", None)
-        if c is None or getattr(self._local, "pid", None) != os.getpid():
+        if (c is None or getattr(self._local, "pid", None) != os.getpid()
+                or (c.raw.broken and not c._tx)):  # the server went away: connect again
             try:
                 raw = psycopg.connect(self.url, autocommit=True, connect_timeout=30,
                                       application_name="databroker_lite")
@@ -238,6 +250,12 @@ class PostgresIndex(Index):
              _text(plan) if isinstance(plan, str) else None,
              json.dumps(list(streams)), file, mtime_ns, size,
              _jsonb(start), None if stop is None else _jsonb(stop)))
+
+    def refresh(self, *, full: bool = False) -> dict[str, int]:
+        counts = super().refresh(full=full)
+        if counts["added"] + counts["updated"] + counts["removed"] >= 1000:
+            self.conn.execute("ANALYZE runs")  # the planner's statistics, after a bulk change
+        return counts
 
     def _key_placeholder(self, key: str) -> str:
         return "?::jsonb" if key == "scan_id" else "?"

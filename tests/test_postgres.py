@@ -299,3 +299,29 @@ def test_dropping_the_schema_and_reindexing_gives_the_same_catalog(tmp_path, pos
     again = databroker_lite.open_catalog(tmp_path / "cat", index=postgres_url)
     assert list(again) == uids  # a new schema, filled from the files
     assert again.reindex() == {"added": 3, "updated": 0, "removed": 0, "bad": 0}
+
+
+def test_a_writer_outlives_its_database_and_the_index_catches_up(tmp_path):
+    """The server stops mid-run: the run is written whole (IndexNotUpdated warns), look-ups
+    say the index is unreachable, and once a server is back the files fill it."""
+    from databroker_lite.pgtemp import TempPostgres
+    server = TempPostgres()
+    url = server.start()
+    try:
+        cat = databroker_lite.open_catalog(tmp_path / "cat", index=url)
+        docs = make_run_docs(25, metadata={"scan_id": 9, "plan_name": "count"})
+        insert_all(cat, docs[:5])
+        server.stop()
+        with pytest.warns(databroker_lite.IndexNotUpdated, match="is written to .* regardless"):
+            insert_all(cat, docs[5:])
+        with pytest.raises(CatalogError, match="PostgreSQL index"):
+            cat[9]
+    finally:
+        server.stop()
+    lite = databroker_lite.open_catalog(tmp_path / "cat", index="beside")
+    run = lite[9]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run.primary.read()["x"].shape == (25,)
+    with TempPostgres() as again:
+        back = databroker_lite.open_catalog(tmp_path / "cat", index=again.url)
+        assert back[9].uid == run.uid and back[9].primary.read()["x"].shape == (25,)
