@@ -90,6 +90,10 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
            streams: Iterable[str] | None = None) -> list[str]:
     """Write stored runs as ``fmt`` files under ``dest``; return the paths written.
 
+    Image streams are read a block of frames at a time through ``to_dask()``. A
+    destination that cannot be written is an :class:`~databroker_lite.errors.ExportError`
+    naming it.
+
     Parameters
     ----------
     runs
@@ -98,16 +102,13 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
     fmt
         ``"csv"``, ``"json"``, ``"spec"`` or ``"nexus"``.
     dest
-        A directory, for every format (created if missing; files are named
-        ``scan<scan_id>_<uid8>...``, one SPEC file ``scan<scan_id>_<uid8>.spec`` holding
-        all the runs). Or the file itself: a SPEC file (any name with a suffix; an existing
-        one is appended to), a ``.json`` file or a ``.nxs``/``.h5`` file for one run.
+        A directory, for every format. It is created if missing, and the files in it
+        are named after the run (``scan<scan_id>_<uid8>``), one SPEC file holding all
+        the runs. Or the file itself where one file holds the export. That is a SPEC
+        file (any name with a suffix, appended to if it exists), or for one run a
+        ``.json`` file or a ``.nxs`` or ``.h5`` file.
     streams
         Only these streams (default: all).
-
-    Image streams are read a block of frames at a time through ``to_dask()``. A
-    destination that cannot be written is an :class:`~databroker_lite.errors.ExportError`
-    naming it.
     """
     from ..run import Run as _Run
     runs = [runs] if isinstance(runs, _Run) else list(runs)
