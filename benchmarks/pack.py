@@ -29,6 +29,21 @@ def _write_runs(directory: str, n_runs: int, frames: int, rng: np.random.Generat
                if f.endswith(".h5"))
 
 
+def _check_read_back(src: str, dest: str) -> None:
+    """The pack holds every source run file byte for byte, and its runs read the source's values."""
+    from databroker_lite.pack import sha256_file
+    if not databroker_lite.verify(dest).ok:
+        raise RuntimeError(f"pack benchmark: verify({dest}) fails")
+    names = sorted(f for f in os.listdir(src) if f.endswith(".h5"))
+    for name in names:
+        if sha256_file(os.path.join(src, name)) != sha256_file(os.path.join(dest, name)):
+            raise RuntimeError(f"pack benchmark: {name} in the pack differs from the source file")
+    a, b = databroker_lite.open_catalog(src, "r"), databroker_lite.open_catalog(dest, "r")
+    for uid in a:
+        if not np.array_equal(a[uid].primary.read()["img"].values, b[uid].primary.read()["img"].values):
+            raise RuntimeError(f"pack benchmark: run {uid} reads back different from the pack")
+
+
 def bench_pack(tmp: str, repeat: int, total_mb: int, rng: np.random.Generator) -> list[Figure]:
     src = os.path.join(tmp, "pack-src")
     n_runs = 4
@@ -41,6 +56,7 @@ def bench_pack(tmp: str, repeat: int, total_mb: int, rng: np.random.Generator) -
 
     ours = timeit(lambda: databroker_lite.pack(src, dest, all=True, quiet=True),
                   repeat, setup=clear, warmup=1)
+    _check_read_back(src, dest)  # what the last timed pack left
     cp = timeit(lambda: subprocess.run(["cp", "-r", src, dest], check=True), repeat,
                 setup=clear, warmup=1)
     clear()

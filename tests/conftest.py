@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -56,6 +57,35 @@ def make_run_docs(n_events: int = 5, *, metadata: dict | None = None,
     if stop:
         docs.append(("stop", bundle.compose_stop(time=t0 + 0.1 * (n_events + 1))))
     return docs
+
+
+def ad_hdf5_run(cat: databroker_lite.Catalog, root: str, scan_id: int = 50, frames: int = 4,
+                frame_shape: tuple[int, int] = (6, 5), time: float | None = None) -> tuple[str, np.ndarray]:
+    """Insert a run whose images live in an AD_HDF5 file under ``root``; (uid, the frames)."""
+    import h5py
+    from event_model import compose_run
+
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    data = np.arange(frames * frame_shape[0] * frame_shape[1], dtype="u2").reshape(frames, *frame_shape)
+    with h5py.File(os.path.join(root, "img", f"{scan_id}.h5"), "w") as f:
+        f.create_dataset("entry/data/data", data=data)
+    b = compose_run(metadata={"scan_id": scan_id, "plan_name": "count"},
+                    **({} if time is None else {"time": time}))
+    cat.insert("start", b.start_doc)
+    res = b.compose_resource(spec="AD_HDF5", root=root, resource_path=f"img/{scan_id}.h5",
+                             resource_kwargs={"frame_per_point": 1})
+    cat.insert("resource", res.resource_doc)
+    d = b.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": list(frame_shape), "source": "img", "external": "FILESTORE:",
+                "dtype_numpy": "<u2"}})
+    cat.insert("descriptor", d.descriptor_doc)
+    for i in range(frames):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        cat.insert("datum", datum)
+        cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 0.0},
+                                            filled={"img": False}))
+    cat.insert("stop", b.compose_stop())
+    return b.start_doc["uid"], data
 
 
 def insert_all(cat: databroker_lite.Catalog, docs: list[tuple[str, dict]]) -> None:
@@ -147,3 +177,30 @@ def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a throwaway PostgreSQL server started for this test session.
+
+    Skipped only when the server binaries (initdb, pg_ctl) are not installed; psycopg
+    is in the ``test`` extra, so its absence is an error, as is a server that fails.
+    """
+    from databroker_lite.pgtemp import TempPostgres, find_bin_dir
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed "
+                    "(apt-get install postgresql-15); the PostgreSQL index is not tested")
+    import psycopg  # noqa: F401 - in the test extra: fail here, not in each test
+    server = TempPostgres()
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def on_postgres(postgres_url):
+    """Every catalog opened in the module (and its subprocesses) is indexed in PostgreSQL."""
+    from databroker_lite.backends import INDEX_ENV
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(INDEX_ENV, postgres_url)
+        yield postgres_url

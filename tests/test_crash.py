@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
+import subprocess
+import sys
 
 import event_model
 import numpy as np
@@ -222,10 +225,22 @@ def test_a_read_only_opener_says_how_to_repair(tmp_path):
         _kill_at(3, False)
         w.flush()
     assert _in_child(go) == signal.SIGKILL
+    with open(path, "rb") as fh:
+        before = fh.read()
     os.chmod(path, 0o444)
-    if os.access(path, os.W_OK):  # root writes anyway: then it simply repairs
-        assert RunReader(path).stop is None
-        return
-    from databroker_lite.errors import CorruptRunFile
-    with pytest.raises(CorruptRunFile, match="write access"):
-        RunReader(path)
+    code = ("import sys\n"
+            "from databroker_lite.errors import CorruptRunFile\n"
+            "from databroker_lite.storage import RunReader\n"
+            "try:\n    RunReader(sys.argv[1])\n"
+            "except CorruptRunFile as exc:\n    print(exc)\n    sys.exit(3)\n")
+    cmd = [sys.executable, "-c", code, path]
+    if os.geteuid() == 0:  # root ignores file modes: take away the capability that lets it
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and util-linux's setpriv is missing: cannot drop CAP_DAC_OVERRIDE")
+        cmd = [setpriv, "--bounding-set=-dac_override", "--inh-caps=-dac_override", "--", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "write access" in proc.stdout and os.path.basename(path) in proc.stdout
+    with open(path, "rb") as fh:  # the opener changed nothing
+        assert fh.read() == before

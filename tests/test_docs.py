@@ -20,7 +20,7 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXECUTED = ["tutorial.rst", "howto/find_runs.rst", "howto/write_runs.rst",
             "howto/lazy_and_distributed.rst", "howto/named_catalogs.rst", "howto/pack.rst",
-            "howto/export.rst", "layout.rst"]
+            "howto/export.rst", "howto/logins.rst", "layout.rst"]
 
 
 def _pages() -> list[Path]:

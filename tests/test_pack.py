@@ -15,6 +15,7 @@ import h5py
 import msgpack
 import numpy as np
 import pytest
+from conftest import ad_hdf5_run
 from event_model import compose_run
 
 import databroker_lite
@@ -39,35 +40,11 @@ def _scalar_run(cat, scan_id, n=5, t0=1.7e9, plan="scan", sample="Cu"):
     return b.start_doc["uid"]
 
 
-def _ad_run(cat, root, scan_id=50, frames=4):
-    """A run whose images live in an AD_HDF5 file under ``root``."""
-    os.makedirs(os.path.join(root, "img"), exist_ok=True)
-    data = np.arange(frames * 6 * 5, dtype="u2").reshape(frames, 6, 5)
-    with h5py.File(os.path.join(root, "img", f"{scan_id}.h5"), "w") as f:
-        f.create_dataset("entry/data/data", data=data)
-    b = compose_run(metadata={"scan_id": scan_id, "plan_name": "count"})
-    cat.insert("start", b.start_doc)
-    res = b.compose_resource(spec="AD_HDF5", root=root, resource_path=f"img/{scan_id}.h5",
-                             resource_kwargs={"frame_per_point": 1})
-    cat.insert("resource", res.resource_doc)
-    d = b.compose_descriptor(name="primary", data_keys={
-        "img": {"dtype": "array", "shape": [6, 5], "source": "img", "external": "FILESTORE:",
-                "dtype_numpy": "<u2"}})
-    cat.insert("descriptor", d.descriptor_doc)
-    for i in range(frames):
-        datum = res.compose_datum(datum_kwargs={"point_number": i})
-        cat.insert("datum", datum)
-        cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 0.0},
-                                            filled={"img": False}))
-    cat.insert("stop", b.compose_stop())
-    return b.start_doc["uid"], data
-
-
 @pytest.fixture
 def source(tmp_path):
     cat = databroker_lite.open_catalog(tmp_path / "src")
     uids = [_scalar_run(cat, s) for s in (1, 2, 3)]
-    ad_uid, frames = _ad_run(cat, str(tmp_path / "detector_files"))
+    ad_uid, frames = ad_hdf5_run(cat, str(tmp_path / "detector_files"))
     return cat, uids, ad_uid, frames
 
 

@@ -9,9 +9,9 @@ import sys
 import textwrap
 import time
 
-import h5py
 import numpy as np
 import pytest
+from conftest import ad_hdf5_run
 from event_model import compose_run
 
 import databroker_lite
@@ -28,29 +28,6 @@ def _scalar_run(cat, scan_id, n=20):
     cat.insert("stop", b.compose_stop())
 
 
-def _image_run(cat, root, scan_id=50, frames=8):
-    os.makedirs(os.path.join(root, "img"), exist_ok=True)
-    data = np.arange(frames * 64 * 64, dtype="u2").reshape(frames, 64, 64)
-    with h5py.File(os.path.join(root, "img", f"{scan_id}.h5"), "w") as f:
-        f.create_dataset("entry/data/data", data=data)
-    b = compose_run(metadata={"scan_id": scan_id, "plan_name": "count"}, time=1.7e9 + scan_id)
-    cat.insert("start", b.start_doc)
-    res = b.compose_resource(spec="AD_HDF5", root=root, resource_path=f"img/{scan_id}.h5",
-                             resource_kwargs={"frame_per_point": 1})
-    cat.insert("resource", res.resource_doc)
-    d = b.compose_descriptor(name="primary", data_keys={
-        "img": {"dtype": "array", "shape": [64, 64], "source": "img", "external": "FILESTORE:",
-                "dtype_numpy": "<u2"}})
-    cat.insert("descriptor", d.descriptor_doc)
-    for i in range(frames):
-        datum = res.compose_datum(datum_kwargs={"point_number": i})
-        cat.insert("datum", datum)
-        cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 0.0},
-                                            filled={"img": False}))
-    cat.insert("stop", b.compose_stop())
-    return data
-
-
 @pytest.fixture
 def source(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(tmp_path / "catalogs"))
@@ -58,7 +35,7 @@ def source(tmp_path, monkeypatch):
     cat = databroker_lite.open_catalog(tmp_path / "src")
     for s in (1, 2, 3):
         _scalar_run(cat, s)
-    frames = _image_run(cat, str(tmp_path / "detector"))
+    _, frames = ad_hdf5_run(cat, str(tmp_path / "detector"), frames=8, frame_shape=(64, 64), time=1.7e9 + 50)
     return cat, frames
 
 

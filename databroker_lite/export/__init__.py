@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ..errors import DatabrokerLiteError, ExportError, UnknownExportFormat
-from ._common import ExportWriter, replay
+from ._common import ExportWriter, Run, replay
 from .csv import CSVWriter
 from .json import JSONWriter
 from .nexus import NexusWriter
 from .spec import SpecWriter
-
-if TYPE_CHECKING:
-    from ..run import Run
 
 #: Export formats and what ``dest`` may be for each (a directory always works).
 FORMATS = {"csv": "a directory",
@@ -110,8 +106,7 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
     streams
         Only these streams (default: all).
     """
-    from ..run import Run as _Run
-    runs = [runs] if isinstance(runs, _Run) else list(runs)
+    runs = [runs] if isinstance(runs, Run) else list(runs)
     if not runs:
         return []
     writer = writer_for(fmt, dest, first_run=runs[0], n_runs=len(runs))

@@ -1,0 +1,271 @@
+"""One column of a stream as an array: ``run.primary["img"][3]``, no dask, no xarray.
+
+:class:`ArrayColumn` is what ``stream[key]`` returns (the spelling of tiled's and
+databroker 2's array clients): it has ``shape``, ``dtype``, numpy-style ``[...]``
+returning numpy, ``read()`` and reductions over time that read a frame at a time.
+Nothing is read until it is indexed; a selection reads only the rows it touches,
+straight from the HDF5 dataset (or the external file) holding them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .storage.files import cached_h5, open_h5
+from .storage.handlers import _h5_dataset
+from .storage.lazy import ExternalStack, needs_post, split_selection
+from .storage.reader import read_dataset
+
+if TYPE_CHECKING:
+    from .storage import Column, Segment
+
+_REDUCE_BYTES = 1 << 20
+_UNSET = object()  # rows read per step of a reduction: about this many bytes
+
+
+def _dims(col: Column) -> tuple[str, ...]:
+    """The dimension names of a column in a Dataset: time, then the descriptor's ``dims``
+    or ``<key>_dim_<i>`` (``Stream.read()`` and ``ArrayColumn.dims`` name them alike)."""
+    nd = len(col.shape)
+    if col.variable:
+        return ("time",)
+    if col.dims and len(col.dims) == nd:
+        return ("time", *col.dims)
+    return ("time", *(f"{col.key}_dim_{i}" for i in range(nd)))
+
+
+def _attrs(col: Column) -> dict:
+    dk = col.data_key
+    out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
+    if col.external:
+        out["external"] = col.external
+    return out
+
+
+class ArrayColumn:
+    """The values of one data key of a stream, all events, as an array-like.
+
+    ``col[k]`` is event ``k``'s value, ``col[a:b, y0:y1]`` a box of frames, ``col[[1, 5]]``
+    chosen events; the result is always a numpy array with the values ``read()[key]``
+    has (text as ``'<U'`` strings). ``col.mean()``, ``sum()``, ``max()`` and ``min()``
+    reduce over time (``axis=0``) reading a few frames at a time, so the peak memory is
+    one result plus a few frames, never the whole stack.
+    """
+
+    def __init__(self, stream: Any, key: str, col: Column) -> None:
+        # stream: the databroker_lite.stream.Stream (not imported here: it imports this module)
+        self.stream, self.key, self._col = stream, key, col
+        self._reader = stream._reader
+        self._segs = list(stream.segments)
+        self._rows = [stream._rows(s) for s in self._segs]
+        self._text = col.dtype.kind == "O" and not col.variable
+        info = next((self._reader.dataset_info(s, key) for s in self._segs
+                     if not col.external and key in s.descriptor["data_keys"]
+                     and self._reader.dataset_info(s, key) is not None), None)
+        if col.variable:
+            row: tuple = ()
+        elif info is not None:
+            row = tuple(info[1][1:])
+        else:
+            row = tuple(s or 0 for s in col.shape)
+        self.shape: tuple[int, ...] = (sum(self._rows), *row)
+        self.dtype: np.dtype = np.dtype("U") if self._text else col.dtype
+        if any(key not in s.descriptor["data_keys"] for s in self._segs) and col.dtype.kind in "biu":
+            self.dtype = np.result_type(col.dtype, "f8")  # NaN where a descriptor lacks the key
+        self._fast: Any = _UNSET  # see _plan()
+        self._dsname = info[0] if info is not None else None
+        self._file: Any = None
+        self._ds: Any = None
+        self._stacks: dict[int, ExternalStack] = {}
+
+    # --- array-like --------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Dimension names, as ``read()`` names them (the first is ``time``)."""
+        return _dims(self._col)
+
+    @property
+    def attrs(self) -> dict:
+        return _attrs(self._col)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"<ArrayColumn {self.key!r} of stream {self.stream.name!r}: shape {self.shape}, "
+                f"dtype {self.dtype}>")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def read(self, slice: Any = Ellipsis) -> np.ndarray:  # noqa: A002 - tiled's spelling
+        """The values (all, or ``slice`` of them) as a numpy array."""
+        return self[slice]
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        fast = self._fast if self._fast is not _UNSET else self._plan()
+        if fast is not None:
+            return self._direct(fast, sel)
+        read, post = split_selection(sel, self.shape)
+        out = self._gather(read)
+        return out[post] if needs_post(post) else out
+
+    # --- reading -------------------------------------------------------------
+    def _plan(self) -> tuple | None:
+        """Where the values are, if one HDF5 dataset holds them all in event order.
+
+        ``(file, dataset, first row, rows per event, per-event shape or None)``: the
+        column's own dataset (a finished run of one descriptor), or the ``AD_HDF5`` file
+        whose consecutive points a single resource's datums name. None: read by segment.
+        """
+        self._fast = None
+        col, reader = self._col, self._reader
+        if len(self._segs) != 1 or self._text or col.variable or not reader.finished:
+            return None
+        if self._dsname is not None:
+            self._fast = (reader.path, self._dsname, 0, 1, None)
+        elif col.external and not str(col.external).startswith("STREAM:") and None not in col.shape:
+            from .storage.handlers import _consecutive_points, _handler
+            refs = self._stack(0).refs
+            first = _consecutive_points(refs) if refs else None
+            if first is not None:
+                fpp = _handler(refs[0]).fpp
+                ds = _h5_dataset(refs[0].path, "entry/data/data")
+                frame = int(np.prod(col.shape, dtype=np.int64))
+                if ds.shape[0] >= (first + len(refs)) * fpp and \
+                        fpp * int(np.prod(ds.shape[1:], dtype=np.int64)) == frame:
+                    same = fpp == 1 and tuple(ds.shape[1:]) == tuple(col.shape)
+                    self._fast = (refs[0].path, "entry/data/data", first, fpp,
+                                  None if same else tuple(col.shape))
+        return self._fast
+
+    def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
+        path, name, first, fpp, frame = fast
+        f = cached_h5(path)
+        if f is not self._file:
+            self._file, self._ds = f, f[name]
+        ds = self._ds
+        if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
+            n = self.shape[0]
+            k = int(sel) + (n if sel < 0 else 0)
+            if not 0 <= k < n:
+                raise IndexError(f"index {int(sel)} is out of bounds for {self.key!r} "
+                                 f"with {n} events")
+            if frame is None:
+                return ds[first + k]
+            return ds[(first + k) * fpp:(first + k + 1) * fpp].reshape(frame)
+        read, post = split_selection(sel, self.shape)
+        rows = read[0]
+        if frame is None:
+            out = ds[(slice(first + rows.start, first + rows.stop, rows.step), *read[1:])]
+        else:
+            block = ds[(first + rows.start) * fpp:(first + rows.stop) * fpp]
+            out = block.reshape(-1, *frame)[::rows.step][(slice(None), *read[1:])]
+        return out[post] if needs_post(post) else out
+
+    def _stack(self, i: int) -> ExternalStack:
+        stack = self._stacks.get(i)
+        if stack is None:
+            seg, col = self._segs[i], self._col
+            stack = self._stacks[i] = ExternalStack(
+                self.stream._refs(seg, col, self._rows[i]), col.shape, col.dtype, col.key,
+                self.stream.run.uid)
+        return stack
+
+    def _gather(self, read: tuple) -> np.ndarray:
+        """``read`` (one forward slice per axis) over every segment, concatenated."""
+        rows, inner = read[0], read[1:]
+        want = range(self.shape[0])[rows]
+        parts, offset = [], 0
+        for i, (seg, m) in enumerate(zip(self._segs, self._rows)):
+            lo, hi = offset, offset + m
+            offset = hi
+            if not len(want) or hi <= want[0] or lo > want[-1]:
+                continue
+            first = want[0] if want[0] >= lo else want[0] + -(-(lo - want[0]) // want.step) * want.step
+            last = min(want[-1], hi - 1)
+            if first > last:
+                continue
+            parts.append(self._segment(i, seg, m, slice(first - lo, last - lo + 1, want.step), inner))
+        if not parts:
+            shape = (0, *(len(range(n)[s]) for s, n in zip(inner, self.shape[1:])))
+            return np.zeros(shape, dtype=object if self._col.variable else self.dtype)
+        out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        return out if self._text or self._col.variable else out.astype(self.dtype, copy=False)
+
+    def _segment(self, i: int, seg: Segment, n: int, rows: slice, inner: tuple) -> np.ndarray:
+        col, stream = self._col, self.stream
+        box = (rows, *inner)
+        if self.key not in seg.descriptor["data_keys"]:
+            return stream._filler(n, col, False)[box]
+        if col.external:
+            fixed = None not in col.shape and not str(col.external).startswith("STREAM:")
+            if not fixed:
+                return stream._external(seg, col, n, False)[box]
+            return self._stack(i)[box]
+        info = self._reader.dataset_info(seg, self.key)
+        if info is None:
+            return np.zeros((0, *self.shape[1:]), dtype=self.dtype)
+        sel = rows if col.variable else box
+        if self._reader.finished:
+            out = read_dataset(cached_h5(self._reader.path), info[0], sel, self._reader.path)
+        else:
+            with open_h5(self._reader.path, "r") as f:
+                out = read_dataset(f, info[0], sel, self._reader.path)
+        if self._text:
+            return out.astype(str) if out.size else np.zeros(out.shape, dtype="U1")
+        return out
+
+    # --- reductions over time ------------------------------------------------
+    def _reduce(self, how: str, axis: Any) -> np.ndarray:
+        if axis not in (0, -self.ndim) or self.dtype.kind not in "biuf" or self.shape[0] == 0:
+            return getattr(np, how)(self[...], axis=axis)
+        n = self.shape[0]
+        per_row = max(1, self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64)))
+        step = max(1, min(n, _REDUCE_BYTES // per_row))
+        if how == "mean":
+            acc_dtype = np.dtype("f8")
+        elif how == "sum":
+            acc_dtype = np.sum(np.zeros(1, self.dtype)).dtype  # numpy's: uint16 -> uint64
+        else:
+            acc_dtype = self.dtype
+        ufunc = {"mean": np.add, "sum": np.add, "max": np.maximum, "min": np.minimum}[how]
+        acc = None
+        for a in range(0, n, step):
+            block = self[a:a + step]
+            if acc is None:
+                acc = block[0].astype(acc_dtype)
+                block = block[1:]
+            if self.ndim == 1:  # scalars: one vectorised step per block
+                if len(block):
+                    acc = ufunc(acc, ufunc.reduce(block, axis=0, dtype=acc_dtype), dtype=acc_dtype)
+                continue
+            for row in block:  # frames: in place, no temporary as big as the result
+                ufunc(acc, row, out=acc)
+        return acc / n if how == "mean" else acc
+
+    def mean(self, axis: Any = 0) -> np.ndarray:
+        """Mean over events (``axis=0``), a few frames read at a time (float64)."""
+        return self._reduce("mean", axis)
+
+    def sum(self, axis: Any = 0) -> np.ndarray:
+        """Sum over events, as ``numpy.sum`` gives it, a few frames read at a time."""
+        return self._reduce("sum", axis)
+
+    def max(self, axis: Any = 0) -> np.ndarray:
+        """Largest value over events, a few frames read at a time."""
+        return self._reduce("max", axis)
+
+    def min(self, axis: Any = 0) -> np.ndarray:
+        """Smallest value over events, a few frames read at a time."""
+        return self._reduce("min", axis)

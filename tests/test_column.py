@@ -1,0 +1,184 @@
+"""stream[key]: an ArrayColumn whose slices equal read()'s values, dtypes and shapes."""
+from __future__ import annotations
+
+import os
+
+import event_model
+import h5py
+import numpy as np
+import pytest
+from conftest import insert_all, make_run_docs
+
+import databroker_lite
+from databroker_lite import ArrayColumn, StreamNotFound
+
+SELECTIONS = [0, 2, -1, slice(None), slice(1, 4), slice(None, None, 2), slice(None, None, -1),
+              slice(3, 0, -2), [3, 0, 2], np.array([True, False, True, False, True]), Ellipsis,
+              slice(5, 5)]
+
+
+@pytest.fixture
+def run(tmp_path):
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    insert_all(cat, make_run_docs(5))
+    return cat[-1]
+
+
+def test_every_kind_of_column_equals_read(run):
+    ds = run.primary.read()
+    assert list(run.primary) == list(ds.data_vars)
+    for key in ds.data_vars:
+        col = run.primary[key]
+        assert isinstance(col, ArrayColumn)
+        want = ds[key].values
+        assert col.shape == want.shape and col.ndim == want.ndim and len(col) == 5
+        assert col.dims == ds[key].dims
+        assert col.dtype.kind == want.dtype.kind
+        if want.dtype.kind != "U":
+            assert col.dtype == want.dtype
+        for sel in SELECTIONS:
+            got = col[sel]
+            assert isinstance(got, np.ndarray) or np.isscalar(got)
+            np.testing.assert_array_equal(got, want[sel])
+            assert np.asarray(got).dtype.kind == want.dtype.kind
+        np.testing.assert_array_equal(col.read(), want)
+        np.testing.assert_array_equal(np.asarray(col), want)
+    assert run.primary["vec"][1:3, 2].tolist() == [-1.0, -2.0]
+    assert run.primary["label"][4] == "point 4"
+
+
+def test_column_equals_to_dask(run):
+    lazy = run.primary.to_dask()
+    for key in ("x", "vec", "label"):
+        for k in (0, 3):
+            np.testing.assert_array_equal(run.primary[key][k], lazy[key][k].compute().values)
+
+
+def test_unknown_key_and_bad_index(run):
+    with pytest.raises(StreamNotFound, match="nope"):
+        run.primary["nope"]
+    with pytest.raises(KeyError):
+        run.primary["nope"]
+    with pytest.raises(TypeError, match="data key"):
+        run.primary[0]
+    with pytest.raises(IndexError, match="out of bounds"):
+        run.primary["x"][5]
+    with pytest.raises(IndexError):
+        run.primary["label"][-6]
+    assert "x" in run.primary and "nope" not in run.primary and 3 not in run.primary
+    assert "shape (5, 3)" in repr(run.primary["vec"])
+
+
+def test_several_descriptors_and_a_missing_key(tmp_path):
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    b = event_model.compose_run()
+    cat.insert("start", b.start_doc)
+    both = {"I0": {"dtype": "number", "shape": [], "source": "s"},
+            "im": {"dtype": "array", "shape": [2, 3], "dtype_numpy": "<i4", "source": "s"}}
+    d1 = b.compose_descriptor(name="primary", data_keys=both)
+    d2 = b.compose_descriptor(name="primary", data_keys={"I0": both["I0"]}, validate=False)
+    cat.insert("descriptor", d1.descriptor_doc)
+    cat.insert("descriptor", d2.descriptor_doc)
+    for i in range(7):
+        d = d1 if i < 4 else d2
+        data = {"I0": float(i)} if d is d2 else {"I0": float(i), "im": np.full((2, 3), i, "i4")}
+        cat.insert("event", d.compose_event(data=data, timestamps={k: 1.0 for k in data},
+                                            seq_num=i + 1))
+    cat.insert("stop", b.compose_stop())
+    s = cat[-1].primary
+    ds = s.read()
+    for key in ("I0", "im"):
+        want = ds[key].values
+        col = s[key]
+        assert col.shape == want.shape and col.dtype == want.dtype
+        for sel in (slice(None), slice(2, 6), slice(1, None, 3), slice(None, None, -3), 5, [6, 0, 4],
+                    (slice(3, 5), *((1,) if key == "im" else ()))):
+            np.testing.assert_array_equal(col[sel], want[sel])
+    assert np.isnan(s["im"][5]).all()
+
+
+def _ad_run(cat, root: str, files: list[tuple[str, int]], fpp: int = 1) -> databroker_lite.Run:
+    """A run whose 'img' frames (4 x 5 uint16, fpp per event) live in AD_HDF5 files."""
+    b = event_model.compose_run()
+    cat.insert("start", b.start_doc)
+    shape = [fpp, 4, 5] if fpp > 1 else [4, 5]
+    d = b.compose_descriptor(name="primary", data_keys={"img": {
+        "dtype": "array", "shape": shape, "dtype_numpy": "<u2", "source": "cam",
+        "external": "FILESTORE:"}})
+    cat.insert("descriptor", d.descriptor_doc)
+    seq, base = 0, 0
+    for rel, count in files:
+        frames = (np.arange(count * fpp * 20, dtype="u2") + base).reshape(count * fpp, 4, 5)
+        base += frames.size
+        os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+        with h5py.File(os.path.join(root, rel), "w") as f:
+            f.create_dataset("entry/data/data", data=frames, chunks=(1, 4, 5))
+        res = b.compose_resource(spec="AD_HDF5", root=root, resource_path=rel,
+                                 resource_kwargs={"frame_per_point": fpp})
+        cat.insert("resource", res.resource_doc)
+        for i in range(count):
+            datum = res.compose_datum(datum_kwargs={"point_number": i})
+            cat.insert("datum", datum)
+            cat.insert("event", d.compose_event(data={"img": datum["datum_id"]}, timestamps={"img": 1.0},
+                                                seq_num=seq + 1, filled={"img": False}))
+            seq += 1
+    cat.insert("stop", b.compose_stop())
+    return cat[-1]
+
+
+@pytest.mark.parametrize("files,fpp", [([("a.h5", 6)], 1), ([("a.h5", 6)], 2),
+                                       ([("a.h5", 2), ("b/b.h5", 4)], 1)])
+def test_external_frames_equal_read(tmp_path, files, fpp):
+    run = _ad_run(databroker_lite.open_catalog(tmp_path / "cat"), str(tmp_path / "det"), files, fpp)
+    want = run.primary.read()["img"].values
+    col = run.primary["img"]
+    assert col.shape == want.shape and col.dtype == want.dtype == np.dtype("<u2")
+    for sel in (0, 5, -2, slice(None), slice(1, 5, 2), slice(None, None, -1), [4, 1],
+                (slice(2, 4), Ellipsis, slice(1, 3)), (3, ..., 0), slice(9, 20)):
+        got = col[sel]
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want[sel])
+    assert col.shape[0] == 6
+
+
+def test_reductions_equal_numpy(tmp_path):
+    run = _ad_run(databroker_lite.open_catalog(tmp_path / "cat"), str(tmp_path / "det"),
+                  [("a.h5", 3), ("b.h5", 4)])
+    want = run.primary.read()["img"].values
+    col = run.primary["img"]
+    for how in ("mean", "sum", "max", "min"):
+        got, exp = getattr(col, how)(), getattr(np, how)(want, axis=0)
+        assert got.dtype == exp.dtype and got.shape == exp.shape == (4, 5)
+        np.testing.assert_allclose(got, exp)
+    assert col.sum().dtype == np.uint64 and col.sum()[0, 0] == want[:, 0, 0].sum()
+    np.testing.assert_allclose(col.mean(axis=None), want.mean())
+    np.testing.assert_array_equal(col.max(axis=1), want.max(axis=1))
+
+
+def test_scalar_reductions_over_many_blocks(tmp_path, monkeypatch):
+    from databroker_lite import column
+    monkeypatch.setattr(column, "_REDUCE_BYTES", 24)  # 3 rows per block: several blocks
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    keys = {"x": {"dtype": "number", "shape": [], "source": "s"},
+            "n": {"dtype": "integer", "shape": [], "source": "s"}}
+    insert_all(cat, make_run_docs(10, data_keys=keys, data=lambda i: {"x": (i * 7 % 10) / 3, "n": i}))
+    s = cat[-1].primary
+    for key in keys:
+        want = s.read()[key].values
+        for how in ("mean", "sum", "max", "min"):
+            got = getattr(s[key], how)()
+            assert np.asarray(got).dtype == getattr(np, how)(want).dtype
+            assert got == pytest.approx(getattr(np, how)(want))
+
+
+def test_run_being_written_reads_its_flushed_rows(tmp_path):
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    docs = make_run_docs(4, stop=False)
+    w = cat.writer
+    for name, doc in docs:
+        w(name, doc)
+    w.flush()
+    col = cat[-1].primary["x"]
+    assert col.shape == (4,)
+    np.testing.assert_array_equal(col[1:3], [1.5, 3.0])
+    assert col[-1] == 4.5
