@@ -29,6 +29,7 @@ INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
 RUN_SUFFIX = ".h5"
+RECHECK_RUNNING_FOR = 86400.0  # s: how long a network FS catalog re-reads a run without a stop
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -239,11 +240,17 @@ class Index:
                         odd[entry.name] = ((lst.st_mtime_ns, lst.st_size), why)
                     except OSError:
                         pass  # gone meanwhile
-        known = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM runs")}
+        known: dict[str, tuple[int, int]] = {}
+        running = set()  # runs without a stop yet
+        for f, m, s, no_stop in self.conn.execute("SELECT file, mtime_ns, size, stop IS NULL FROM runs"):
+            known[f] = (m, s)
+            if no_stop:
+                running.add(f)
         bad = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM bad_files")}
         counts = {"added": 0, "updated": 0, "removed": 0, "bad": 0}
         todo = [f for f, st in on_disk.items()
-                if full or (known.get(f) != st and bad.get(f) != st)]
+                if full or (known.get(f) != st and bad.get(f) != st)
+                or (f in running and self._may_be_stale(st))]
         gone = [f for f in known if f not in on_disk]
         gone_bad = [f for f in bad if f not in on_disk and f not in odd]
         conn = self.conn
@@ -281,6 +288,12 @@ class Index:
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
+
+    def _may_be_stale(self, st: tuple[int, int]) -> bool:
+        """Whether a running run's file must be read again although its (mtime, size) did
+        not change: on a network file system (rescan_seconds set), whose attribute cache
+        can hide another host's last write, a file modified in the last day is."""
+        return self.rescan_seconds is not None and time.time() - st[0] / 1e9 < RECHECK_RUNNING_FOR
 
     def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
