@@ -19,10 +19,28 @@ from .storage.reader import read_dataset
 
 if TYPE_CHECKING:
     from .storage import Column, Segment
-    from .stream import Stream
 
 _REDUCE_BYTES = 1 << 20
 _UNSET = object()  # rows read per step of a reduction: about this many bytes
+
+
+def _dims(col: Column) -> tuple[str, ...]:
+    """The dimension names of a column in a Dataset: time, then the descriptor's ``dims``
+    or ``<key>_dim_<i>`` (``Stream.read()`` and ``ArrayColumn.dims`` name them alike)."""
+    nd = len(col.shape)
+    if col.variable:
+        return ("time",)
+    if col.dims and len(col.dims) == nd:
+        return ("time", *col.dims)
+    return ("time", *(f"{col.key}_dim_{i}" for i in range(nd)))
+
+
+def _attrs(col: Column) -> dict:
+    dk = col.data_key
+    out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
+    if col.external:
+        out["external"] = col.external
+    return out
 
 
 class ArrayColumn:
@@ -35,7 +53,8 @@ class ArrayColumn:
     one result plus a few frames, never the whole stack.
     """
 
-    def __init__(self, stream: Stream, key: str, col: Column) -> None:
+    def __init__(self, stream: Any, key: str, col: Column) -> None:
+        # stream: the databroker_lite.stream.Stream (not imported here: it imports this module)
         self.stream, self.key, self._col = stream, key, col
         self._reader = stream._reader
         self._segs = list(stream.segments)
@@ -72,12 +91,10 @@ class ArrayColumn:
     @property
     def dims(self) -> tuple[str, ...]:
         """Dimension names, as ``read()`` names them (the first is ``time``)."""
-        from .stream import _dims
         return _dims(self._col)
 
     @property
     def attrs(self) -> dict:
-        from .stream import _attrs
         return _attrs(self._col)
 
     def __len__(self) -> int:

@@ -16,12 +16,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import InvalidQuery
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .query import _Compiler
+
+class _Compiler(Protocol):
+    """The query compiler (:mod:`databroker_lite.query`) as a dialect sees it; a Protocol,
+    so that this module does not import the compiler that imports it."""
+
+    def p(self, value: Any) -> str:
+        """Add a parameter; return its placeholder (``?``)."""
 
 # keys stored as their own indexed columns in the index
 COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
@@ -141,9 +146,10 @@ class SQLiteDialect:
                 f"json_each({ref.doc}, {c.p(_path(ref.parts))}) AS e WHERE {self.is_kind('e.type', kind)} "
                 f"AND e.value IN (SELECT value FROM json_each({c.p(json.dumps(values))})))))")
 
-    def text_search(self, c: _Compiler, fts_query: str) -> str:
-        """Runs whose start or stop document holds these words (the FTS5 table runs_text)."""
-        return f"(rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH {c.p(fts_query)}))"
+    def text_search(self, c: _Compiler, words: list[str]) -> str:
+        """Runs whose start or stop document holds all these words (FTS5 table runs_text)."""
+        match = " AND ".join(f'"{w}"' for w in words)  # words are letters and digits only
+        return f"(rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH {c.p(match)}))"
 
 
 # --- PostgreSQL -----------------------------------------------------------------
@@ -238,16 +244,27 @@ class PostgresDialect:
 
     def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
         kind = kind_of(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            return self.false
         if ref.column and ref.column != "scan_id":
             return f"({ref.column} {op} {c.p(value)})" if self._column_ok(ref, kind) else self.false
+        if isinstance(value, float) and not math.isfinite(value):
+            # jsonb holds no infinity: every number is above -inf and below +inf
+            if value != value or (value > 0) == (op in (">", ">=")):
+                return self.false
+            return f"({self.is_kind(self.type_of(c, ref), 'number')})"
         at = self._at(c, ref)
         if kind == "number":
             return (f"({self.is_kind(self.type_of(c, ref), 'number')} AND "
                     f"{at} {op} {c.p(json.dumps(value))}::jsonb)")
         return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
                 f"({at} #>> '{{}}') COLLATE \"C\" {op} {c.p(pg_json(value))})")
+
+    def text_search(self, c: _Compiler, words: list[str]) -> str:
+        """Runs whose start or stop document holds all these words, in any case (the
+        strings of both documents as a 'simple' text-search vector)."""
+        vector = ("(jsonb_to_tsvector('simple', start, '[\"string\"]') || "
+                  "jsonb_to_tsvector('simple', COALESCE(stop, '{}'::jsonb), '[\"string\"]'))")
+        query = " & ".join("'" + w + "'" for w in words)  # words are letters and digits only
+        return f"({vector} @@ to_tsquery('simple', {c.p(query)}))"
 
     def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
         translated = python_to_posix_regex(pattern, flags)

@@ -93,6 +93,18 @@ class MissingHandler(DatabrokerLiteError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InvalidArgument(DatabrokerLiteError, ValueError):
+    """A function was given an argument value it does not accept."""
+
+
+class DescriptorMismatchWarning(UserWarning):
+    """Event data disagreed with its descriptor (shape or type); it was stored as it came.
+
+    Issued once per run and data key. The key's values are then kept as JSON text, one
+    per event, and read back as they came (``read()`` gives one object per event).
+    """
+
+
 class ShapeMismatch(DatabrokerLiteError, ValueError):
     """Data has a shape other than the one its descriptor declares."""
 
@@ -143,3 +155,7 @@ class ImportFailed(PackError):
         super().__init__(message)
         self.report = report
         self.failed = dict(failed or {})
+
+
+class ServerConfigError(DatabrokerLiteError, ValueError):
+    """A ``serve`` config, users file or access policy is wrong; the message names the file."""

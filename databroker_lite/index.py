@@ -21,7 +21,7 @@ from typing import Any
 
 from . import documents as _docs
 from .errors import CatalogError, CorruptRunFile, InvalidQuery
-from .query import HOIST_LEVEL, compile_queries, db_regexp, sql_value
+from .query import HOIST_LEVEL, SQLITE, compile_queries, db_regexp, sql_value
 from .storage import RunSummary
 from .storage.files import not_a_run_file
 
@@ -123,13 +123,25 @@ class IndexNotUpdated(UserWarning):
 
 
 class Index:
-    """The SQLite index of one catalog directory."""
+    """The SQLite index of one catalog directory.
 
-    def __init__(self, directory: str, *, writable: bool = True) -> None:
+    ``path`` puts the index file elsewhere than ``<directory>/.databroker_lite/`` (a
+    per-host index for a catalog on a network file system). ``rescan_seconds``: also
+    look at the files again when the last look is older than that, whatever the
+    directory's modification time says (network file systems cache it).
+    """
+
+    dialect = SQLITE
+    kind = "sqlite"
+
+    def __init__(self, directory: str, *, writable: bool = True, path: str | None = None,
+                 rescan_seconds: float | None = None) -> None:
         self.directory = os.path.abspath(directory)
         self.writable = writable
+        self.rescan_seconds = rescan_seconds
+        self._last_look = -float("inf")
         self._local = threading.local()
-        self.path = os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
+        self.path = path or os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
         self.in_memory = False
         if writable:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -208,6 +220,8 @@ class Index:
             raise
 
     def _has_text(self) -> bool:
+        if self.kind != "sqlite":
+            return False
         has = getattr(self, "_text_ok", None)
         if has is None:
             has = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_text'").fetchone() is not None
@@ -282,6 +296,8 @@ class Index:
         return f"{st.st_mtime_ns}"
 
     def is_stale(self) -> bool:
+        if self.rescan_seconds is not None and time.monotonic() - self._last_look > self.rescan_seconds:
+            return True  # the directory's mtime may be a cached, old one: look at the files
         stamp = self.dir_stamp()
         if stamp == getattr(self, "_seen_fresh", None):
             return False  # the directory has not changed since the index last matched it
@@ -292,6 +308,7 @@ class Index:
 
     def refresh(self, *, full: bool = False, held: Mapping[str, tuple] | None = None) -> dict[str, int]:
         """Bring the index in line with the files; returns counts of what changed."""
+        self._last_look = time.monotonic()
         stamp = self.dir_stamp()
         on_disk: dict[str, tuple[int, int]] = {}
         odd: dict[str, tuple[tuple[int, int], str]] = {}  # FIFOs, symlink loops, directories...
@@ -345,8 +362,7 @@ class Index:
                 conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
             for f, (st, why) in odd.items():
                 if bad.get(f) != st:
-                    conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?, ?, ?)",
-                                 (f, *st, f"{os.path.join(self.directory, f)}: {why}", *was(f)))
+                    self._put_bad(f, *st, f"{os.path.join(self.directory, f)}: {why}", held=was(f))
                     counts["bad"] += 1
             for f in todo:
                 path = os.path.join(self.directory, f)
@@ -364,13 +380,24 @@ class Index:
                     # A listed run without a stop may be mid-flush in another process: keep
                     # its row. A finished run that no longer reads is damaged: say so.
                     conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
-                    cur = conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ?, ?, ? "
-                                       "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
-                                       (f, *on_disk[f], str(exc), *was(f), f))
-                    counts["bad"] += cur.rowcount > 0
+                    counts["bad"] += self._record_bad(f, *on_disk[f], str(exc), held=was(f))
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
+
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str,
+                 held: tuple = (None, None)) -> None:
+        """Note an unreadable file; ``held``: the (uid, scan_id) it held when it read."""
+        self.conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?, ?, ?)",
+                          (file, mtime_ns, size, error, *held))
+
+    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str,
+                    held: tuple = (None, None)) -> bool:
+        """Note an unreadable file, unless a run row (one being written) holds it."""
+        cur = self.conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ?, ?, ? "
+                                "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
+                                (file, mtime_ns, size, error, *held, file))
+        return cur.rowcount > 0
 
     def rebuild(self) -> dict[str, int]:
         """Forget everything and index every file again."""
@@ -465,8 +492,8 @@ class Index:
     def _where(self, queries: list[Mapping], hoist: int = HOIST_LEVEL) -> tuple[str, str, list]:
         """(WITH prefix, WHERE clause, parameters) of the ANDed queries."""
         if not queries:
-            return "", "1", []
-        return compile_queries(list(queries), hoist=hoist)
+            return "", self.dialect.true, []
+        return compile_queries(list(queries), self.dialect, hoist=hoist)
 
     def _query(self, queries: list[Mapping], select: str, tail: str = "",
                extra: tuple = (), more: list | None = None) -> list:
@@ -516,8 +543,14 @@ class Index:
             return " AND uid >= ? AND uid < ?", [prefix, prefix + "\U0010ffff"]
         value = sql_value(value)
         if value is None or value != value:  # None and NaN equal nothing
-            return " AND 0", []
-        return f" AND {key} = ?", [value]
+            return f" AND {self.dialect.false}", []
+        return f" AND {key} = {self._key_placeholder(key)}", [self._key_param(key, value)]
+
+    def _key_placeholder(self, key: str) -> str:
+        return "?"
+
+    def _key_param(self, key: str, value: Any) -> Any:
+        return value
 
     def rows(self, queries: list[Mapping], *, key: str, value: Any = None,
              prefix: str | None = None, newest_first: bool = True, limit: int = 50) -> list[dict]:

@@ -32,7 +32,7 @@ _BALANCE = 8      # longer AND/OR lists are joined as a balanced tree, not a cha
 
 # A query is first parsed into a tree (validated, flattened, equalities on one key in an
 # $or merged into one $in), then emitted as SQL. Nodes: ("and", [nodes]), ("or", [nodes]),
-# ("not", node), ("field", key, {op: arg}), ("text", fts_query), ("const", bool).
+# ("not", node), ("field", key, {op: arg}), ("text", [words]), ("const", bool).
 
 
 def _flat(kind: str, nodes: list) -> list:
@@ -88,8 +88,12 @@ def _join(kind: str, nodes: list) -> tuple:
     return nodes[0] if len(nodes) == 1 else (kind, nodes)
 
 
-def fts_query(cond: Any) -> str:
-    """``{"$search": "Cu foil"}`` as an FTS5 query: every word must appear (any case)."""
+def text_words(cond: Any) -> list[str]:
+    """The words of ``{"$search": "Cu foil"}``: a run matches if it holds every one (any case).
+
+    Words are runs of letters and digits; everything else (punctuation, FTS syntax such
+    as ``OR`` or ``*`` between words is still a word, quotes are not) separates them.
+    """
     if not isinstance(cond, Mapping) or "$search" not in cond:
         raise InvalidQuery(f'$text takes {{"$search": "words"}}, got {cond!r}')
     unknown = set(cond) - {"$search", "$caseSensitive", "$diacriticSensitive", "$language"}
@@ -100,10 +104,10 @@ def fts_query(cond: Any) -> str:
     text = cond["$search"]
     if not isinstance(text, str):
         raise InvalidQuery(f"$text $search takes a string, got {text!r}")
-    words = [w for w in re.split(r"\s+", text) if any(ch.isalnum() for ch in w)]
+    words = [w.lower() for w in re.findall(r"[^\W_]+", text)]
     if not words:
         raise InvalidQuery(f"$text $search {text!r} holds no word to search for")
-    return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return list(dict.fromkeys(words))
 
 
 class _Compiler:
@@ -147,7 +151,7 @@ class _Compiler:
                 node = _join("and" if key == "$and" else "or", subs)
                 terms.append(("not", node) if key == "$nor" else node)
             elif key == "$text":
-                terms.append(("text", fts_query(cond)))
+                terms.append(("text", text_words(cond)))
             elif key.startswith("$"):
                 raise InvalidQuery(f"unknown top-level operator {key!r}; use $and, $or, $nor, $text")
             else:
@@ -221,11 +225,11 @@ class _Compiler:
             self.params = outer
         return f"(uid IN (SELECT uid FROM {name}))"
 
-    def text(self, query: str) -> str:
+    def text(self, words: list[str]) -> str:
         search = getattr(self.d, "text_search", None)
         if search is None:
             raise InvalidQuery(f"$text is not supported by the {self.d.name} index")
-        return search(self, query)
+        return search(self, words)
 
     def any_of(self, parts: list[str]) -> str:
         """OR of SQL already emitted in order (a balanced tree, so long lists parse)."""

@@ -188,21 +188,24 @@ def test_disk_full_error_is_ours_and_an_oserror(tmp_path):
     assert info.value.errno == errno.ENOSPC and "reindex" in str(info.value)
 
 
-def test_nul_characters_that_hdf5_would_cut_are_refused(tmp_path):
+def test_nul_characters_in_data_are_kept_and_in_names_refused(tmp_path):
+    # HDF5 strings end at NUL: a string value with one is kept as JSON text (with a
+    # warning), a key name with one cannot be an HDF5 name and is refused up front
     cat = databroker_lite.open_catalog(tmp_path / "cat")
     b = event_model.compose_run()
     cat.writer("start", b.start_doc)
     d = b.compose_descriptor(name="primary", data_keys={"s": {"dtype": "string", "shape": [], "source": "x"}})
     cat.writer("descriptor", d.descriptor_doc)
-    with pytest.raises(databroker_lite.errors.InvalidDocument, match="NUL"):
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning, match="NUL"):
         cat.writer("event", d.compose_event(data={"s": "a\x00b"}, timestamps={"s": 1.0}, seq_num=1))
-    cat.writer("event", d.compose_event(data={"s": "ab"}, timestamps={"s": 1.0}, seq_num=1))
+    cat.writer("event", d.compose_event(data={"s": "ab"}, timestamps={"s": 1.0}, seq_num=2))
     bad = b.compose_descriptor(name="other", data_keys={"k\x00": {"dtype": "number", "shape": [], "source": "x"}})
     with pytest.raises(databroker_lite.errors.InvalidDocument, match="NUL"):
         cat.writer("descriptor", bad.descriptor_doc)
     cat.writer("stop", b.compose_stop())
     run = databroker_lite.open_catalog(cat.directory)[b.start_doc["uid"]]
-    assert list(run) == ["primary"] and run.primary.read()["s"].values.tolist() == ["ab"]
+    assert list(run) == ["primary"] and run.primary.read()["s"].values.tolist() == ["a\x00b", "ab"]
+    assert [d["data"]["s"] for n, d in run.documents() if n == "event"] == ["a\x00b", "ab"]
 
 
 # --- look-ups and search over odd entries in a catalog directory (h13) -------------

@@ -322,6 +322,8 @@ def _make_v1(cat: databroker_lite.Catalog) -> None:
 @pytest.mark.parametrize("mode", ["a", "r"])
 def test_an_index_of_schema_1_is_upgraded_in_place_without_reading_the_runs(four, monkeypatch, mode):
     cat, uids = four
+    if cat._index.kind != "sqlite":
+        pytest.skip("the SQLite index's own schema upgrade")
     _make_v1(cat)
 
     def no_reads(self, path):
@@ -346,8 +348,9 @@ def test_full_text_follows_updates_and_removals(four):
     assert list(cat.search({"$text": {"$search": "cu"}})) == [uids[1], new]
     assert cat.reindex()["added"] == 4
     assert list(cat.search({"$text": {"$search": "cu"}})) == [uids[1], new]
-    n_text = cat._index.conn.execute("SELECT COUNT(*) FROM runs_text").fetchone()[0]
-    assert n_text == len(cat) == 4  # one row per run, none left behind
+    if cat._index.kind == "sqlite":
+        n_text = cat._index.conn.execute("SELECT COUNT(*) FROM runs_text").fetchone()[0]
+        assert n_text == len(cat) == 4  # one row per run, none left behind
 
 
 def test_a_search_sqlite_cannot_run_is_our_error(four, monkeypatch):

@@ -320,9 +320,24 @@ class _Runs(Mapping):
         return cached_run_adapter(self.catalog[uid])
 
 
+def _no_deep_search(self: Any, max_depth: int | None = None) -> Any:
+    # tiled's MapAdapter.search_deep walks every run, stream and column (opening every
+    # file) and, from a root of several catalogs, would walk past their access filters.
+    raise NotImplementedError("deep search is not served: it would open every run; "
+                              "search a catalog instead (its index answers)")
+
+
+class CatalogsAdapter(MapAdapter):
+    """Several catalogs side by side, by name."""
+
+    search_deep = _no_deep_search
+
+
 class CatalogAdapter(MapAdapter):
     """A catalog: runs by uid, oldest first; searchable with databroker 2's queries,
     tiled's standard ones and ours (see :mod:`databroker_lite.server.search`)."""
+
+    search_deep = _no_deep_search
 
     def search(self, query: Any) -> CatalogAdapter:
         from .search import as_mongo

@@ -21,6 +21,7 @@ from .layout import (
     column_from_data_key,
     h5name,
     is_stream_external,
+    json_column,
     unh5name,
 )
 
@@ -138,9 +139,16 @@ class RunReader:
                     col = column_from_data_key(key, dk)
                     if stored is not None and not col.external and "dtype" in stored.attrs:
                         dt = stored.attrs["dtype"]
-                        col = Column(key, np.dtype(object) if dt == "str" else np.dtype(dt),
-                                     col.shape, col.dims, col.external, col.data_key)
+                        if dt == "json":
+                            col = json_column(key, dk)
+                        else:
+                            col = Column(key, np.dtype(object) if dt == "str" else np.dtype(dt),
+                                         col.shape, col.dims, col.external, col.data_key)
                     prev = out.get(key)
+                    if prev is not None and (prev.json or col.json):
+                        if col.json and not prev.json:  # one descriptor's values are JSON: all are
+                            out[key] = col
+                        continue
                     if prev is not None and (prev.shape != col.shape):
                         raise ShapeMismatch(
                             f"run {self.uid}, stream {stream!r}: key {key!r} has shape "
@@ -168,6 +176,18 @@ class RunReader:
         if self.finished:
             self._memo[memo_key] = info
         return info
+
+    def stored_as_json(self, seg: Segment, key: str) -> bool:
+        """Whether this segment keeps ``key`` as JSON text (its values disagreed with the descriptor)."""
+        memo_key = ("json", seg.group, key)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
+        with self.h5() as f:
+            ds = f.get(f"{seg.group}/data/{h5name(key)}")
+            out = ds is not None and ds.attrs.get("dtype") == "json"
+        if self.finished:
+            self._memo[memo_key] = out
+        return out
 
     def read_events(self, seg: Segment, field: str, sel: slice = slice(None)) -> np.ndarray:
         """time, seq_num, uid or doc_index of a segment's events."""
@@ -254,6 +274,7 @@ class RunReader:
             data = {k: self.read_column(seg, k, sl) for k in keys}
             ts = {k: self.read_timestamps(seg, k, sl) for k in keys}
             filled = self.read_filled(seg, sl)  # this block's rows, not the whole column
+            no_filled = self._no_filled(seg, sl)
             for j in range(len(times)):
                 ev = {
                     "uid": uids[j],
@@ -262,9 +283,15 @@ class RunReader:
                     "descriptor": desc_uid,
                     "data": {k: _plain(data[k][j]) for k in keys},
                     "timestamps": {k: float(ts[k][j]) for k in keys},
-                    "filled": {k: bool(v[j]) for k, v in filled.items() if v[j] >= 0},
                 }
+                if no_filled is None or not no_filled[j]:  # an event sent without 'filled' has none
+                    ev["filled"] = {k: bool(v[j]) for k, v in filled.items() if v[j] >= 0}
                 yield int(idx[j]), "event", ev
+
+    def _no_filled(self, seg: Segment, sel: slice) -> np.ndarray | None:
+        with self.h5() as f:
+            g = f[seg.group]
+            return g["no_filled"][sel] if "no_filled" in g else None
 
 
 def _check_rows(g: h5py.Group, n: int, path: str) -> None:
@@ -304,7 +331,14 @@ def read_dataset(f: h5py.File, name: str, sel: Any, path: str) -> np.ndarray:
         if dt.kind != "O":  # plain numbers: the common, fast case
             return ds[sel]
         if h5py.check_string_dtype(dt) is not None:
-            return np.asarray(ds.asstr()[sel], dtype=object)
+            text = ds.asstr()[sel]
+            if ds.attrs.get("dtype") == "json":  # values stored as they came: decode each
+                out = np.empty(np.shape(text), dtype=object)
+                flat = out.reshape(-1)
+                for i, t in enumerate(np.ravel(text)):
+                    flat[i] = _docs.loads(t)
+                return out
+            return np.asarray(text, dtype=object)
         vlen = h5py.check_vlen_dtype(dt)
         if vlen is not None:
             flat = ds[sel]
