@@ -29,6 +29,7 @@ INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = 2  # 2: runs_text (full text), bad_files.uid/scan_id (what a bad file held)
 RUN_SUFFIX = ".h5"
+RECHECK_RUNNING_FOR = 86400.0  # s: how long a network FS catalog re-reads a run without a stop
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -331,10 +332,14 @@ class Index:
                     except OSError:
                         pass  # gone meanwhile
         held: dict[str, tuple] = dict(held or {})  # file -> (uid, scan_id) it held when it read
-        known = {}
-        for f, m, sz, uid, scan_id in self.conn.execute("SELECT file, mtime_ns, size, uid, scan_id FROM runs"):
+        known: dict[str, tuple[int, int]] = {}
+        running = set()  # runs without a stop yet
+        for f, m, sz, no_stop, uid, scan_id in self.conn.execute(
+                "SELECT file, mtime_ns, size, stop IS NULL, uid, scan_id FROM runs"):
             known[f] = (m, sz)
             held[f] = (uid, scan_id)
+            if no_stop:
+                running.add(f)
         bad = {}
         for f, m, sz, uid, scan_id in self.conn.execute(
                 "SELECT file, mtime_ns, size, uid, scan_id FROM bad_files"):
@@ -346,7 +351,8 @@ class Index:
             return held.get(f) or (f[:-len(RUN_SUFFIX)], None)  # a run file is named <uid>.h5
         counts = {"added": 0, "updated": 0, "removed": 0, "bad": 0}
         todo = [f for f, st in on_disk.items()
-                if full or (known.get(f) != st and bad.get(f) != st)]
+                if full or (known.get(f) != st and bad.get(f) != st)
+                or (f in running and self._may_be_stale(st))]
         gone = [f for f in known if f not in on_disk]
         gone_bad = [f for f in bad if f not in on_disk and f not in odd]
         conn = self.conn
@@ -384,6 +390,12 @@ class Index:
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
+
+    def _may_be_stale(self, st: tuple[int, int]) -> bool:
+        """Whether a running run's file must be read again although its (mtime, size) did
+        not change: on a network file system (rescan_seconds set), whose attribute cache
+        can hide another host's last write, a file modified in the last day is."""
+        return self.rescan_seconds is not None and time.time() - st[0] / 1e9 < RECHECK_RUNNING_FOR
 
     def _put_bad(self, file: str, mtime_ns: int, size: int, error: str,
                  held: tuple = (None, None)) -> None:

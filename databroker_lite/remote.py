@@ -122,6 +122,9 @@ def from_uri(url: str, api_key: str | None = None, *, username: str | None = Non
     elif not api_key:
         raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
                            "in the server's --api-key-file (or username=... to log in)")
+    elif not api_key.isascii() or not api_key.isprintable():
+        raise Unauthorized(f"{url}: an API key is ASCII letters and digits; this one is not "
+                           "(check the key in the server's --api-key-file)")
     with _translate(url):
         if username is None:
             root = tiled_from_uri(url, api_key=api_key, remember_me=False,
@@ -289,7 +292,7 @@ class RemoteCatalog(Mapping):
         unlike BisQue's inclusive ends). Only the slice travels.
         """
         stream, sep, field = path.partition("/")
-        if not sep or not stream or not field or "/" in field:
+        if not sep or not stream or not field or "/" in field or {stream, field} & {".", ".."}:
             raise ValueError(f"path {path!r} should be 'STREAM/FIELD', e.g. 'primary/I0'")
         from tiled.client.constructors import from_context
         parts = [*self._node.path_parts, self._uid(uid), stream, "data", field]
@@ -329,6 +332,8 @@ def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
     if dtype.kind in "OUS":  # text: small; let tiled's client decode it
         with _translate(url):
             return arr.read(slice=sel) if sel else arr.read()
+    if not sel and st.shape:  # a run being written may have more rows by now: ask for these
+        sel = (slice(0, st.shape[0]),)
     try:  # numpy semantics for the shape of the answer, without any data
         shape = np.broadcast_to(np.zeros((), dtype), tuple(st.shape))[sel].shape
     except IndexError:

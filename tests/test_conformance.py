@@ -453,19 +453,14 @@ class TestRemote(CatalogContract):
 
 
 class TestPostgresIndexed(CatalogContract):
-    """The same directory with a PostgreSQL index (issue 16), when it exists.
-
-    Adding it is this fixture: it needs a ``postgres_url`` fixture (a server the test
-    suite starts) and ``open_catalog(..., index=url)``; until both exist it is skipped.
-    """
+    """The same directory with a PostgreSQL index: ``postgres_url`` is a throwaway server
+    the test suite starts (tests/conftest.py; skipped only without PostgreSQL's binaries)."""
 
     @pytest.fixture
-    def cat(self, contract_dir: Path, request: pytest.FixtureRequest):
-        try:
-            url = request.getfixturevalue("postgres_url")
-        except pytest.FixtureLookupError:
-            pytest.skip("no postgres_url fixture yet (PostgreSQL index, issue 16)")
-        return databroker_lite.open_catalog(contract_dir, mode="r", index=url)
+    def cat(self, contract_dir: Path, postgres_url: str):
+        cat = databroker_lite.open_catalog(contract_dir, mode="r", index=postgres_url)
+        assert cat._index.kind == "postgresql"
+        return cat
 
 
 def test_every_implementation_runs_the_whole_contract() -> None:

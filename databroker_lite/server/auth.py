@@ -416,7 +416,8 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
     """Read a ``serve --config`` YAML file; relative file names are beside it.
 
     Sections: ``authentication`` (tiled's own: ``providers``, ``tiled_admins``, token
-    and session ages; default provider: a users file ``users.txt``), ``database``
+    and session ages, with ``${VAR}`` taken from the environment; default provider: a
+    users file ``users.txt``), ``database``
     (tiled's authentication database; default ``auth.sqlite``), ``secret_keys_file``
     (default ``secret_keys``, made when missing) and ``access`` (the policy, inline
     or as ``policy_file``; required).
@@ -433,7 +434,11 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
         extra = sorted(set(d) - _CONFIG_KEYS) if isinstance(d, Mapping) else d
         raise ServerConfigError(f"{path}: unknown entries {extra}; a serve config has "
                                 f"{sorted(_CONFIG_KEYS)}")
-    authn = dict(d.get("authentication") or {})
+    from tiled.utils import expand_environment_variables
+    authn = d.get("authentication") or {}
+    if not isinstance(authn, Mapping):
+        raise ServerConfigError(f"{path}: authentication is a mapping (tiled's section)")
+    authn = dict(expand_environment_variables(dict(authn)))  # ${VAR}, as tiled's config does
     if authn.get("allow_anonymous_access"):
         raise ServerConfigError(f"{path}: allow_anonymous_access is not supported: every "
                                 "request must come from a user the access policy names")
