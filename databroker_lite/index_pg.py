@@ -258,10 +258,12 @@ class PostgresIndex(Index):
              json.dumps(list(streams)), file, mtime_ns, size,
              _jsonb(start), None if stop is None else _jsonb(stop)))
 
-    def refresh(self, *, full: bool = False) -> dict[str, int]:
-        counts = super().refresh(full=full)
-        if counts["added"] + counts["updated"] + counts["removed"] >= 1000:
-            self.conn.execute("ANALYZE runs")  # the planner's statistics, after a bulk change
+    def refresh(self, *, full: bool = False, **kwargs: Any) -> dict[str, int]:
+        counts = super().refresh(full=full, **kwargs)
+        if counts["added"] + counts["updated"] + counts["removed"] >= 1000 and not self.conn._tx:
+            # after a bulk change: the planner's statistics, and the visibility map that
+            # lets COUNT(*) and look-ups read the indexes alone
+            self.conn.execute("VACUUM (ANALYZE) runs")
         return counts
 
     def _key_placeholder(self, key: str) -> str:
