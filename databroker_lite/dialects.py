@@ -105,6 +105,8 @@ class SQLiteDialect:
     def eq_scalar(self, c: _Compiler, ref: Ref, value: Any) -> str:
         """The key equals this number, string or bool, or is an array holding it."""
         if ref.column:
+            if isinstance(value, bool):
+                return self.false  # no column holds a bool (True is not 1)
             return f"({self.value(c, ref)} = {c.p(value)})"
         if not self.addressable(ref):
             return self.false
@@ -127,6 +129,27 @@ class SQLiteDialect:
     def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
         return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
                 f"db_regexp({c.p(pattern)}, {c.p(flags)}, {self.value(c, ref)}))")
+
+    def in_scalars(self, c: _Compiler, ref: Ref, kind: str, values: list) -> str:
+        """The key equals one of these values (all of one kind), or is an array holding
+        one: a single parameter (a JSON array read by json_each), however many values."""
+        if ref.column:
+            if kind == "bool":
+                return self.false  # no column holds a bool (True is not 1)
+            return (f"({self.is_kind(f'typeof({ref.column})', kind)} AND {ref.column} IN "
+                    f"(SELECT value FROM json_each({c.p(json.dumps(values))})))")
+        if not self.addressable(ref):
+            return self.false
+        return (f"(({self.is_kind(self.type_of(c, ref), kind)} AND {self.value(c, ref)} IN "
+                f"(SELECT value FROM json_each({c.p(json.dumps(values))}))) OR "
+                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
+                f"json_each({ref.doc}, {c.p(_path(ref.parts))}) AS e WHERE {self.is_kind('e.type', kind)} "
+                f"AND e.value IN (SELECT value FROM json_each({c.p(json.dumps(values))})))))")
+
+    def text_search(self, c: _Compiler, words: list[str]) -> str:
+        """Runs whose start or stop document holds all these words (FTS5 table runs_text)."""
+        match = " AND ".join(f'"{w}"' for w in words)  # words are letters and digits only
+        return f"(rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH {c.p(match)}))"
 
 
 # --- PostgreSQL -----------------------------------------------------------------
@@ -244,6 +267,14 @@ class PostgresDialect:
                     f"{at} {op} {c.p(json.dumps(value))}::jsonb)")
         return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
                 f"({at} #>> '{{}}') COLLATE \"C\" {op} {c.p(pg_json(value))})")
+
+    def text_search(self, c: _Compiler, words: list[str]) -> str:
+        """Runs whose start or stop document holds all these words, in any case (the
+        strings of both documents as a 'simple' text-search vector)."""
+        vector = ("(jsonb_to_tsvector('simple', start, '[\"string\"]') || "
+                  "jsonb_to_tsvector('simple', COALESCE(stop, '{}'::jsonb), '[\"string\"]'))")
+        query = " & ".join("'" + w + "'" for w in words)  # words are letters and digits only
+        return f"({vector} @@ to_tsquery('simple', {c.p(query)}))"
 
     def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
         translated = python_to_posix_regex(pattern, flags)
