@@ -87,8 +87,8 @@ class Catalog(Mapping):
     def keys(self):  # noqa: D102 - a list is more useful than a view here
         return list(self)
 
-    def _run(self, uid: str, file: str) -> Run:
-        return Run(self, uid, os.path.join(self.directory, file))
+    def _run(self, uid: str, file: str, indexed: tuple | None = None) -> Run:
+        return Run(self, uid, os.path.join(self.directory, file), _indexed=indexed)
 
     def __getitem__(self, key: Any) -> Run:
         index = self._fresh()
@@ -102,8 +102,8 @@ class Catalog(Mapping):
                 if not uids:
                     raise RunNotFound(f"the catalog has {index.count(q)} run(s); there is no "
                                       f"{_ordinal(-key)} most recent")
-                return self._run(*index.locate(q, key="uid", value=uids[0], limit=1)[0])
-            found = index.locate(q, key="scan_id", value=key, limit=2)
+                return self._run(*index.locate_with_documents(q, key="uid", value=uids[0], limit=1)[0])
+            found = index.locate_with_documents(q, key="scan_id", value=key, limit=2)
             if not found:
                 raise RunNotFound(f"no run has scan_id {key}")
             if len(found) > 1:
@@ -114,9 +114,11 @@ class Catalog(Mapping):
                               DuplicateScanIDWarning, stacklevel=2)
             return self._run(*found[0])
         if isinstance(key, str):
-            found = index.locate(q, key="uid", prefix=key, limit=2, newest_first=False) if key else []
+            found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
+                                                newest_first=False) if key else []
             if len(found) > 1:  # a whole uid that also starts others is still that run
-                found = index.locate(q, key="uid", value=key, limit=1, newest_first=False) or found
+                found = index.locate_with_documents(q, key="uid", value=key, limit=1,
+                                                    newest_first=False) or found
             if len(found) == 1:
                 return self._run(*found[0])
             if not key:

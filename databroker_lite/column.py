@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .storage.files import cached_h5, open_h5
+from .storage.files import cached_h5, known_datasets
 from .storage.handlers import _h5_dataset
 from .storage.lazy import ExternalStack, needs_post, split_selection
 from .storage.reader import read_dataset
@@ -56,8 +56,6 @@ class ArrayColumn:
             self.dtype = np.result_type(col.dtype, "f8")  # NaN where a descriptor lacks the key
         self._fast: Any = _UNSET  # see _plan()
         self._dsname = info[0] if info is not None else None
-        self._file: Any = None
-        self._ds: Any = None
         self._stacks: dict[int, ExternalStack] = {}
 
     # --- array-like --------------------------------------------------------
@@ -116,6 +114,8 @@ class ArrayColumn:
         if len(self._segs) != 1 or self._text or col.variable or not reader.finished:
             return None
         if self._dsname is not None:
+            with reader.h5() as f:
+                reader._dataset(f, self._dsname, self._segs[0])  # its rows checked once
             self._fast = (reader.path, self._dsname, 0, 1, None)
         elif col.external and not str(col.external).startswith("STREAM:") and None not in col.shape:
             from .storage.handlers import _consecutive_points, _handler
@@ -135,9 +135,9 @@ class ArrayColumn:
     def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
         path, name, first, fpp, frame = fast
         f = cached_h5(path)
-        if f is not self._file:
-            self._file, self._ds = f, f[name]
-        ds = self._ds
+        ds = known_datasets(f).get(name)
+        if ds is None:
+            ds = known_datasets(f)[name] = f[name]
         if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
             n = self.shape[0]
             k = int(sel) + (n if sel < 0 else 0)
@@ -200,11 +200,9 @@ class ArrayColumn:
         if info is None:
             return np.zeros((0, *self.shape[1:]), dtype=self.dtype)
         sel = rows if col.variable else box
-        if self._reader.finished:
-            out = read_dataset(cached_h5(self._reader.path), info[0], sel, self._reader.path)
-        else:
-            with open_h5(self._reader.path, "r") as f:
-                out = read_dataset(f, info[0], sel, self._reader.path)
+        with self._reader.h5() as f:
+            out = read_dataset(f, info[0], sel, self._reader.path,
+                               ds=self._reader._dataset(f, info[0], seg))
         if self._text:
             return out.astype(str) if out.size else np.zeros(out.shape, dtype="U1")
         return out
