@@ -3,7 +3,7 @@
     python -m benchmarks.remote [--frames 40] [--repeat 30] [--profile]
 
 - ``ours``: ``databroker-lite serve`` (our chunk-aligned tiled adapters), one HTTP GET
-  of ``/array/full/<uid>/primary/img?slice=...`` per read, and ``load_array``;
+  of ``/array/full/<uid>/primary/data/img?slice=...`` per read, and ``load_array``;
 - ``local``: ``run.primary.to_dask()["img"][k].compute()`` in this process;
 - ``tiled``: ``tiled serve directory`` on the same catalog directory (its own HDF5
   adapter on the same run file), the same GET on its path to the same dataset.
@@ -141,7 +141,7 @@ def profile_in_process(catalog_dir: Path, uid: str, n: int = 100) -> str:
             transport = httpx.ASGITransport(app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
                 headers = {"Authorization": f"Apikey {KEY}", "Accept": "application/octet-stream"}
-                url = f"/api/v1/array/full/{uid}/primary/img"
+                url = f"/api/v1/array/full/{uid}/primary/data/img"
                 assert (await c.get(url, params={"slice": "0"}, headers=headers)).status_code == 200
                 spent.clear()
                 t0 = time.perf_counter()
@@ -225,14 +225,14 @@ def main(argv: list[str] | None = None) -> int:
                 return np.frombuffer(r.content, dtype="<u2")
 
             # the answers are right, and a 10-frame slice is one request
-            np.testing.assert_array_equal(get(ours_url, f"{uid}/primary/img", "3").reshape(FRAME),
+            np.testing.assert_array_equal(get(ours_url, f"{uid}/primary/data/img", "3").reshape(FRAME),
                                           expected[3])
             np.testing.assert_array_equal(
-                get(ours_url, f"{uid}/primary/img", "5:15").reshape((10, *FRAME)), expected[5:15])
+                get(ours_url, f"{uid}/primary/data/img", "5:15").reshape((10, *FRAME)), expected[5:15])
             results["ours, GET 1 frame"] = _times(
-                lambda i: get(ours_url, f"{uid}/primary/img", str(i % n)), args.repeat)
+                lambda i: get(ours_url, f"{uid}/primary/data/img", str(i % n)), args.repeat)
             results["ours, GET 10 frames (1 request)"] = _times(
-                lambda i: get(ours_url, f"{uid}/primary/img", f"{i % n}:{i % n + 10}"), args.repeat)
+                lambda i: get(ours_url, f"{uid}/primary/data/img", f"{i % n}:{i % n + 10}"), args.repeat)
             if not args.no_tiled_directory:
                 np.testing.assert_array_equal(get(tiled_url, tiled_path, "3").reshape(FRAME),
                                               expected[3])

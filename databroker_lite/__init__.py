@@ -1,6 +1,7 @@
 """databroker_lite: Bluesky runs in HDF5 files, read back as xarray, no server needed."""
 from __future__ import annotations
 
+from . import queries
 from .catalogs import Catalog, CatalogWriter, DuplicateScanIDWarning, open_catalog, temp
 from .column import ArrayColumn
 from .config import as_catalog, catalog, install_catalog, uninstall_catalog  # shadows the .catalog module
@@ -10,8 +11,10 @@ from .errors import (
     CatalogNotFound,
     CorruptRunFile,
     DatabrokerLiteError,
+    DescriptorMismatchWarning,
     ExportError,
     ExternalDataError,
+    InvalidArgument,
     InvalidCatalogName,
     InvalidDocument,
     InvalidQuery,
@@ -19,6 +22,8 @@ from .errors import (
     MissingHandler,
     NoRunsMatch,
     ReadOnlyCatalog,
+    RecentRunNotFound,
+    RunFileUnreadable,
     RunNotFound,
     ShapeMismatch,
     StreamNotFound,
@@ -35,7 +40,7 @@ from .packing import (
     unpack,
     verify,
 )
-from .query import ScanID, ScanIDRange, TimeRange
+from .queries import ScanID, ScanIDRange, TimeRange
 from .run import Run
 from .storage.handlers import register_handler
 from .stream import Stream
@@ -58,10 +63,11 @@ except ImportError:  # pragma: no cover - running from a source tree without ins
 __all__ = [
     "as_catalog",
     "AmbiguousKey", "ArrayColumn", "Catalog", "CatalogError", "CatalogNotFound", "ExportError", "CatalogWriter", "CorruptRunFile",
-    "DatabrokerLiteError", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidCatalogName", "InvalidDocument",
+    "DatabrokerLiteError", "DescriptorMismatchWarning", "DuplicateScanIDWarning", "ExternalDataError", "IndexNotUpdated", "InvalidArgument", "InvalidCatalogName", "InvalidDocument",
     "InvalidQuery", "PackError", "PackReport", "UnpackReport", "VerifyReport", "import_documents",
-    "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "NoRunsMatch", "ReadOnlyCatalog", "Run",
-    "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch", "Stream", "StreamNotFound",
+    "pack", "unpack", "verify", "MissingExternalFile", "MissingHandler", "NoRunsMatch", "ReadOnlyCatalog",
+    "RecentRunNotFound", "Run", "RunFileUnreadable", "RunNotFound", "ScanID", "ScanIDRange", "ShapeMismatch",
+    "Stream", "StreamNotFound",
     "TimeRange", "UnsupportedLayout", "catalog", "from_uri", "install_catalog", "open_catalog",
-    "register_handler", "temp", "uninstall_catalog",
+    "queries", "register_handler", "temp", "uninstall_catalog",
 ]

@@ -3,34 +3,31 @@ from __future__ import annotations
 
 import atexit
 import json
-import numbers
 import os
 import shutil
 import tempfile
-import warnings
 import weakref
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any
 
 from . import documents as _docs
-from .errors import AmbiguousKey, CatalogError, InvalidDocument, ReadOnlyCatalog, RunNotFound
-from .index import RUN_SUFFIX, Index
+from . import lookup
+from .backends import open_index
+from .errors import (
+    CatalogError,
+    InvalidDocument,
+    ReadOnlyCatalog,
+    RecentRunNotFound,
+    RunFileUnreadable,
+    RunNotFound,
+)
+from .index import RUN_SUFFIX, Index, plain_run_file
+from .lookup import DuplicateScanIDWarning
 from .run import Run
 from .storage import RunWriter
+from .summaries import catalog_html, catalog_summary
 
-
-class DuplicateScanIDWarning(UserWarning):
-    """Several runs share the scan_id asked for; the most recent one was returned."""
-
-
-def _fmt(t: float | None) -> str:
-    return "?" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _describe(row: dict) -> str:
-    return (f"uid={row['uid']} scan_id={row['scan_id']} time={_fmt(row['time'])} "
-            f"plan={row['plan_name']}")
+__all__ = ["Catalog", "CatalogWriter", "DuplicateScanIDWarning", "open_catalog", "temp"]
 
 
 class Catalog(Mapping):
@@ -38,14 +35,15 @@ class Catalog(Mapping):
 
     def __init__(self, directory: str | os.PathLike, *, mode: str = "a",
                  root_map: Mapping[str, str] | None = None, name: str | None = None,
-                 _index: Index | None = None, _queries: tuple = ()) -> None:
+                 index: str | None = None, _index: Index | None = None,
+                 _queries: tuple = ()) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.mode = mode
         self.root_map = {**stored_root_map(self.directory), **dict(root_map or {})}
         self.name = name
         self._queries = tuple(_queries)
         if _index is None:
-            _index = Index(self.directory, writable=(mode != "r"))
+            _index = open_index(self.directory, index, writable=(mode != "r"), name=name)
             if _index.is_stale():
                 _index.refresh()
         self._index = _index
@@ -88,51 +86,75 @@ class Catalog(Mapping):
         return list(self)
 
     def _run(self, uid: str, file: str, indexed: tuple | None = None) -> Run:
+        if not plain_run_file(file):
+            # the index is derived and may have been written by someone else: a row that
+            # names a path (absolute, '..', a sub-directory) is never followed
+            raise CatalogError(f"{self._index.path}: the index row of run {uid} names the file "
+                               f"{file!r}, which is not a run file name in {self.directory}; "
+                               f"run 'databroker-lite reindex {self.directory}'")
         return Run(self, uid, os.path.join(self.directory, file), _indexed=indexed)
 
     def __getitem__(self, key: Any) -> Run:
+        """A run by scan_id, -k, uid or unique uid prefix (the rules: :mod:`.lookup`)."""
+        key = lookup.check_key(key)
         index = self._fresh()
         q = list(self._queries)
-        if isinstance(key, bool):
-            raise TypeError(f"cannot look up a run by {key!r}")
-        if isinstance(key, numbers.Integral):
-            key = int(key)
+        where = self._in_search()
+        if isinstance(key, int):
             if key < 0:
-                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1)
+                n = index.count(q)
+                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key <= n else []
                 if not uids:
-                    raise RunNotFound(f"the catalog has {index.count(q)} run(s); there is no "
-                                      f"{_ordinal(-key)} most recent")
+                    raise RecentRunNotFound(lookup.no_kth(n, -key, where) + self._bad_note())
                 return self._run(*index.locate_with_documents(q, key="uid", value=uids[0], limit=1)[0])
             found = index.locate_with_documents(q, key="scan_id", value=key, limit=2)
             if not found:
-                raise RunNotFound(f"no run has scan_id {key}")
+                self._not_found(lookup.no_scan_id(key, where), scan_id=key)
             if len(found) > 1:
                 rows = index.rows(q, key="scan_id", value=key)
-                others = "; ".join(_describe(r) for r in rows[1:])
-                warnings.warn(f"{len(rows)} runs have scan_id {key}; returning the most recent "
-                              f"({rows[0]['uid']}). Others: {others}",
-                              DuplicateScanIDWarning, stacklevel=2)
+                lookup.warn_shared_scan_id(key, rows[0]["uid"],
+                                           [lookup.describe(r) for r in rows[1:]])
             return self._run(*found[0])
-        if isinstance(key, str):
-            found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
-                                                newest_first=False) if key else []
-            if len(found) > 1:  # a whole uid that also starts others is still that run
-                found = index.locate_with_documents(q, key="uid", value=key, limit=1,
-                                                    newest_first=False) or found
-            if len(found) == 1:
-                return self._run(*found[0])
-            if not key:
-                raise RunNotFound("an empty string is not a uid or uid prefix")
-            rows = index.rows(q, key="uid", prefix=key, limit=11)
-            if not rows:
-                hint = " (strings are uids; for a scan_id use an int)" if key.isdigit() else ""
-                raise RunNotFound(f"no run has a uid starting with {key!r}{hint}")
-            listing = "\n  ".join(_describe(r) for r in rows[:10])
-            more = " (and more)" if len(rows) > 10 else ""
-            raise AmbiguousKey(f"{key!r} is the start of several uids{more}; give more "
-                               f"characters:\n  {listing}", candidates=rows[:10])
-        raise TypeError(f"look up runs by scan_id (int), -k (int) or uid (str), "
-                        f"not {type(key).__name__}")
+        found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
+                                            newest_first=False) if key else []
+        if len(found) > 1:  # a whole uid that also starts others is still that run
+            found = index.locate_with_documents(q, key="uid", value=key, limit=1,
+                                                newest_first=False) or found
+        if len(found) == 1:
+            return self._run(*found[0])
+        if not key:
+            raise RunNotFound(lookup.no_uid(key, where))
+        rows = index.rows(q, key="uid", prefix=key, limit=11)
+        if not rows:
+            self._not_found(lookup.no_uid(key, where), uid_prefix=key)
+        raise lookup.ambiguous(key, rows, more=len(rows) > 10)
+
+    def _in_search(self) -> str:
+        return " in this search" if self._queries else ""
+
+    def _bad_note(self) -> str:
+        bad = self._index.bad_files()
+        if not bad:
+            return ""
+        return (f"; {len(bad)} run file(s) could not be read and are not counted "
+                "(see cat.bad_files)")
+
+    def _not_found(self, message: str, *, scan_id: int | None = None,
+                   uid_prefix: str | None = None) -> None:
+        """Raise RunNotFound, or RunFileUnreadable when an unreadable file may hold the run."""
+        bad = self._index.bad_files()
+        if uid_prefix is not None:
+            bad = {f: e for f, e in bad.items() if f.startswith(uid_prefix)}
+        if not bad:
+            raise RunNotFound(message)
+        files = {os.path.join(self.directory, f): e for f, e in sorted(bad.items())}
+        shown = "\n  ".join(e if e.startswith(f) else f"{f}: {e}" for f, e in list(files.items())[:5])
+        more = f"\n  ... and {len(files) - 5} more" if len(files) > 5 else ""
+        what = "a run file that could not be read may hold it" if len(files) == 1 else \
+            f"{len(files)} run files could not be read and may hold it"
+        raise RunFileUnreadable(f"{message} that can be read; {what}:\n  {shown}{more}\n"
+                                "cat.bad_files lists every file that could not be read, with "
+                                "the reason", files=files)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -154,12 +176,19 @@ class Catalog(Mapping):
         return self._fresh().summaries(list(uids))
 
     # --- search -------------------------------------------------------------
-    def search(self, query: Mapping) -> Catalog:
-        """The runs whose start documents match a MongoDB-style query (chainable)."""
+    def search(self, query: Any) -> Catalog:
+        """The runs matching a query (chainable).
+
+        ``query`` is a MongoDB-style dict on the start document (keys under ``stop.``
+        address the stop document), or a query of :mod:`databroker_lite.queries`
+        (databroker's ``TimeRange``, ``Key``, ...; tiled's query objects work too).
+        """
+        from .queries import to_mongo
         from .query import compile_query
-        compile_query(query)  # raise InvalidQuery now (a non-dict too), not at first use
+        query = to_mongo(query)
+        compile_query(query, self._index.dialect)  # raise InvalidQuery now, not at first use
         return Catalog(self.directory, mode=self.mode, root_map=self.root_map, name=self.name,
-                       _index=self._index, _queries=(*self._queries, dict(query)))
+                       _index=self._index, _queries=(*self._queries, query))
 
     # --- writing ------------------------------------------------------------
     @property
@@ -181,20 +210,12 @@ class Catalog(Mapping):
         return self._index.summaries(uids)
 
     def __repr__(self) -> str:
-        n = len(self)
-        label = f"{self.name!r} " if self.name else ""
-        search = f", {len(self._queries)} search(es) applied" if self._queries else ""
-        lines = [f"<Catalog {label}at {self.directory}: {n} run{'s' if n != 1 else ''}{search}"]
-        for r in self._newest():
-            lines.append(f"  scan_id={r['scan_id']!s:>6}  {r['uid'][:8]}  {_fmt(r['time'])}  "
-                         f"{r['plan_name'] or ''}  {r['exit_status'] or '(running or no stop)'}")
-        if n > 5:
-            lines.append(f"  ... and {n - 5} older")
-        return "\n".join(lines) + ">"
+        return catalog_summary("Catalog", self.directory, len(self), self._newest(),
+                               label=self.name, searches=len(self._queries))
 
     def _repr_html_(self) -> str:
-        from .html import catalog_html
-        return catalog_html(self)
+        return catalog_html(self.name or self.directory, self.directory, len(self),
+                            self._newest(10))
 
 
 CATALOG_CONFIG = "catalog.json"
@@ -214,11 +235,6 @@ def stored_root_map(directory: str) -> dict[str, str]:
     if not isinstance(rm, dict):
         raise CatalogError(f"{path}: 'root_map' must be an object")
     return {str(k): os.path.normpath(os.path.join(directory, v)) for k, v in rm.items()}
-
-
-def _ordinal(k: int) -> str:
-    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
-    return f"{k}{suffix}"
 
 
 class CatalogWriter:
@@ -364,7 +380,8 @@ def _flush_at_exit() -> None:
 
 
 def open_catalog(path: str | os.PathLike, mode: str = "a", *,
-                 root_map: Mapping[str, str] | None = None, name: str | None = None) -> Catalog:
+                 root_map: Mapping[str, str] | None = None, name: str | None = None,
+                 index: str | None = None) -> Catalog:
     """Open the catalog in a directory.
 
     Parameters
@@ -372,6 +389,9 @@ def open_catalog(path: str | os.PathLike, mode: str = "a", *,
     path : directory of run files; created if missing when ``mode="a"``.
     mode : "a" (read and write) or "r" (read-only; the directory must exist).
     root_map : ``{old_root: new_root}`` for external files that moved.
+    index : where the derived index lives: ``"auto"`` (default: SQLite beside the files,
+        or per host on a network file system), ``"beside"``, ``"host"``, or a
+        ``postgresql://`` URL (see :mod:`databroker_lite.backends`).
     """
     if mode not in ("a", "r"):
         raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
@@ -386,7 +406,7 @@ def open_catalog(path: str | os.PathLike, mode: str = "a", *,
             raise CatalogError(f"cannot create catalog directory {path}: {exc}") from exc
         if not os.access(path, os.W_OK):
             raise CatalogError(f"catalog directory {path} is not writable; open it with mode='r'")
-    return Catalog(path, mode=mode, root_map=root_map, name=name)
+    return Catalog(path, mode=mode, root_map=root_map, name=name, index=index)
 
 
 def temp() -> Catalog:

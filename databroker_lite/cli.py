@@ -75,7 +75,7 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from databroker_lite.demo import run_demo
+    from databroker_lite.tutorial.demo import run_demo
     run_demo()
     return 0
 
@@ -277,10 +277,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"databroker-lite serve: error: needs the server extra "
               f"(pip install 'databroker_lite[server]'): {exc}", file=sys.stderr)
         return 2
+    if args.config:
+        from databroker_lite.server.auth import load_serve_config
+        config = load_serve_config(args.config)
+        print(f"serving {', '.join(args.catalogs)} on http://{args.host}:{args.port} "
+              f"({config.describe()}); Ctrl-C stops", flush=True)
+        serve(args.catalogs, config=config, host=args.host, port=args.port)
+        return 0
     key = read_api_key(args.api_key_file)
     print(f"serving {', '.join(args.catalogs)} on http://{args.host}:{args.port} "
           "(API key from the key file); Ctrl-C stops", flush=True)
     serve(args.catalogs, api_key=key, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_passwd(args: argparse.Namespace) -> int:
+    try:
+        from databroker_lite.server.auth import remove_user, set_password
+    except ImportError as exc:
+        print(f"databroker-lite passwd: error: needs the server extra: {exc}", file=sys.stderr)
+        return 2
+    if args.remove:
+        remove_user(args.users_file, args.name)
+        print(f"removed {args.name} from {args.users_file} (revoke their API keys too)")
+    else:
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+        set_password(args.users_file, args.name, password)
+        print(f"set the password of {args.name} in {args.users_file}")
     return 0
 
 
@@ -304,9 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("catalogs", nargs="+", metavar="CATALOG", help="catalog directory or name")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     s.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    s.add_argument("--api-key-file", required=True, metavar="FILE",
-                   help="file holding the API key clients must send (letters and digits)")
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--api-key-file", metavar="FILE",
+                     help="file holding the API key clients must send (letters and digits)")
+    how.add_argument("--config", metavar="FILE",
+                     help="user logins and per-proposal access instead (docs: howto/logins)")
     s.set_defaults(func=_cmd_serve)
+    s = sub.add_parser("passwd", help="add a user to a serve users file, or change or remove "
+                                      "one (argon2id hashes; needs the server extra)")
+    s.add_argument("users_file", help="the users file of the serve config (made if missing)")
+    s.add_argument("name", help="the user's login name")
+    s.add_argument("--remove", action="store_true", help="remove the user")
+    s.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin (no prompt)")
+    s.set_defaults(func=_cmd_passwd)
     for sp in sub.choices.values():
         sp.set_defaults(_parser=sp)
     return p

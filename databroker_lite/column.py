@@ -19,10 +19,28 @@ from .storage.reader import read_dataset
 
 if TYPE_CHECKING:
     from .storage import Column, Segment
-    from .stream import Stream
 
 _REDUCE_BYTES = 1 << 20
 _UNSET = object()  # rows read per step of a reduction: about this many bytes
+
+
+def _dims(col: Column) -> tuple[str, ...]:
+    """The dimension names of a column in a Dataset: time, then the descriptor's ``dims``
+    or ``<key>_dim_<i>`` (``Stream.read()`` and ``ArrayColumn.dims`` name them alike)."""
+    nd = len(col.shape)
+    if col.variable:
+        return ("time",)
+    if col.dims and len(col.dims) == nd:
+        return ("time", *col.dims)
+    return ("time", *(f"{col.key}_dim_{i}" for i in range(nd)))
+
+
+def _attrs(col: Column) -> dict:
+    dk = col.data_key
+    out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
+    if col.external:
+        out["external"] = col.external
+    return out
 
 
 class ArrayColumn:
@@ -35,16 +53,17 @@ class ArrayColumn:
     one result plus a few frames, never the whole stack.
     """
 
-    def __init__(self, stream: Stream, key: str, col: Column) -> None:
+    def __init__(self, stream: Any, key: str, col: Column) -> None:
+        # stream: the databroker_lite.stream.Stream (not imported here: it imports this module)
         self.stream, self.key, self._col = stream, key, col
         self._reader = stream._reader
         self._segs = list(stream.segments)
         self._rows = [stream._rows(s) for s in self._segs]
-        self._text = col.dtype.kind == "O" and not col.variable
+        self._text = col.dtype.kind == "O" and not col.variable and not col.json
         info = next((self._reader.dataset_info(s, key) for s in self._segs
                      if not col.external and key in s.descriptor["data_keys"]
                      and self._reader.dataset_info(s, key) is not None), None)
-        if col.variable:
+        if col.variable or col.json:
             row: tuple = ()
         elif info is not None:
             row = tuple(info[1][1:])
@@ -70,12 +89,10 @@ class ArrayColumn:
     @property
     def dims(self) -> tuple[str, ...]:
         """Dimension names, as ``read()`` names them (the first is ``time``)."""
-        from .stream import _dims
         return _dims(self._col)
 
     @property
     def attrs(self) -> dict:
-        from .stream import _attrs
         return _attrs(self._col)
 
     def __len__(self) -> int:
@@ -111,7 +128,7 @@ class ArrayColumn:
         """
         self._fast = None
         col, reader = self._col, self._reader
-        if len(self._segs) != 1 or self._text or col.variable or not reader.finished:
+        if len(self._segs) != 1 or self._text or col.variable or col.json or not reader.finished:
             return None
         if self._dsname is not None:
             with reader.h5() as f:
@@ -184,13 +201,17 @@ class ArrayColumn:
             shape = (0, *(len(range(n)[s]) for s, n in zip(inner, self.shape[1:])))
             return np.zeros(shape, dtype=object if self._col.variable else self.dtype)
         out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-        return out if self._text or self._col.variable else out.astype(self.dtype, copy=False)
+        if self._text or self._col.variable or self._col.json:
+            return out
+        return out.astype(self.dtype, copy=False)
 
     def _segment(self, i: int, seg: Segment, n: int, rows: slice, inner: tuple) -> np.ndarray:
         col, stream = self._col, self.stream
         box = (rows, *inner)
         if self.key not in seg.descriptor["data_keys"]:
             return stream._filler(n, col, False)[box]
+        if col.json:  # values that disagreed with the descriptor: objects, as read() has them
+            return stream._segment_column(seg, col, False)[box]
         if col.external:
             fixed = None not in col.shape and not str(col.external).startswith("STREAM:")
             if not fixed:

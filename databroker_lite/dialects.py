@@ -16,12 +16,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import InvalidQuery
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .query import _Compiler
+
+class _Compiler(Protocol):
+    """The query compiler (:mod:`databroker_lite.query`) as a dialect sees it; a Protocol,
+    so that this module does not import the compiler that imports it."""
+
+    def p(self, value: Any) -> str:
+        """Add a parameter; return its placeholder (``?``)."""
 
 # keys stored as their own indexed columns in the index
 COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
@@ -216,10 +221,13 @@ class PostgresDialect:
 
     def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
         kind = kind_of(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            return self.false
         if ref.column and ref.column != "scan_id":
             return f"({ref.column} {op} {c.p(value)})" if self._column_ok(ref, kind) else self.false
+        if isinstance(value, float) and not math.isfinite(value):
+            # jsonb holds no infinity: every number is above -inf and below +inf
+            if value != value or (value > 0) == (op in (">", ">=")):
+                return self.false
+            return f"({self.is_kind(self.type_of(c, ref), 'number')})"
         at = self._at(c, ref)
         if kind == "number":
             return (f"({self.is_kind(self.type_of(c, ref), 'number')} AND "

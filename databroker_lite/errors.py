@@ -42,6 +42,22 @@ class AmbiguousKey(RunNotFound):
         self.candidates = candidates
 
 
+class RecentRunNotFound(RunNotFound, IndexError):
+    """``cat[-k]`` with k larger than the number of runs (also an ``IndexError``)."""
+
+
+class RunFileUnreadable(RunNotFound):
+    """The run looked up is (or may be) in a run file that could not be read.
+
+    ``files`` maps each such file (a path) to the reason; ``cat.bad_files`` lists every
+    file of the catalog that could not be read.
+    """
+
+    def __init__(self, message: str, files: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.files = dict(files or {})
+
+
 class NoRunsMatch(RunNotFound):
     """A query (or time range) that a pack, an export or a command needs runs from matches
     none; the message names the keys the catalog's runs have."""
@@ -75,6 +91,18 @@ class MissingHandler(DatabrokerLiteError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgument(DatabrokerLiteError, ValueError):
+    """A function was given an argument value it does not accept."""
+
+
+class DescriptorMismatchWarning(UserWarning):
+    """Event data disagreed with its descriptor (shape or type); it was stored as it came.
+
+    Issued once per run and data key. The key's values are then kept as JSON text, one
+    per event, and read back as they came (``read()`` gives one object per event).
+    """
 
 
 class ShapeMismatch(DatabrokerLiteError, ValueError):
@@ -127,3 +155,7 @@ class ImportFailed(PackError):
         super().__init__(message)
         self.report = report
         self.failed = dict(failed or {})
+
+
+class ServerConfigError(DatabrokerLiteError, ValueError):
+    """A ``serve`` config, users file or access policy is wrong; the message names the file."""

@@ -21,8 +21,9 @@ from typing import Any
 
 from . import documents as _docs
 from .errors import CatalogError, CorruptRunFile
-from .query import compile_query, db_regexp
+from .query import SQLITE, compile_query, db_regexp, sql_value
 from .storage import RunSummary
+from .storage.files import not_a_run_file
 
 INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
@@ -58,9 +59,24 @@ CREATE TABLE IF NOT EXISTS bad_files (
 RUN_FIELDS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file")
 
 
+def plain_run_file(name: object) -> bool:
+    """Whether ``name`` is a run file's name in the catalog directory (no path in it)."""
+    return (isinstance(name, str) and name.endswith(RUN_SUFFIX) and not name.startswith(".")
+            and os.path.basename(name) == name and "/" not in name and "\\" not in name
+            and "\0" not in name)
+
+
 def _stat(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
+
+
+def _time(doc: Mapping) -> float:
+    t = doc.get("time", 0.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        return 0.0
+    t = sql_value(t)
+    return t if t == t else 0.0  # NaN: no time
 
 
 class IndexNotUpdated(UserWarning):
@@ -68,13 +84,25 @@ class IndexNotUpdated(UserWarning):
 
 
 class Index:
-    """The SQLite index of one catalog directory."""
+    """The SQLite index of one catalog directory.
 
-    def __init__(self, directory: str, *, writable: bool = True) -> None:
+    ``path`` puts the index file elsewhere than ``<directory>/.databroker_lite/`` (a
+    per-host index for a catalog on a network file system). ``rescan_seconds``: also
+    look at the files again when the last look is older than that, whatever the
+    directory's modification time says (network file systems cache it).
+    """
+
+    dialect = SQLITE
+    kind = "sqlite"
+
+    def __init__(self, directory: str, *, writable: bool = True, path: str | None = None,
+                 rescan_seconds: float | None = None) -> None:
         self.directory = os.path.abspath(directory)
         self.writable = writable
+        self.rescan_seconds = rescan_seconds
+        self._last_look = -float("inf")
         self._local = threading.local()
-        self.path = os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
+        self.path = path or os.path.join(self.directory, INDEX_DIR, INDEX_NAME)
         self.in_memory = False
         if writable:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -177,6 +205,8 @@ class Index:
         return f"{st.st_mtime_ns}"
 
     def is_stale(self) -> bool:
+        if self.rescan_seconds is not None and time.monotonic() - self._last_look > self.rescan_seconds:
+            return True  # the directory's mtime may be a cached, old one: look at the files
         stamp = self.dir_stamp()
         if stamp == getattr(self, "_seen_fresh", None):
             return False  # the directory has not changed since the index last matched it
@@ -187,30 +217,50 @@ class Index:
 
     def refresh(self, *, full: bool = False) -> dict[str, int]:
         """Bring the index in line with the files; returns counts of what changed."""
+        self._last_look = time.monotonic()
         stamp = self.dir_stamp()
         on_disk: dict[str, tuple[int, int]] = {}
+        odd: dict[str, tuple[tuple[int, int], str]] = {}  # FIFOs, symlink loops, directories...
         with os.scandir(self.directory) as it:
             for entry in it:
-                if entry.name.endswith(RUN_SUFFIX) and entry.is_file():
-                    st = entry.stat()
-                    on_disk[entry.name] = (st.st_mtime_ns, st.st_size)
+                if not entry.name.endswith(RUN_SUFFIX):
+                    continue
+                try:
+                    if entry.is_file():
+                        st = entry.stat()
+                        on_disk[entry.name] = (st.st_mtime_ns, st.st_size)
+                        continue
+                except OSError:  # a symlink loop, a file gone meanwhile...
+                    pass
+                why = not_a_run_file(entry.path)
+                if why is not None:
+                    try:
+                        lst = entry.stat(follow_symlinks=False)
+                        odd[entry.name] = ((lst.st_mtime_ns, lst.st_size), why)
+                    except OSError:
+                        pass  # gone meanwhile
         known = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM runs")}
         bad = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM bad_files")}
         counts = {"added": 0, "updated": 0, "removed": 0, "bad": 0}
         todo = [f for f, st in on_disk.items()
                 if full or (known.get(f) != st and bad.get(f) != st)]
         gone = [f for f in known if f not in on_disk]
-        gone_bad = [f for f in bad if f not in on_disk]
+        gone_bad = [f for f in bad if f not in on_disk and f not in odd]
         conn = self.conn
         with self._updating(), conn:
             for f in gone:
-                # a writer may have created and recorded it since the directory was listed
-                if os.path.exists(os.path.join(self.directory, f)):
+                # a writer may have created and recorded it since the directory was listed;
+                # a row naming anything but a file in this directory is never trusted
+                if f not in odd and plain_run_file(f) and os.path.isfile(os.path.join(self.directory, f)):
                     continue
                 conn.execute("DELETE FROM runs WHERE file = ?", (f,))
                 counts["removed"] += 1
             for f in gone_bad:
                 conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
+            for f, (st, why) in odd.items():
+                if bad.get(f) != st:
+                    self._put_bad(f, *st, f"{os.path.join(self.directory, f)}: {why}")
+                    counts["bad"] += 1
             for f in todo:
                 path = os.path.join(self.directory, f)
                 try:
@@ -223,17 +273,25 @@ class Index:
                     self._upsert(reader.start, reader.stop, reader.stream_names, f, mtime, size)
                     conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
                     counts["updated" if f in known else "added"] += 1
-                except (CorruptRunFile, OSError, KeyError, ValueError) as exc:
+                except (CorruptRunFile, OSError, KeyError, ValueError, TypeError, OverflowError) as exc:
                     # A listed run without a stop may be mid-flush in another process: keep
                     # its row. A finished run that no longer reads is damaged: say so.
                     conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
-                    cur = conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
-                                       "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
-                                       (f, *on_disk[f], str(exc), f))
-                    counts["bad"] += cur.rowcount > 0
+                    counts["bad"] += self._record_bad(f, *on_disk[f], str(exc))
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
+
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
+                          (file, mtime_ns, size, error))
+
+    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str) -> bool:
+        """Note an unreadable file, unless a run row (one being written) holds it."""
+        cur = self.conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
+                                "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
+                                (file, mtime_ns, size, error, file))
+        return cur.rowcount > 0
 
     def rebuild(self) -> dict[str, int]:
         """Forget everything and index every file again."""
@@ -258,14 +316,17 @@ class Index:
     def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
                 mtime_ns: int, size: int) -> None:
         scan_id = start.get("scan_id")
-        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str, type(None))):
+        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str)):
             scan_id = None
+        else:
+            scan_id = sql_value(scan_id)
         plan = start.get("plan_name")
+        status = None if stop is None else stop.get("exit_status")
         self.conn.execute(
             "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (start["uid"], scan_id, float(start.get("time", 0.0)),
-             None if stop is None else float(stop.get("time", 0.0)),
-             None if stop is None else stop.get("exit_status"),
+            (start["uid"], scan_id, _time(start),
+             None if stop is None else _time(stop),
+             status if isinstance(status, str) else None,
              plan if isinstance(plan, str) else None,
              json.dumps(list(streams)), file, mtime_ns, size,
              _docs.dumps(start), None if stop is None else _docs.dumps(stop)))
@@ -297,10 +358,10 @@ class Index:
     def _where(self, queries: list[Mapping]) -> tuple[str, list]:
         clauses, params = [], []
         for q in queries:
-            sql, p = compile_query(q)
+            sql, p = compile_query(q, self.dialect)
             clauses.append(f"({sql})")
             params.extend(p)
-        return (" AND ".join(clauses) or "1"), params
+        return (" AND ".join(clauses) or self.dialect.true), params
 
     def count(self, queries: list[Mapping]) -> int:
         where, params = self._where(queries)
@@ -324,7 +385,16 @@ class Index:
         where, params = self._where(queries)
         if prefix is not None:
             return f"{where} AND uid >= ? AND uid < ?", [*params, prefix, prefix + "\U0010ffff"]
-        return f"{where} AND {key} = ?", [*params, value]
+        value = sql_value(value)
+        if value is None or value != value:  # None and NaN equal nothing
+            return self.dialect.false, []
+        return f"{where} AND {key} = {self._key_placeholder(key)}", [*params, self._key_param(key, value)]
+
+    def _key_placeholder(self, key: str) -> str:
+        return "?"
+
+    def _key_param(self, key: str, value: Any) -> Any:
+        return value
 
     def rows(self, queries: list[Mapping], *, key: str, value: Any = None,
              prefix: str | None = None, newest_first: bool = True, limit: int = 50) -> list[dict]:
@@ -358,6 +428,9 @@ class Index:
         One more page of the table per run found: the look-up that hands out a run also
         hands its metadata (see :meth:`run_documents`), so ``cat[uid].metadata`` costs one query.
         """
+        if self.kind != "sqlite":  # jsonb holds the documents re-encoded: not the file's text
+            return [(*r, None) for r in self.locate(queries, key=key, value=value, prefix=prefix,
+                                                    limit=limit, newest_first=newest_first)]
         where, params = self._match(queries, key, value, prefix)
         order = " ORDER BY time DESC" if newest_first else ""
         rows = self.conn.execute(
@@ -378,6 +451,8 @@ class Index:
 
     def run_documents(self, uid: str, file: str) -> tuple[tuple[int, int], str, str | None] | None:
         """((mtime_ns, size) of the file when indexed, start JSON, stop JSON or None)."""
+        if self.kind != "sqlite":
+            return None
         r = self.conn.execute("SELECT mtime_ns, size, start, stop FROM runs WHERE uid = ? AND file = ?",
                               (uid, file)).fetchone()
         return None if r is None else ((r[0], r[1]), r[2], r[3])

@@ -5,14 +5,11 @@ are built from quoted key parts, so no key or value can change the SQL.
 """
 from __future__ import annotations
 
-import numbers
 import re
 import signal
 import threading
 import warnings
 from collections.abc import Mapping
-from datetime import date, datetime
-from datetime import timezone as _tz
 from typing import Any
 
 from .dialects import COLUMNS, Ref, SQLiteDialect, json_path
@@ -41,7 +38,7 @@ class _Compiler:
         self.d = dialect or SQLITE
 
     def p(self, value: Any) -> str:
-        self.params.append(value)
+        self.params.append(sql_value(value))
         return "?"
 
     def compile(self, query: Mapping) -> str:
@@ -66,8 +63,16 @@ class _Compiler:
     # --- one field: each call below adds its own parameter, in SQL-text order ----
     @staticmethod
     def ref(key: str) -> Ref:
-        """Where the key's value lives (validating the key)."""
+        """Where the key's value lives (validating the key).
+
+        ``"stop.exit_status"`` is the stop document's ``exit_status``; ``"start.x"`` (as
+        databroker 2 clients spell it) and a plain ``"x"`` are the start document's.
+        """
         json_path(key)
+        if key.startswith("stop.") and len(key) > 5:
+            return Ref(key, doc="stop", parts=tuple(key[5:].split(".")))
+        if key.startswith("start.") and len(key) > 6:
+            key = key[6:]
         if key in COLUMNS:
             return Ref(key, column=COLUMNS[key])
         return Ref(key, parts=tuple(key.split(".")))
@@ -149,10 +154,24 @@ def _regex_flags(options: str) -> int:
     return flags
 
 
+_INT64 = 2**63
+
+
+def sql_value(value: Any) -> Any:
+    """A value as SQLite can hold it: an integer beyond 64 bits becomes a float
+    (infinite beyond a float's range), as SQLite's JSON functions read such numbers."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        try:
+            return float(value)
+        except OverflowError:
+            return float("inf") if value > 0 else float("-inf")
+    return value
+
+
 def _normalise(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         value = value.item()  # numpy scalar
-    return value
+    return sql_value(value)
 
 
 _regex_cache: dict[tuple[str, int], re.Pattern | None] = {}
@@ -271,65 +290,5 @@ def compile_query(query: Mapping, dialect: Any = None) -> tuple[str, list[Any]]:
     return sql, c.params
 
 
-# --- helpers users build queries with ----------------------------------------
-
-def _to_timestamp(value: Any, tz: str | None) -> float:
-    if value is None:
-        raise InvalidQuery("a time bound is None")
-    if isinstance(value, bool):
-        raise InvalidQuery(f"cannot use {value!r} as a time")
-    if isinstance(value, numbers.Real):  # epoch seconds, numpy scalars included
-        return float(value)
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):  # a whole day starts at midnight
-        dt = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):  # UTC; fromisoformat reads "Z" only from Python 3.11
-            text = text[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidQuery(f"cannot read {value!r} as a date/time; use ISO format like "
-                               "'2021-12-06' or '2021-12-06 15:46'") from None
-    else:
-        raise InvalidQuery(f"cannot use {value!r} as a time")
-    if dt.tzinfo is None:
-        if tz:
-            from zoneinfo import ZoneInfo
-            dt = dt.replace(tzinfo=ZoneInfo(tz))
-        else:
-            dt = dt.astimezone()  # local time, like databroker
-    return dt.astimezone(_tz.utc).timestamp()
-
-
-class TimeRange(dict):
-    """Runs whose start time is in ``[since, until)``; dates, ISO strings or epoch seconds."""
-
-    def __init__(self, since: Any = None, until: Any = None, timezone: str | None = None) -> None:
-        cond = {}
-        if since is not None:
-            cond["$gte"] = _to_timestamp(since, timezone)
-        if until is not None:
-            cond["$lt"] = _to_timestamp(until, timezone)
-        if "$gte" in cond and "$lt" in cond and cond["$gte"] > cond["$lt"]:
-            raise InvalidQuery(f"TimeRange since={since!r} is after until={until!r}")
-        super().__init__({"time": cond} if cond else {})
-        self.since, self.until, self.timezone = since, until, timezone
-
-
-class ScanID(dict):
-    """Runs with any of these scan_ids: ``ScanID(101, 102)``."""
-
-    def __init__(self, *scan_ids: int) -> None:
-        ids = [int(s) for s in scan_ids]
-        super().__init__({"scan_id": {"$in": ids}})
-        self.scan_ids = ids
-
-
-class ScanIDRange(dict):
-    """Runs with ``start <= scan_id < stop``."""
-
-    def __init__(self, start: int, stop: int) -> None:
-        super().__init__({"scan_id": {"$gte": int(start), "$lt": int(stop)}})
+# the helpers moved to databroker_lite.queries; this import path keeps working
+from .queries import ScanID, ScanIDRange, TimeRange  # noqa: E402,F401

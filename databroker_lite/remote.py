@@ -8,24 +8,35 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .catalogs import DuplicateScanIDWarning
+from . import lookup
 from .errors import (
     AmbiguousKey,
     CatalogNotFound,
     DatabrokerLiteError,
     InvalidQuery,
+    RecentRunNotFound,
+    RunFileUnreadable,
     RunNotFound,
     StreamNotFound,
 )
-from .run import StreamAttributes, _fmt_time, run_summary
+from .run import StreamAttributes
 from .storage.lazy import needs_post, split_selection
+from .summaries import (
+    ColumnInfo,
+    catalog_html,
+    catalog_row,
+    catalog_summary,
+    run_html,
+    run_summary,
+    stream_html,
+    stream_summary,
+)
 
 
 class RemoteError(DatabrokerLiteError, OSError):
@@ -43,6 +54,7 @@ class OutOfRange(DatabrokerLiteError, IndexError):
 _ERRORS: dict[str, type[Exception]] = {
     "RunNotFound": RunNotFound, "StreamNotFound": StreamNotFound,
     "InvalidQuery": InvalidQuery, "IndexError": OutOfRange,
+    "RecentRunNotFound": RecentRunNotFound, "RunFileUnreadable": RunFileUnreadable,
 }
 
 
@@ -80,14 +92,20 @@ def _translate(url: str) -> Iterator[None]:
         raise RemoteError(f"cannot reach {url}: {exc}") from None
 
 
-def from_uri(url: str, api_key: str | None = None, *,
+def from_uri(url: str, api_key: str | None = None, *, username: str | None = None,
+             password: str | None = None, provider: str | None = None,
              catalog: str | None = None) -> RemoteCatalog | RemoteCatalogs:
     """Connect to a server started with ``databroker-lite serve``.
 
     Parameters
     ----------
     url : the server, e.g. ``"http://127.0.0.1:8000"``.
-    api_key : the key in the server's ``--api-key-file``.
+    api_key : the key in the server's ``--api-key-file``, or a user's own key
+        (:meth:`RemoteCatalog.create_api_key`) on a server with logins.
+    username, password : log in (a server started with ``--config``); the password is
+        prompted for when not given. tiled keeps the session's tokens (in memory) and
+        renews them as they expire.
+    provider : on a server with several login providers, which one.
     catalog : when the server serves several catalogs, the name of one of them.
 
     Returns
@@ -97,11 +115,17 @@ def from_uri(url: str, api_key: str | None = None, *,
     """
     _tiled()
     from tiled.client import from_uri as tiled_from_uri
-    if not api_key:
+    if username is not None:
+        if api_key:
+            raise ValueError("give an API key or a user name, not both")
+        root = _login(url, username, password, provider)
+    elif not api_key:
         raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
-                           "in the server's --api-key-file")
+                           "in the server's --api-key-file (or username=... to log in)")
     with _translate(url):
-        root = tiled_from_uri(url, api_key=api_key, remember_me=False)
+        if username is None:
+            root = tiled_from_uri(url, api_key=api_key, remember_me=False,
+                                  structure_clients=_plain_clients())
         if _is_catalog(root):
             served = root.metadata.get("name")
             if catalog is not None and catalog != served:
@@ -109,6 +133,52 @@ def from_uri(url: str, api_key: str | None = None, *,
             return RemoteCatalog(root, url)
         cats = RemoteCatalogs(root, url)
         return cats[catalog] if catalog is not None else cats
+
+
+def _login(url: str, username: str, password: str | None, provider: str | None) -> Any:
+    """tiled's password grant (``POST /auth/provider/P/token``), its tokens on the client."""
+    import getpass
+
+    import httpx
+    from tiled.client.constructors import from_context
+    from tiled.client.context import Context, password_grant
+    with _translate(url):
+        context, parts = Context.from_any_uri(url)
+        specs = [p for p in context.server_info.authentication.providers
+                 if p.mode in ("internal", "password")]
+    names = [p.provider for p in specs]
+    if not specs:
+        raise Unauthorized(f"{url} takes no user logins: it was started with an API key "
+                           "(from_uri(url, api_key=...))")
+    if provider is None and len(specs) > 1:
+        raise ValueError(f"{url} has several login providers {names}; choose one: provider=...")
+    spec = specs[0] if provider is None else next((p for p in specs if p.provider == provider),
+                                                  None)
+    if spec is None:
+        raise ValueError(f"{url} has no login provider {provider!r}; it has {names}")
+    if password is None:
+        password = getpass.getpass(f"Password for {username} at {url}: ")
+    with _translate(url):
+        try:
+            tokens = password_grant(context.http_client, spec.links["auth_endpoint"],
+                                    spec.provider, username, password)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (401, 422):  # 422: an empty field
+                raise Unauthorized(f"{url} refused the login of {username!r}: wrong user "
+                                   "name or password") from None
+            raise
+        context.configure_auth(tokens, remember_me=False)
+        return from_context(context, node_path_parts=parts, remember_me=False,
+                            structure_clients=_plain_clients())
+
+
+def _plain_clients() -> dict:
+    """tiled's plain client classes: not databroker 2's, which the server's specs would
+    select (their ``search`` rewrites our queries)."""
+    from tiled.client.array import ArrayClient
+    from tiled.client.container import Container
+    from tiled.client.xarray import DatasetClient
+    return {"container": Container, "array": ArrayClient, "xarray_dataset": DatasetClient}
 
 
 def _is_catalog(node: Any) -> bool:
@@ -168,19 +238,14 @@ class RemoteCatalog(Mapping):
     def _uid(self, key: Any) -> str:
         """The uid of the run ``cat[key]`` gives, resolved by the server (one request)."""
         queries = _tiled()
-        if isinstance(key, bool) or not isinstance(key, (numbers.Integral, str)):
-            raise TypeError(f"look up runs by scan_id (int), -k (int) or uid (str), "
-                            f"not {type(key).__name__}")
-        key = int(key) if isinstance(key, numbers.Integral) else key
+        key = lookup.check_key(key)
         with _translate(self.url):
             found = self._node.search(queries.RunKey.of(key))
             uids = list(found)
         if not uids:  # pragma: no cover - the server answers 404 instead
             raise RunNotFound(f"no run matches {key!r}")
         if len(uids) > 1:
-            warnings.warn(f"{len(uids)} runs have scan_id {key}; returning the most recent "
-                          f"({uids[0]}). Others: {', '.join(uids[1:])}",
-                          DuplicateScanIDWarning, stacklevel=3)
+            lookup.warn_shared_scan_id(key, uids[0], uids[1:], stacklevel=4)
         return uids[0]
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -200,6 +265,21 @@ class RemoteCatalog(Mapping):
             len(node)  # the server checks the query now, not at first use
             return RemoteCatalog(node, self.url)
 
+    def create_api_key(self, *, expires_in: int | str | None = None,
+                       note: str | None = None) -> str:
+        """A new API key of the logged-in user, for scripts: ``from_uri(url, api_key=key)``.
+
+        It reads what the user reads, until it expires (``expires_in`` seconds, or
+        ``"30d"``, ``"12h"``) or is revoked (:meth:`revoke_api_key`). Keep it as a password.
+        """
+        with _translate(self.url):
+            return self._node.context.create_api_key(expires_in=expires_in, note=note)["secret"]
+
+    def revoke_api_key(self, key: str) -> None:
+        """Revoke one of the user's API keys (the key, or its first eight characters)."""
+        with _translate(self.url):
+            self._node.context.revoke_api_key(key[:8])
+
     def load_array(self, uid: Any, path: str,
                    slices: Iterable[slice | int] | None = None) -> np.ndarray:
         """One column of a run, or a slice of it, as numpy (as BisQue's ``load_array``).
@@ -212,9 +292,10 @@ class RemoteCatalog(Mapping):
         if not sep or not stream or not field or "/" in field:
             raise ValueError(f"path {path!r} should be 'STREAM/FIELD', e.g. 'primary/I0'")
         from tiled.client.constructors import from_context
-        parts = [*self._node.path_parts, self._uid(uid), stream, field]
+        parts = [*self._node.path_parts, self._uid(uid), stream, "data", field]
         with _translate(self.url):  # a missing stream or column: the server says which
-            arr = from_context(self._node.context, node_path_parts=parts)
+            arr = from_context(self._node.context, node_path_parts=parts,
+                               structure_clients=_plain_clients())
         sel = tuple(slices) if slices is not None else ()
         for s in sel:
             if not isinstance(s, (slice, numbers.Integral)) or isinstance(s, bool):
@@ -222,19 +303,23 @@ class RemoteCatalog(Mapping):
         sel = tuple(s if isinstance(s, slice) else int(s) for s in sel)
         return _read_slice(arr, sel, self.url)
 
-    def __repr__(self) -> str:
-        n = len(self)
-        lines = [f"<RemoteCatalog at {self.url}: {n} run{'s' if n != 1 else ''}"]
+    def _newest(self, k: int) -> list[dict]:
+        """Summary rows of the ``k`` newest runs (one page of ``k``; streams listed)."""
         with _translate(self.url):
-            newest = list(self._node.sort(("_", -1)).items().head(5))  # one page of 5
-        for uid, node in newest:
-            start, stop = node.metadata["start"], node.metadata["stop"] or {}
-            lines.append(f"  scan_id={start.get('scan_id')!s:>6}  {uid[:8]}  "
-                         f"{_fmt_time(start.get('time'))[:19]}  {start.get('plan_name') or ''}  "
-                         f"{stop.get('exit_status') or '(running or no stop)'}")
-        if n > 5:
-            lines.append(f"  ... and {n - 5} older")
-        return "\n".join(lines) + ">"
+            newest = list(self._node.sort(("_", -1)).items().head(k))
+            return [catalog_row(uid, node.metadata["start"], node.metadata["stop"],
+                                node.metadata.get("summary", {}).get("stream_names")
+                                or list(node))
+                    for uid, node in newest]
+
+    def __repr__(self) -> str:
+        with _translate(self.url):
+            newest = [catalog_row(uid, node.metadata["start"], node.metadata["stop"])
+                      for uid, node in self._node.sort(("_", -1)).items().head(5)]
+        return catalog_summary("RemoteCatalog", self.url, len(self), newest)
+
+    def _repr_html_(self) -> str:
+        return catalog_html(self.url, self.url, len(self), self._newest(10))
 
 
 def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
@@ -376,11 +461,16 @@ class RemoteRun(StreamAttributes):
     def __getitem__(self, name: str) -> RemoteStream:
         names = self._names()
         if name not in names:
-            raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has {names}")
+            raise lookup.no_stream(self.uid, name, names)
         return RemoteStream(self, name)
 
     def __repr__(self) -> str:
         return run_summary(self.uid, self.start, self.stop, self._names())
+
+    def _repr_html_(self) -> str:
+        md = self.metadata
+        return run_html(self.uid, md["start"], md["stop"],
+                        [self[n]._repr_html_() for n in self._names()])
 
 
 class RemoteStream:
@@ -389,33 +479,43 @@ class RemoteStream:
     def __init__(self, run: RemoteRun, name: str) -> None:
         self.run, self.name = run, name
         with _translate(run.catalog.url):
-            self._node = run._node[name]
+            self._stream = run._node[name]  # data, timestamps, config, as databroker 2's
+            self._node = self._stream["data"]
 
     def fields(self) -> list[str]:
         return [k for k in self._node if k != "time"]
 
     @property
     def metadata(self) -> dict:
-        return {"descriptors": list(self._node.metadata.get("descriptors", [])),
+        return {"descriptors": list(self._stream.metadata.get("descriptors", [])),
                 "stream_name": self.name}
 
     def __len__(self) -> int:
         return int(self._array("time").structure().shape[0])
 
     def __repr__(self) -> str:
-        return (f"<RemoteStream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, "
-                f"columns {self.fields()}>")
+        return stream_summary(self.name, self.run.uid, len(self), self.fields())
+
+    def _repr_html_(self) -> str:
+        with _translate(self.run.catalog.url):
+            columns = []
+            for key, arr in self._node.items():
+                if key == "time":
+                    continue
+                st, attrs = arr.structure(), arr.metadata.get("attrs", {})
+                columns.append(ColumnInfo(key, st.data_type.to_numpy_dtype(), tuple(st.shape[1:]),
+                                          attrs.get("external", ""), attrs.get("units", "")))
+        return stream_html(self.name, len(self), columns)
+
+    @property
+    def config(self) -> Mapping[str, xr.Dataset]:
+        """Configuration readings by device, from the descriptors (as a local stream's)."""
+        from .configuration import config_datasets
+        return config_datasets(self.metadata["descriptors"])
 
     def _variables(self, fields: Iterable[str] | str | None) -> list[str] | None:
-        if fields is None:
-            return None
-        fields = [fields] if isinstance(fields, str) else list(fields)
-        have = self.fields()
-        missing = [f for f in fields if f not in have]
-        if missing:
-            raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column(s) "
-                                 f"{missing}; it has {have}")
-        return [*fields, "time"]
+        chosen = lookup.select_fields(fields, self.fields(), self.name, self.run.uid)
+        return None if chosen is None else [*chosen, "time"]
 
     def _array(self, field: str) -> Any:
         with _translate(self.run.catalog.url):
@@ -428,7 +528,11 @@ class RemoteStream:
         """All events of the stream in memory (every column, or ``fields``)."""
         variables = self._variables(fields)
         with _translate(self.run.catalog.url):
-            return self._node.read(variables=variables)
+            ds = self._node.read(variables=variables)
+        for k, v in ds.variables.items():  # text travels as objects: '<U' as read() locally
+            if v.dtype.kind == "O":
+                ds[k] = v.astype(str) if v.size else v.astype("U1")
+        return ds
 
     def to_dask(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
         """The same Dataset backed by dask: only the chunks a computation touches travel."""

@@ -3,35 +3,24 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from . import documents as _docs
+from . import lookup
 from .errors import StreamNotFound
 from .storage import RunReader
 from .storage.files import StampedCache
 from .stream import Stream
+from .summaries import run_html, run_summary
 
-if TYPE_CHECKING:
-    from .catalogs import Catalog
-
-
-def _fmt_time(t: float | None) -> str:
-    if t is None:
-        return "?"
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+__all__ = ["Run", "StreamAttributes", "run_summary"]
 
 
-def run_summary(uid: str, start: dict, stop: dict | None, streams: list[str]) -> str:
-    """The databroker-style text summary of a run (local or remote)."""
-    lines = ["BlueskyRun",
-             f"  uid={uid!r}",
-             f"  exit_status={stop.get('exit_status') if stop else None!r}",
-             f"  {_fmt_time(start.get('time'))} -- {_fmt_time(stop.get('time')) if stop else '(no stop)'}",
-             "  Streams:"]
-    lines += [f"    * {name}" for name in streams]
-    return "\n".join(lines)
+class CatalogLike(Protocol):
+    """What a run needs of its catalog (a Protocol: this module does not import catalogs)."""
+
+    root_map: Mapping[str, str]
 
 
 _READERS = StampedCache(256)
@@ -72,7 +61,7 @@ def _public(obj: object) -> list[str]:
 class Run(StreamAttributes):
     """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
 
-    def __init__(self, catalog: Catalog, uid: str, path: str, *,
+    def __init__(self, catalog: CatalogLike, uid: str, path: str, *,
                  _indexed: tuple | None = None) -> None:
         self.catalog = catalog
         self.uid = uid
@@ -118,7 +107,9 @@ class Run(StreamAttributes):
             return self._md[1]
         got, self._row = self._row, None
         if got is None or got[0] != stamp:
-            got = self.catalog._index.run_documents(self.uid, os.path.basename(self.path))
+            index = getattr(self.catalog, "_index", None)
+            got = (index.run_documents(self.uid, os.path.basename(self.path))
+                   if index is not None else None)
         if got is None or got[0] != stamp:
             return None
         md = {"start": _docs.loads(got[1]), "stop": _docs.loads(got[2]) if got[2] else None}
@@ -146,8 +137,7 @@ class Run(StreamAttributes):
 
     def __getitem__(self, name: str) -> Stream:
         if name not in self._reader().stream_names:
-            raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has "
-                                 f"{self._reader().stream_names}")
+            raise lookup.no_stream(self.uid, name, self._reader().stream_names)
         s = self._streams.get(name)
         if s is None or not self._reader().finished:
             s = self._streams[name] = Stream(self, name)
@@ -184,7 +174,9 @@ class Run(StreamAttributes):
     def export(self, fmt: str, dest: str | os.PathLike,
                streams: list[str] | None = None) -> list[str]:
         """Write this run as ``csv``, ``json``, ``spec`` or ``nexus`` files under ``dest``;
-        return the paths written. See :func:`databroker_lite.export.export`."""
+        return the paths written. See :func:`databroker_lite.export.export`.
+
+        A thin call into the export tool, imported only now (the tools sit above runs)."""
         from .export import export
         return export(self, fmt, dest, streams=streams)
 
@@ -193,8 +185,8 @@ class Run(StreamAttributes):
         return run_summary(self.uid, r.start, r.stop, r.stream_names)
 
     def _repr_html_(self) -> str:
-        from .html import run_html
-        return run_html(self)
+        r = self._reader()
+        return run_html(self.uid, r.start, r.stop, [self[n]._repr_html_() for n in r.stream_names])
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Run) and other.uid == self.uid and other.path == self.path

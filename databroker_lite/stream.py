@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .column import ArrayColumn
-from .errors import ExternalDataError, StreamNotFound
+from .column import ArrayColumn, _attrs, _dims
+from .errors import ExternalDataError
+from .lookup import select_fields
 from .storage import Column, Segment
 from .storage.handlers import (
     ExternalRef,
@@ -18,11 +19,23 @@ from .storage.handlers import (
     uri_to_path,
 )
 from .storage.lazy import ExternalStack, LazyDataset
+from .summaries import ColumnInfo, stream_html, stream_summary
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from .run import Run
+    from .storage import RunReader
+
+
+class RunLike(Protocol):
+    """What a stream needs of its run (:class:`databroker_lite.Run`); a Protocol, so that
+    this module does not import the module that imports it."""
+
+    uid: str
+    catalog: Any  # has .root_map
+    _stamp: tuple[int, int]
+
+    def _reader(self) -> RunReader: ...
 
 
 def _da():
@@ -36,23 +49,6 @@ def _tokenize(*args: Any) -> str:
     from dask.base import tokenize
 
     return tokenize(*args)
-
-
-def _dims(col: Column) -> tuple[str, ...]:
-    nd = len(col.shape)
-    if col.variable:
-        return ("time",)
-    if col.dims and len(col.dims) == nd:
-        return ("time", *col.dims)
-    return ("time", *(f"{col.key}_dim_{i}" for i in range(nd)))
-
-
-def _attrs(col: Column) -> dict:
-    dk = col.data_key
-    out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
-    if col.external:
-        out["external"] = col.external
-    return out
 
 
 def _xr():
@@ -82,15 +78,14 @@ def _load_blocks(refs: tuple | list, shape: tuple, key: str, run_uid: str,
 class Stream:
     """One stream of a run (``run.primary``): its events as columns."""
 
-    def __init__(self, run: Run, name: str) -> None:
+    def __init__(self, run: RunLike, name: str) -> None:
         self.run = run
         self.name = name
         self._reader = run._reader()
         self.segments: list[Segment] = self._reader.stream_segments(name)
 
     def __repr__(self) -> str:
-        cols = self._reader.columns(self.name)
-        return f"<Stream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, columns {list(cols)}>"
+        return stream_summary(self.name, self.run.uid, len(self), self.fields())
 
     def __len__(self) -> int:
         return sum(self._rows(s) for s in self.segments)  # rows of stream_datum-only streams too
@@ -133,16 +128,8 @@ class Stream:
 
     def _select(self, fields: Iterable[str] | str | None) -> dict[str, Column]:
         cols = self._reader.columns(self.name)
-        if fields is None:
-            return cols
-        if isinstance(fields, str):
-            fields = [fields]
-        fields = list(fields)
-        missing = [f for f in fields if f not in cols]
-        if missing:
-            raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column(s) "
-                                 f"{missing}; it has {list(cols)}")
-        return {f: cols[f] for f in fields}
+        chosen = select_fields(fields, list(cols), self.name, self.run.uid)
+        return cols if chosen is None else {f: cols[f] for f in chosen}
 
     def _times(self) -> np.ndarray:
         parts = []
@@ -187,6 +174,8 @@ class Stream:
             return self._filler(n, col, lazy)
         if col.external:
             return self._external(seg, col, n, lazy)
+        if col.json:
+            return self._json_column(seg, col, n, lazy)
         info = self._reader.dataset_info(seg, col.key)
         text = _is_text(col)
         dtype = np.dtype("U") if text else col.dtype
@@ -207,6 +196,31 @@ class Stream:
         return _da().from_array(proxy, chunks=chunks, asarray=False,
                              name=f"{col.key}-{_tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
                              meta=np.zeros((0,) * len(shape), dtype=dtype))
+
+    def _json_column(self, seg: Segment, col: Column, n: int, lazy: bool):
+        """A key whose values disagreed with the descriptor: one object per event, as it came.
+
+        JSON lists of numbers (or of strings) become numpy arrays; anything else stays as
+        it came. Segments of the stream that stored the key typed give their rows too.
+        """
+        info = self._reader.dataset_info(seg, col.key)
+        if info is None:
+            z = np.empty(0, dtype=object)
+            return _da().from_array(z, chunks=(0,)) if lazy else z
+        if not lazy:
+            return _object_rows(self._reader.read_column(seg, col.key, slice(0, n)))
+        name, stored_shape, chunks = info
+        sample = self._reader.read_column(seg, col.key, slice(0, 0))  # dtype and row shape only
+        shape = (n, *sample.shape[1:])
+        dtype = np.dtype(object) if sample.dtype.kind in "OU" else sample.dtype
+        proxy = LazyDataset(self._reader.path, name, shape, dtype, finished=self._reader.finished)
+        token = _tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)
+        arr = _da().from_array(proxy, chunks=_dask_chunks(shape, chunks, dtype) if len(shape) == 1
+                               else (_dask_chunks(shape, chunks, dtype)[0], *shape[1:]),
+                               asarray=False, name=f"{col.key}-json-{token}",
+                               meta=np.zeros((0,) * len(shape), dtype=dtype))
+        return arr.map_blocks(_object_rows, drop_axis=list(range(1, len(shape))) or None,
+                              dtype=object, meta=np.empty(0, dtype=object))
 
     def _filler(self, n: int, col: Column, lazy: bool):
         """NaN (or "") for a key this segment's descriptor does not have."""
@@ -325,12 +339,37 @@ class Stream:
         return config_datasets(self.descriptors)
 
     def _repr_html_(self) -> str:
-        from .html import stream_html
-        return stream_html(self)
+        cols = self._reader.columns(self.name).values()
+        return stream_html(self.name, len(self), [
+            ColumnInfo(c.key, c.dtype, c.shape, c.external or "", c.data_key.get("units", ""))
+            for c in cols])
 
 
 def _is_text(col: Column) -> bool:
-    return col.dtype.kind == "O" and not col.variable
+    return col.dtype.kind == "O" and not col.variable and not col.json
+
+
+def _json_value(v: Any) -> Any:
+    """A value kept as JSON, as users get it: lists of numbers or of strings as numpy arrays."""
+    if not isinstance(v, list):
+        return v
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError, OverflowError):  # ragged
+        return v
+    if a.dtype.kind in "biufc":
+        return a
+    if a.dtype.kind == "U" and all(isinstance(x, str) for x in np.ravel(np.asarray(v, dtype=object))):
+        return a
+    return v
+
+
+def _object_rows(block: np.ndarray) -> np.ndarray:
+    """One object per event (row) of ``block``."""
+    out = np.empty(len(block), dtype=object)
+    for i in range(len(block)):
+        out[i] = _json_value(block[i])
+    return out
 
 
 def _text_block(block: np.ndarray) -> np.ndarray:

@@ -177,3 +177,30 @@ def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a throwaway PostgreSQL server started for this test session.
+
+    Skipped only when the server binaries (initdb, pg_ctl) are not installed; psycopg
+    is in the ``test`` extra, so its absence is an error, as is a server that fails.
+    """
+    from databroker_lite.pgtemp import TempPostgres, find_bin_dir
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed "
+                    "(apt-get install postgresql-15); the PostgreSQL index is not tested")
+    import psycopg  # noqa: F401 - in the test extra: fail here, not in each test
+    server = TempPostgres()
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def on_postgres(postgres_url):
+    """Every catalog opened in the module (and its subprocesses) is indexed in PostgreSQL."""
+    from databroker_lite.backends import INDEX_ENV
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(INDEX_ENV, postgres_url)
+        yield postgres_url

@@ -1,8 +1,13 @@
-"""Bad documents: a clear InvalidDocument naming run, document and problem; nothing lost."""
+"""Bad documents: a clear InvalidDocument naming run, document and problem; nothing lost.
+
+Values the schema accepts but the descriptor does not describe are stored as they came,
+with one DescriptorMismatchWarning per key, and read back.
+"""
 from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import event_model
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 from conftest import insert_all, make_run_docs, normalise
 
 import databroker_lite
-from databroker_lite import InvalidDocument
+from databroker_lite import DescriptorMismatchWarning, InvalidDocument
 
 
 @pytest.fixture
@@ -77,75 +82,115 @@ def test_event_keys_differ_from_descriptor(half_run, change, words):
     _finish_and_check(cat, docs)
 
 
+def _store_odd_event(cat, docs, key: str, value, match: str):
+    """Insert event 3 of the open run with ``data[key] = value``: stored, one warning."""
+    ev = copy.deepcopy(docs[4][1])
+    ev["data"][key] = value
+    with pytest.warns(DescriptorMismatchWarning) as record:
+        cat.writer("event", ev)
+    mine = [w for w in record if issubclass(w.category, DescriptorMismatchWarning)]
+    assert len(mine) == 1
+    msg = str(mine[0].message)
+    assert f"data[{key!r}]" in msg and match in msg and docs[0][1]["uid"] in msg
+    assert docs[1][1]["uid"] in msg  # the descriptor it disagrees with
+    return ev
+
+
+def _finish_odd(cat, docs, ev, key: str, n_before: int = 4):
+    """Finish the run; the odd event comes back as it came, the rest as before."""
+    expected = [*docs[:n_before], ("event", ev), *docs[n_before + 1:]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DescriptorMismatchWarning)  # once per key, not per event
+        insert_all(cat, docs[n_before + 1:])
+    assert normalise(list(cat[2].documents())) == normalise(expected)
+    col = cat[2].primary.read()[key]
+    assert col.dims == ("time",) and col.dtype == object and len(col) == 5
+    assert cat[1].primary.read()["n"].values.tolist() == [0, 1, 2]
+    return col.values
+
+
 @pytest.mark.parametrize("key, value, what", [
     ("x", "5.0", "a number"),
+    ("x", None, "a number"),
     ("n", "3", "an integer"),
+    ("n", 2**70, "out of range"),
     ("label", 3, "a string"),
+    ("label", "a\x00b", "NUL"),
     ("flag", "yes", "a boolean"),
     ("vec", ["a", "b", "c"], "an array of float64"),
 ])
-def test_wrong_value_type(half_run, key, value, what):
+def test_wrong_value_type_is_stored_as_it_came(half_run, key, value, what):
     cat, docs = half_run
-    ev = copy.deepcopy(docs[4][1])
-    ev["data"][key] = value
-    with pytest.raises(InvalidDocument) as info:
-        cat.writer("event", ev)
-    msg = str(info.value)
-    assert f"data[{key!r}]" in msg and what in msg
-    assert docs[0][1]["uid"] in msg and ev["uid"] in msg
-    _finish_and_check(cat, docs)
+    ev = _store_odd_event(cat, docs, key, value, what)
+    got = _finish_odd(cat, docs, ev, key)
+    assert got[2] == value if not isinstance(value, list) else got[2].tolist() == value
+    # the events before and after keep their values (typed rows rewritten as they were)
+    want = [d["data"][key] for n, d in docs if n == "event"]
+    for i in (0, 1, 3, 4):
+        assert np.asarray(got[i]).tolist() == want[i]
 
 
-def test_float_values_into_an_integer_array_are_refused(cat):
+def test_float_values_into_an_integer_array_are_stored(cat):
     keys = {"counts": {"source": "s", "dtype": "array", "shape": [3], "dtype_numpy": "<i8"}}
     docs = make_run_docs(2, data_keys=keys, data=lambda i: {"counts": [i, i + 1, i + 2]})
     insert_all(cat, docs[:3])
     bad = copy.deepcopy(docs[3][1])
     bad["data"]["counts"] = [1.5, 2.0, 3.0]
-    with pytest.raises(InvalidDocument, match=r"data\['counts'\]"):
+    with pytest.warns(DescriptorMismatchWarning, match=r"data\['counts'\].*non-integer"):
         cat.writer("event", bad)
-    insert_all(cat, docs[3:])
-    assert cat[-1].primary.read()["counts"].values.tolist() == [[0, 1, 2], [1, 2, 3]]
+    cat.writer("stop", docs[-1][1])
+    got = cat[-1].primary.read()["counts"].values
+    assert got[0].tolist() == [0, 1, 2] and got[1].tolist() == [1.5, 2.0, 3.0]
 
 
 @pytest.mark.parametrize("value, got", [
     ([1.0, 2.0], "(2,)"),
     ([[1.0, 2.0, 3.0]], "(1, 3)"),
     (7.0, "()"),
+    ([[1.0], [2.0, 3.0]], "an array of shape [3]"),  # ragged
 ])
-def test_array_with_wrong_shape(half_run, value, got):
+def test_array_with_wrong_shape_is_stored_as_it_came(half_run, value, got):
+    cat, docs = half_run
+    ev = _store_odd_event(cat, docs, "vec", value, got)
+    vals = _finish_odd(cat, docs, ev, "vec")
+    assert np.asarray(vals[2], dtype=object).tolist() == value
+    assert vals[0].tolist() == [0.0, 0.5, -0.0] and vals[4].tolist() == [4.0, 4.5, -4.0]
+
+
+def test_scalar_key_given_an_array_after_a_flush(half_run):
+    cat, docs = half_run
+    cat.writer.flush()  # the two earlier rows are on disk, typed: they are rewritten as JSON
+    ev = _store_odd_event(cat, docs, "x", [1.0, 2.0], "a number")
+    vals = _finish_odd(cat, docs, ev, "x")
+    assert vals[2].tolist() == [1.0, 2.0] and vals[1] == 1.5
+    lazy = cat[2].primary.to_dask()["x"].compute().values
+    assert [np.asarray(v).tolist() for v in lazy] == [np.asarray(v).tolist() for v in vals]
+
+
+def test_a_value_that_is_not_json_is_refused_and_nothing_changes(half_run):
     cat, docs = half_run
     ev = copy.deepcopy(docs[4][1])
-    ev["data"]["vec"] = value
-    with pytest.raises(InvalidDocument) as info:
-        cat.writer("event", ev)
-    msg = str(info.value)
-    assert "data['vec']" in msg and got in msg and "[3]" in msg
-    assert docs[0][1]["uid"] in msg
+    ev["data"]["x"] = object()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DescriptorMismatchWarning)
+        with pytest.raises(InvalidDocument, match=r"data\['x'\].*not JSON-serialisable"):
+            cat.writer("event", ev)
     _finish_and_check(cat, docs)
+    assert cat[2].primary.read()["x"].dtype == np.float64  # the column stayed typed
 
 
-def test_scalar_key_given_an_array(half_run):
-    cat, docs = half_run
-    ev = copy.deepcopy(docs[4][1])
-    ev["data"]["x"] = [1.0, 2.0]
-    with pytest.raises(InvalidDocument, match=r"data\['x'\]"):
-        cat.writer("event", ev)
-    _finish_and_check(cat, docs)
-
-
-def test_first_event_with_wrong_shape_does_not_fix_the_column(cat):
+def test_first_event_with_wrong_shape_is_stored(cat):
     keys = {"a": {"source": "s", "dtype": "array", "shape": [2], "dtype_numpy": "<f8"},
             "s": {"source": "s", "dtype": "number", "shape": []}}
     docs = make_run_docs(2, data_keys=keys, data=lambda i: {"a": [i, i], "s": float(i)})
     insert_all(cat, docs[:2])
     bad = copy.deepcopy(docs[2][1])
     bad["data"]["s"] = [1.0, 2.0]
-    with pytest.raises(InvalidDocument, match=r"data\['s'\] has shape \(2,\)"):
+    with pytest.warns(DescriptorMismatchWarning, match=r"data\['s'\] = \[1.0, 2.0\] is not a number"):
         cat.writer("event", bad)
-    insert_all(cat, docs[2:])
+    insert_all(cat, docs[3:])
     ds = cat[-1].primary.read()
-    assert ds["s"].values.tolist() == [0.0, 1.0]
+    assert ds["s"].values[0].tolist() == [1.0, 2.0] and ds["s"].values[1] == 1.0
     assert ds["a"].values.tolist() == [[0.0, 0.0], [1.0, 1.0]]
 
 
@@ -239,7 +284,7 @@ def test_bad_event_in_the_middle_of_a_page(half_run):
     cat, docs = half_run
     events = [copy.deepcopy(d) for n, d in docs if n == "event"]
     bad = copy.deepcopy(events[3])
-    bad["data"]["x"] = "oops"
+    bad["data"]["x"] = object()  # cannot be stored in any form
     page = event_model.pack_event_page(events[2], bad, events[4])
     with pytest.raises(InvalidDocument) as info:
         cat.writer("event_page", page)
@@ -259,11 +304,23 @@ def test_bad_page_after_a_flush_keeps_flushed_rows(cat):
     cat.writer.flush()
     events = [d for n, d in docs if n == "event"]
     bad = copy.deepcopy(events[3])
-    bad["data"]["x"] = None
-    with pytest.raises(InvalidDocument, match="is not a number"):
+    bad["data"]["x"] = object()
+    with pytest.raises(InvalidDocument, match="not JSON-serialisable"):
         cat.writer("event_page", event_model.pack_event_page(events[2], bad))
     insert_all(cat, docs[4:])
     assert normalise(list(cat[-1].documents())) == normalise(docs)
+
+
+def test_a_page_with_an_odd_value_is_stored_whole(half_run):
+    cat, docs = half_run
+    events = [copy.deepcopy(d) for n, d in docs if n == "event"]
+    events[3]["data"]["x"] = None
+    with pytest.warns(DescriptorMismatchWarning, match=r"data\['x'\] = None is not a number"):
+        cat.writer("event_page", event_model.pack_event_page(*events[2:]))
+    cat.writer("stop", docs[-1][1])
+    assert cat[2].primary.read()["x"].values.tolist() == [0.0, 1.5, 3.0, None, 6.0]
+    expected = [*docs[:4], *(("event", e) for e in events[2:]), docs[-1]]
+    assert normalise(list(cat[2].documents())) == normalise(expected)
 
 
 def test_event_page_with_ragged_columns(half_run):
@@ -279,11 +336,14 @@ def test_event_page_with_ragged_columns(half_run):
 def test_catalog_stays_readable_from_a_fresh_process_view(half_run):
     cat, docs = half_run
     with pytest.raises(InvalidDocument):
+        cat.writer("event", {**docs[4][1], "data": {**docs[4][1]["data"], "x": object()}})
+    with pytest.warns(DescriptorMismatchWarning):
         cat.writer("event", {**docs[4][1], "data": {**docs[4][1]["data"], "x": np.array([1, 2])}})
     cat.writer.flush()
     again = databroker_lite.open_catalog(cat.directory, mode="r")
     assert len(again) == 2
-    assert again[2].primary.read()["x"].values.tolist() == [0.0, 1.5]
+    got = again[2].primary.read()["x"].values
+    assert got[:2].tolist() == [0.0, 1.5] and got[2].tolist() == [1, 2]
     assert again.bad_files == {}
 
 

@@ -104,6 +104,39 @@ def test_negative_index_is_kth_most_recent(five):
         cat[-6]
 
 
+@pytest.mark.parametrize("k", [6, 100, 10**30])
+def test_kth_most_recent_beyond_the_runs_is_recent_run_not_found(five, k):
+    cat, _ = five
+    with pytest.raises(databroker_lite.RecentRunNotFound, match="has 5 run") as info:
+        cat[-k]
+    assert isinstance(info.value, IndexError) and isinstance(info.value, KeyError)
+    assert isinstance(info.value, RunNotFound)
+    with pytest.raises(IndexError, match="no 7th most recent run|7th most recent"):
+        cat.search({"scan_id": {"$gte": 103}})[-4 - 3]
+
+
+@pytest.mark.parametrize("key", [10**30, -(10**30) + 0, 2**63, 2**64 + 1, 10**400])
+def test_huge_scan_ids_are_not_found_not_overflow_errors(five, key):
+    cat, _ = five
+    if key > 0:
+        with pytest.raises(RunNotFound, match=f"no run has scan_id {key}"):
+            cat[key]
+    assert cat.get(key) is None
+
+
+@pytest.mark.parametrize("scan_id", [2**70, -(2**65), 10**400])
+def test_a_run_with_a_huge_scan_id_is_stored_and_found(cat, scan_id):
+    uid = add_run(cat, scan_id=scan_id)
+    other = add_run(cat, scan_id=5, t=T0 + 1)
+    if scan_id > 0:  # (a negative key is the k-th most recent)
+        assert cat[scan_id].uid == uid
+        assert cat[scan_id].metadata["start"]["scan_id"] == scan_id
+    assert list(cat.search({"scan_id": scan_id})) == [uid]
+    assert list(cat.search({"scan_id": {"$lt": 6}})) == ([uid, other] if scan_id < 0 else [other])
+    fresh = databroker_lite.open_catalog(cat.directory)
+    assert fresh.reindex()["added"] == 2 and list(fresh.search({"scan_id": scan_id})) == [uid]
+
+
 def test_uid_and_unique_prefix(cat):
     a = add_run(cat, uid="777b44a0-1111-4111-8111-111111111111", scan_id=1, t=T0)
     b = add_run(cat, uid="888c55b0-2222-4222-8222-222222222222", scan_id=2, t=T0 + 1)
@@ -190,6 +223,32 @@ def test_bad_key_types_raise_type_error(five, key):
     cat, _ = five
     with pytest.raises(TypeError):
         cat[key]
+
+
+def _tamper(cat, uid: str, file: str) -> None:
+    """Point the index row of a run at another file, as a hostile index would."""
+    conn = cat._index.conn
+    with conn:
+        conn.execute("UPDATE runs SET file = ? WHERE uid = ?", (file, uid))
+        # and claim to be up to date with the directory, so no refresh repairs the row first
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'dir_stamp'", (cat._index.dir_stamp(),))
+
+
+@pytest.mark.parametrize("file", ["/etc/passwd", "../outside.h5", "sub/dir.h5", "..", ""])
+def test_an_index_row_naming_a_path_is_never_followed(five, tmp_path, file):
+    cat, uids = five
+    outside = tmp_path / "outside.h5"
+    os.link(os.path.join(cat.directory, uids[0] + ".h5"), outside)  # a real run file, elsewhere
+    _tamper(cat, uids[0], str(outside) if file == "/etc/passwd" else file)
+    with pytest.raises(CatalogError, match="not a run file name") as info:
+        cat[101]
+    assert "reindex" in str(info.value)
+    # the next refresh drops the row and finds the run in its own file again
+    with open(os.path.join(cat.directory, "other.txt"), "w"):
+        pass  # the directory changed: a refresh happens
+    assert cat[101].uid == uids[0]
+    assert cat[101].path == os.path.join(cat.directory, uids[0] + ".h5")
+    assert len(cat) == 5
 
 
 def test_lookups_on_search_results(five):

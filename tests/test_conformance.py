@@ -443,10 +443,6 @@ class TestRemote(CatalogContract):
     """The same catalog through ``databroker-lite serve`` and ``from_uri``."""
 
     not_yet = {
-        "test_catalog_repr_and_html": "RemoteCatalog has no _repr_html_ (issue 17, next)",
-        "test_run_and_stream_html": "RemoteRun/RemoteStream have no _repr_html_ (issue 17, next)",
-        "test_read_values_dtypes_shapes": "remote read() gives text as object, not '<U' (issue 17)",
-        "test_config_and_descriptors": "RemoteStream has no config (issue 17, next)",
         "test_documents_round_trip": "the server has no documents route yet (issue 12)",
         "test_timestamps": "the server does not serve timestamps yet (issue 12)",
     }

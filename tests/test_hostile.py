@@ -188,18 +188,110 @@ def test_disk_full_error_is_ours_and_an_oserror(tmp_path):
     assert info.value.errno == errno.ENOSPC and "reindex" in str(info.value)
 
 
-def test_nul_characters_that_hdf5_would_cut_are_refused(tmp_path):
+def test_nul_characters_in_data_are_kept_and_in_names_refused(tmp_path):
+    # HDF5 strings end at NUL: a string value with one is kept as JSON text (with a
+    # warning), a key name with one cannot be an HDF5 name and is refused up front
     cat = databroker_lite.open_catalog(tmp_path / "cat")
     b = event_model.compose_run()
     cat.writer("start", b.start_doc)
     d = b.compose_descriptor(name="primary", data_keys={"s": {"dtype": "string", "shape": [], "source": "x"}})
     cat.writer("descriptor", d.descriptor_doc)
-    with pytest.raises(databroker_lite.errors.InvalidDocument, match="NUL"):
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning, match="NUL"):
         cat.writer("event", d.compose_event(data={"s": "a\x00b"}, timestamps={"s": 1.0}, seq_num=1))
-    cat.writer("event", d.compose_event(data={"s": "ab"}, timestamps={"s": 1.0}, seq_num=1))
+    cat.writer("event", d.compose_event(data={"s": "ab"}, timestamps={"s": 1.0}, seq_num=2))
     bad = b.compose_descriptor(name="other", data_keys={"k\x00": {"dtype": "number", "shape": [], "source": "x"}})
     with pytest.raises(databroker_lite.errors.InvalidDocument, match="NUL"):
         cat.writer("descriptor", bad.descriptor_doc)
     cat.writer("stop", b.compose_stop())
     run = databroker_lite.open_catalog(cat.directory)[b.start_doc["uid"]]
-    assert list(run) == ["primary"] and run.primary.read()["s"].values.tolist() == ["ab"]
+    assert list(run) == ["primary"] and run.primary.read()["s"].values.tolist() == ["a\x00b", "ab"]
+    assert [d["data"]["s"] for n, d in run.documents() if n == "event"] == ["a\x00b", "ab"]
+
+
+# --- look-ups and search over odd entries in a catalog directory (h13) -------------
+
+def _no_hang(seconds: float = 20.0):
+    """Fail instead of hanging for ever (a FIFO opened for reading blocks)."""
+    import signal
+
+    def boom(signum, frame):
+        raise AssertionError(f"hung for {seconds} s")
+    signal.signal(signal.SIGALRM, boom)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _stop_alarm():
+    import signal
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def test_a_corrupt_run_file_is_named_in_the_lookup_error(two_runs):
+    cat, good, victim = two_runs
+    path = cat[victim].path
+    with open(path, "r+b") as fh:
+        fh.write(b"garbage!" * 64)  # the superblock is gone
+    _files.FILE_CACHE.clear()
+    open(os.path.join(cat.directory, "notes.txt"), "w").close()  # the directory changes too
+    fresh = databroker_lite.open_catalog(cat.directory)
+    for key in (2, victim, victim[:8]):
+        with pytest.raises(databroker_lite.RunFileUnreadable) as info:
+            fresh[key]
+        msg = str(info.value)
+        assert path in msg and "could not be read" in msg and "cat.bad_files" in msg
+        assert list(info.value.files) == [path]
+        assert isinstance(info.value, KeyError)  # still a RunNotFound / KeyError
+    assert list(fresh.bad_files) == [f"{victim}.h5"]
+    # a look-up that no bad file can answer is the plain "not found"
+    with pytest.raises(databroker_lite.RunNotFound, match="no run has a uid starting with 'zz'") as info:
+        fresh["zz"]
+    assert type(info.value) is databroker_lite.RunNotFound
+    assert fresh[1].uid == good
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "dangling symlink", "fifo", "directory"])
+def test_odd_entries_named_like_runs_cost_only_themselves(two_runs, kind):
+    cat, good, other = two_runs
+    name = "0bad0000-0000-4000-8000-000000000000.h5"
+    path = os.path.join(cat.directory, name)
+    if kind == "symlink loop":
+        os.symlink(name, path)
+    elif kind == "dangling symlink":
+        os.symlink("/nonexistent/run.h5", path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mkdir(path)
+    _no_hang()
+    try:
+        fresh = databroker_lite.open_catalog(cat.directory)
+        assert list(fresh) == [good, other]
+        assert list(fresh.bad_files) == [name]
+        assert path in fresh.bad_files[name]
+        assert _read_all(fresh, good)["x"].shape == (20,)
+        with pytest.raises(databroker_lite.RunFileUnreadable, match="0bad0000"):
+            fresh["0bad"]
+        assert fresh.reindex()["bad"] == 1
+        ro = databroker_lite.open_catalog(cat.directory, mode="r")
+        assert len(ro) == 2 and list(ro.bad_files) == [name]
+    finally:
+        _stop_alarm()
+
+
+def test_a_run_file_replaced_by_a_fifo_does_not_hang_a_read(two_runs):
+    cat, good, victim = two_runs
+    path = cat[victim].path
+    run = cat[victim]  # looked up before the file was replaced
+    os.remove(path)
+    os.mkfifo(path)
+    _files.FILE_CACHE.clear()
+    _no_hang()
+    try:
+        with pytest.raises(databroker_lite.CorruptRunFile, match="FIFO"):
+            run.primary.read()
+        fresh = databroker_lite.open_catalog(cat.directory)
+        with pytest.raises(databroker_lite.RunFileUnreadable, match="FIFO"):
+            fresh[2]
+        assert f"{victim}.h5" in fresh.bad_files and list(fresh) == [good]
+    finally:
+        _stop_alarm()

@@ -150,3 +150,65 @@ def test_legacy_stream_resource_follows_root_map(tmp_path):
     (tmp_path / "legacy").rename(moved)
     cat2 = databroker_lite.open_catalog(tmp_path / "cat", root_map={str(tmp_path / "legacy"): str(moved)})
     np.testing.assert_array_equal(cat2[-1].primary.read()["det"].values, data)
+
+
+# --- ophyd.sim devices whose describe() disagrees with what they read ----------------
+
+def test_a_signal_described_as_a_number_that_reads_an_array(RE, cat):  # noqa: N803
+    """An ophyd Signal described before its first array arrives (shape [] then [4])."""
+    import bluesky.plan_stubs as bps
+    from ophyd import Signal
+    wave = Signal(name="wave", value=0.0)
+
+    def plan():
+        yield from bps.open_run()
+        for i in range(3):
+            yield from bps.trigger_and_read([wave])
+            yield from bps.abs_set(wave, np.arange(4.0) * (i + 1))
+        yield from bps.close_run()
+
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE.subscribe(cat.writer)
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning, match=r"data\['wave'\]") as rec:
+        (uid,) = RE(plan())
+    assert sum(issubclass(w.category, databroker_lite.DescriptorMismatchWarning) for w in rec) == 1
+    run = cat[uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    (desc,) = run.primary.descriptors
+    assert desc["data_keys"]["wave"]["shape"] == [] and desc["data_keys"]["wave"]["dtype"] == "number"
+    got = run.primary.read()["wave"].values
+    assert got[0] == 0.0 and got[1].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert got[2].tolist() == [0.0, 2.0, 4.0, 6.0]
+    from conftest import normalise
+    assert normalise(list(run.documents())) == normalise(docs)
+
+
+def test_synsignal_whose_array_grows_and_a_list_of_mixed_items(RE, cat):  # noqa: N803
+    import bluesky.plans as bp
+    from ophyd import Signal
+    from ophyd.sim import SynSignal
+    n = [0]
+
+    def grow():
+        n[0] += 1
+        return np.ones(n[0] + 2)
+
+    growing = SynSignal(func=grow, name="growing")  # describes [3], then reads 4, 5 values
+    mixed = Signal(name="mixed", value=["a", 1, None])  # described as an array of [3]
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE.subscribe(cat.writer)
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning) as rec:
+        (uid,) = RE(bp.count([growing, mixed], num=3))
+    msgs = [str(w.message) for w in rec if issubclass(w.category, databroker_lite.DescriptorMismatchWarning)]
+    assert len(msgs) == 2 and any("'growing'" in m for m in msgs) and any("'mixed'" in m for m in msgs)
+    run = cat[uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    ds = run.primary.read()
+    assert [len(v) for v in ds["growing"].values] == [len(d["data"]["growing"]) for name, d in docs
+                                                      if name == "event"]
+    assert [v for v in ds["mixed"].values] == [["a", 1, None]] * 3
+    from conftest import normalise
+    assert normalise(list(run.documents())) == normalise(docs)
+    assert run.primary.to_dask()["growing"].compute().values[2].tolist() == ds["growing"].values[2].tolist()

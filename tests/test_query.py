@@ -271,3 +271,136 @@ def test_index_still_works_after_injection_attempts(catalog):
     assert names(cat.search({"plan_name": "count"}), uids) == ["r1", "r4"]
     fresh = databroker_lite.open_catalog(cat.directory, mode="r")
     assert len(fresh) == 4
+
+
+# --- databroker_lite.queries: databroker 2.0.2's query classes --------------------
+
+from databroker_lite import queries as Q  # noqa: E402
+
+
+@pytest.mark.parametrize("query, expected", [
+    (Q.Key("plan_name") == "count", ["r1", "r4"]),
+    (Q.Key("plan_name") != "count", ["r2", "r3"]),
+    (Q.Key("energy") > 8, ["r3", "r4"]),
+    (Q.Key("energy") >= 8, ["r1", "r3", "r4"]),
+    (Q.Key("energy") < 8, ["r2"]),
+    (Q.Key("energy") <= 8, ["r1", "r2"]),
+    (Q.Key("sample.name").in_(["Fe foil", "cu powder"]), ["r2", "r3"]),
+    (Q.Key("operator").not_in(["alice"]), ["r2", "r3", "r4"]),
+    (Q.Key("start.scan_id") == 3, ["r3"]),  # databroker 2 clients spell keys "start.x"
+    (Q.Eq("sample.temp", 77), ["r2"]),
+    (Q.Eq("detectors", ["det", "I0"]), ["r2"]),
+    (Q.NotEq("detectors", "det"), ["r3"]),
+    (Q.Comparison("gt", "scan_id", 2), ["r3", "r4"]),
+    (Q.Comparison(Q.Operator.le, "scan_id", 2), ["r1", "r2"]),
+    (Q.Contains("detectors", "I0"), ["r2", "r3"]),
+    (Q.In("scan_id", (1, 4)), ["r1", "r4"]),
+    (Q.NotIn("scan_id", [1, 4]), ["r2", "r3"]),
+    (Q.Regex("sample.name", "^cu"), ["r3"]),
+    (Q.Regex("sample.name", "^cu", case_sensitive=False), ["r1", "r3"]),
+    (Q.Like("sample.name", "%foil"), ["r1", "r2"]),
+    (Q.Like("sample.name", "C_ foil"), ["r1"]),
+    (Q.Like("notes", "it's \"odd\"; -- ok"), ["r4"]),  # LIKE's other characters are literal
+    (Q.KeyPresent("sample.temp"), ["r1", "r2"]),
+    (Q.KeyPresent("sample", exists=False), ["r4"]),
+    (Q.RawMongo({"plan_name": {"$in": ["scan", "rel_scan"]}}), ["r2", "r3"]),
+    (Q.ScanID(2, 4), ["r2", "r4"]),
+    (Q.ScanID(2, duplicates="all"), ["r2"]),
+    (Q.ScanIDRange(2, 4), ["r2", "r3"]),
+    (Q.TimeRange(since=T0 + 10, until=T0 + 2 * DAY), ["r2", "r3"]),
+    (Q.TimeRange(since="2020", timezone="UTC"), ["r1", "r2", "r3", "r4"]),
+    (Q.TimeRange(until="2020-09", timezone="UTC"), []),
+    (Q.TimeRange(since="2020-09-14 12", timezone="UTC"), ["r3", "r4"]),
+])
+def test_databroker_query_classes_search_a_local_catalog(catalog, query, expected):
+    cat, uids = catalog
+    assert names(cat.search(query), uids) == expected
+
+
+def test_partial_uid_query(catalog):
+    cat, uids = catalog
+    assert names(cat.search(Q.PartialUID(uids["r2"][:6])), uids) == ["r2"]
+    assert names(cat.search(Q.PartialUID(uids["r1"][:6], uids["r3"][:8])), uids) == ["r1", "r3"]
+    assert names(cat.search(Q.PartialUID(".*")), uids) == []  # a prefix, never a pattern
+    with pytest.raises(InvalidQuery):
+        Q.PartialUID("")
+
+
+def test_query_objects_are_the_mongo_dicts_they_stand_for():
+    assert dict(Q.Key("a.b") == 1) == {"a.b": {"$eq": 1}}
+    assert dict(Q.Comparison("ge", "x", 3)) == {"x": {"$gte": 3}}
+    assert dict(Q.Regex("s", "^a", case_sensitive=False)) == {"s": {"$regex": "^a", "$options": "i"}}
+    assert dict(Q.FullText("Cu foil")) == {"$text": {"$search": "Cu foil"}}
+    assert dict(Q.ScanID(5, 6)) == {"scan_id": {"$in": [5, 6]}}
+    assert dict(Q.TimeRange()) == {}
+    tr = Q.TimeRange(since="2021-12-06", until="2021-12-07", timezone="UTC")
+    assert (tr.since, tr.until, tr.timezone) == (1638748800.0, 1638835200.0, "UTC")
+    assert dict(tr) == {"time": {"$gte": 1638748800.0, "$lt": 1638835200.0}}
+    assert repr(Q.Eq("a", 1)) == "Eq(key='a', value=1)"
+    assert Q.ScanIDRange(1, 3).duplicates is Q.Duplicates.latest
+    assert Q.Key("x").in_([1]).value == [1]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Q.Comparison("bigger", "x", 1), "bigger"),
+    (lambda: Q.ScanID("five"), "scan_id"),
+    (lambda: Q.ScanID(1, duplicates="some"), "duplicates"),
+    (lambda: Q.In("x", "abc"), "list"),
+    (lambda: Q.Regex("x", 5), "string"),
+    (lambda: Q.TimeRange(since="2021", timezone="Mars/Olympus"), "time zone"),
+    (lambda: Q.TimeRange(since="2022", until="2021"), "after"),
+    (lambda: Q.Key(""), "key"),
+    (lambda: Q.RawMongo("plan_name"), "dict"),
+])
+def test_bad_query_arguments_are_invalid_query(make, match):
+    with pytest.raises(InvalidQuery, match=match):
+        make()
+    assert issubclass(Q.QueryValueError, ValueError)
+
+
+def test_same_names_and_signatures_as_databroker_2_queries():
+    dbq = pytest.importorskip("databroker.queries")
+    import inspect
+    for name in ("TimeRange", "ScanID", "ScanIDRange", "PartialUID", "Key", "Eq", "NotEq",
+                 "Comparison", "Contains", "In", "NotIn", "Regex", "FullText", "Operator",
+                 "QueryValueError"):
+        theirs, ours = getattr(dbq, name), getattr(Q, name)
+        if inspect.isclass(theirs) and issubclass(theirs, Exception) or name == "Operator":
+            continue
+        want = {p.name: p.default for p in inspect.signature(theirs).parameters.values()}
+        got = {p.name: p.default for p in inspect.signature(ours).parameters.values()}
+        assert want == got, name
+    from tiled import queries as tq
+    for name in ("Like", "KeyPresent"):
+        assert (list(inspect.signature(getattr(tq, name)).parameters)
+                == list(inspect.signature(getattr(Q, name)).parameters))
+
+
+def test_tiled_and_databroker_query_objects_search_a_local_catalog(catalog):
+    dbq = pytest.importorskip("databroker.queries")
+    cat, uids = catalog
+    assert names(cat.search(dbq.Key("plan_name") == "count"), uids) == ["r1", "r4"]
+    assert names(cat.search(dbq.Key("energy") > 8), uids) == ["r3", "r4"]
+    assert names(cat.search(dbq.In("scan_id", [1, 2])), uids) == ["r1", "r2"]
+    assert names(cat.search(dbq.Regex("sample.name", "^cu", case_sensitive=False)), uids) == ["r1", "r3"]
+    assert names(cat.search(dbq.ScanID(3)), uids) == ["r3"]
+    assert names(cat.search(dbq.ScanIDRange(2, 4)), uids) == ["r2", "r3"]
+    assert names(cat.search(dbq.PartialUID(uids["r4"][:7])), uids) == ["r4"]
+    assert names(cat.search(dbq.TimeRange(since=T0 + 10, until=T0 + 2 * DAY)), uids) == ["r2", "r3"]
+    from tiled.queries import KeyPresent, Like, SpecsQuery
+    assert names(cat.search(KeyPresent("sample.temp")), uids) == ["r1", "r2"]
+    assert names(cat.search(Like("sample.name", "%foil")), uids) == ["r1", "r2"]
+    with pytest.raises(InvalidQuery, match="SpecsQuery"):
+        cat.search(SpecsQuery(["x"]))
+
+
+@pytest.mark.parametrize("query, expected", [
+    ({"scan_id": 10**30}, []),
+    ({"scan_id": {"$gt": -(10**400)}}, ["r1", "r2", "r3", "r4"]),
+    ({"energy": {"$in": [2**70, 8.0]}}, ["r1"]),
+    ({"scan_id": float("nan")}, []),
+    ({"scan_id": {"$lt": float("inf")}}, ["r1", "r2", "r3", "r4"]),
+])
+def test_huge_and_odd_numbers_in_queries_answer(catalog, query, expected):
+    cat, uids = catalog
+    assert names(cat.search(query), uids) == expected

@@ -111,7 +111,7 @@ def test_no_key_or_wrong_key_is_401_and_no_data(server) -> None:
     import httpx
     url, local = server
     uid = local[10].uid
-    data_url = f"{url}/api/v1/array/full/{uid}/primary/I0"
+    data_url = f"{url}/api/v1/array/full/{uid}/primary/data/I0"
     assert httpx.get(data_url, headers={"Authorization": f"Apikey {KEY}"}).status_code == 200
     for headers in ({}, {"Authorization": "Apikey wrongkey123"}):
         r = httpx.get(data_url, headers=headers)
@@ -247,13 +247,16 @@ def test_errors_carry_the_servers_message(server, remote) -> None:
 def test_stock_tiled_client_browses_and_reads(server) -> None:
     from tiled.client import from_uri
     from tiled.queries import Key
+
+    from databroker_lite.remote import _plain_clients
     url, local = server
-    client = from_uri(url, api_key=KEY, remember_me=False)
+    client = from_uri(url, api_key=KEY, remember_me=False, structure_clients=_plain_clients())
     assert list(client) == list(local)
     run = local[10]
     node = client[run.uid]
     assert list(node) == ["primary"] and node.metadata["start"]["scan_id"] == 10
-    frames = node["primary"]["img"].read(slice=(slice(2, 4),))
+    assert list(node["primary"]) == ["data", "timestamps", "config", "config_timestamps"]
+    frames = node["primary"]["data"]["img"].read(slice=(slice(2, 4),))
     np.testing.assert_array_equal(frames, run.primary.read()["img"].values[2:4])
     assert list(client.search(Key("start.plan_name") == "scan")) == list(local.search({"plan_name": "scan"}))
 
@@ -320,7 +323,7 @@ def test_sorting_newest_first_opens_no_run_file(tmp_path, monkeypatch) -> None:
     newest = root.sort([("_", -1)])
     assert list(newest.keys()) == list(local)[::-1]
     assert built == []
-    found = newest.search(Eq("plan_name", local[-1].metadata["start"]["plan_name"]))
+    found = newest.search(Eq("start.plan_name", local[-1].metadata["start"]["plan_name"]))
     assert list(found.keys()) == list(local.search({"plan_name": local[-1].metadata["start"]["plan_name"]}))[::-1]
     assert list(newest.sort([("_", -1)]).keys()) == list(local)
     newest[list(local)[-1]]

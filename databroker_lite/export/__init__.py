@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ..errors import DatabrokerLiteError, ExportError, UnknownExportFormat
-from ._common import ExportWriter, replay
+from ._common import ExportWriter, Run, replay
 from .csv import CSVWriter
 from .json import JSONWriter
 from .nexus import NexusWriter
 from .spec import SpecWriter
-
-if TYPE_CHECKING:
-    from ..run import Run
 
 #: Export formats and what ``dest`` may be for each (a directory always works).
 FORMATS = {"csv": "a directory",
@@ -90,6 +86,10 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
            streams: Iterable[str] | None = None) -> list[str]:
     """Write stored runs as ``fmt`` files under ``dest``; return the paths written.
 
+    Image streams are read a block of frames at a time through ``to_dask()``. A
+    destination that cannot be written is an :class:`~databroker_lite.errors.ExportError`
+    naming it.
+
     Parameters
     ----------
     runs
@@ -98,19 +98,14 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
     fmt
         ``"csv"``, ``"json"``, ``"spec"`` or ``"nexus"``.
     dest
-        A directory, for every format (created if missing; files are named
-        ``scan<scan_id>_<uid8>...``, one SPEC file ``scan<scan_id>_<uid8>.spec`` holding
-        all the runs). Or the file itself: a SPEC file (any name with a suffix; an existing
-        one is appended to), a ``.json`` file or a ``.nxs``/``.h5`` file for one run.
+        A directory, for every format (created if missing; the files are named after
+        each run's scan_id and uid, and one SPEC file holds all the runs). Or the file
+        itself: a SPEC file (any name with a suffix; an existing one is appended to), a
+        ``.json`` file or a ``.nxs``/``.h5`` file for one run.
     streams
         Only these streams (default: all).
-
-    Image streams are read a block of frames at a time through ``to_dask()``. A
-    destination that cannot be written is an :class:`~databroker_lite.errors.ExportError`
-    naming it.
     """
-    from ..run import Run as _Run
-    runs = [runs] if isinstance(runs, _Run) else list(runs)
+    runs = [runs] if isinstance(runs, Run) else list(runs)
     if not runs:
         return []
     writer = writer_for(fmt, dest, first_run=runs[0], n_runs=len(runs))

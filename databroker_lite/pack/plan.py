@@ -10,7 +10,7 @@ from typing import Any
 
 from ..catalogs import Catalog
 from ..errors import InvalidQuery
-from ..query import TimeRange
+from ..queries import TimeRange
 from ..run import Run
 from ..storage.handlers import get_handler_class, remap_path, resource_path, uri_to_path
 from .errors import PackError

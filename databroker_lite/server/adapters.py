@@ -17,7 +17,6 @@ import numpy as np
 from fastapi import HTTPException
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
-from tiled.queries import Comparison, Eq, In, KeyPresent, NotEq, NotIn, Regex
 from tiled.structures.array import ArrayStructure
 from tiled.structures.core import Spec
 
@@ -27,10 +26,15 @@ from ..run import Run
 from ..storage.files import StampedCache
 from ..storage.lazy import LazyDataset
 from ..stream import Stream
-from .queries import MongoQuery, RunKey
+from .queries import RunKey
 
-CATALOG_SPEC = Spec("databroker_lite_catalog")
-RUN_SPEC = Spec("databroker_lite_run")
+# databroker 2's specs (its MongoDB layout, version 1) select its client classes;
+# ours follow, for our own client.
+CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="1")
+RUN_SPEC = Spec("BlueskyRun", version="1")
+STREAM_SPEC = Spec("BlueskyEventStream", version="1")
+LITE_CATALOG_SPEC = Spec("databroker_lite_catalog")
+LITE_RUN_SPEC = Spec("databroker_lite_run")
 
 
 def error(status: int, exc_or_name: Exception | str, message: str | None = None) -> HTTPException:
@@ -145,10 +149,11 @@ def _variable_adapter(ds: Any, key: str, where: str) -> ArrayAdapter:
 
 
 class _Variables(Mapping):
-    def __init__(self, stream: Stream) -> None:
-        self._ds = stream.to_dask()
-        self._where = f"{stream.run.uid}/{stream.name}"
-        self._keys = [*self._ds.data_vars, *self._ds.coords]
+    """The columns of an xarray Dataset as tiled array adapters, built on first use."""
+
+    def __init__(self, ds: Any, where: str) -> None:
+        self._ds, self._where = ds, where
+        self._keys = [*ds.data_vars, *ds.coords]
         self._adapters: dict[str, ArrayAdapter] = {}
 
     def __len__(self) -> int:
@@ -161,60 +166,126 @@ class _Variables(Mapping):
         a = self._adapters.get(key)
         if a is None:
             if key not in self._keys:
-                raise error(404, "StreamNotFound", f"stream {self._where} has no column "
+                raise error(404, "StreamNotFound", f"{self._where} has no column "
                                                   f"{key!r}; it has {self._keys}")
             a = self._adapters[key] = _variable_adapter(self._ds, key, self._where)
         return a
 
 
-class StreamAdapter(MapAdapter):
-    """A stream as tiled's xarray_dataset: data variables and the ``time`` coordinate."""
+class DatasetAdapter(MapAdapter):
+    """An xarray Dataset as tiled's ``xarray_dataset``: data variables and coordinates."""
 
     def inlined_contents_enabled(self, depth: int) -> bool:
         return True
 
 
-def stream_adapter(stream: Stream) -> StreamAdapter:
-    variables = _Variables(stream)
-    return StreamAdapter(variables, metadata={"attrs": dict(variables._ds.attrs),
-                                              "descriptors": stream.descriptors},
-                         specs=[Spec("xarray_dataset")])
+StreamAdapter = DatasetAdapter  # the name of earlier releases
 
 
-# --- runs ------------------------------------------------------------------------
-class _Streams(Mapping):
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._names = list(run)
-        self._adapters: dict[str, StreamAdapter] = {}
+def dataset_adapter(ds: Any, where: str, metadata: dict | None = None) -> DatasetAdapter:
+    return DatasetAdapter(_Variables(ds, where),
+                          metadata={"attrs": dict(ds.attrs), **(metadata or {})},
+                          specs=[Spec("xarray_dataset")])
+
+
+class _Lazy(Mapping):
+    """name -> adapter, each made by its factory on first use (then kept)."""
+
+    def __init__(self, factories: dict[str, Any], where: str, what: str,
+                 hidden: dict[str, Any] | None = None) -> None:
+        self._factories, self._where, self._what = factories, where, what
+        self._hidden = hidden or {}  # found by name, never listed
+        self._made: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._factories)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(self._factories)
 
-    def __getitem__(self, name: str) -> StreamAdapter:
+    def __getitem__(self, key: str) -> Any:
         with self._lock:
-            a = self._adapters.get(name)
+            a = self._made.get(key)
             if a is None:
-                if name not in self._names:
-                    raise error(404, "StreamNotFound", f"run {self._run.uid} has no stream "
-                                                      f"{name!r}; it has {self._names}")
-                a = self._adapters[name] = stream_adapter(self._run[name])
+                make = self._factories.get(key) or self._hidden.get(key)
+                if make is None:
+                    raise error(404, "StreamNotFound", f"{self._where} has no {self._what} "
+                                                      f"{key!r}; it has {list(self._factories)}")
+                a = self._made[key] = make()
             return a
 
 
-def run_adapter(run: Run) -> MapAdapter:
-    return MapAdapter(_Streams(run), metadata={"start": run.start, "stop": run.stop},
-                      specs=[RUN_SPEC])
+def _config_timestamps(stream: Stream) -> dict[str, Any]:
+    """Per object, the timestamps of its configuration readings (one row per descriptor)."""
+    import xarray as xr
+    out = {}
+    descriptors = stream.descriptors
+    times = np.asarray([d.get("time", np.nan) for d in descriptors], dtype=float)
+    for obj in dict.fromkeys(o for d in descriptors for o in d.get("configuration", {})):
+        rows = [d.get("configuration", {}).get(obj, {}).get("timestamps", {}) for d in descriptors]
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        data = {k: ("time", np.asarray([r.get(k, np.nan) for r in rows], dtype=float))
+                for k in keys}
+        out[obj] = xr.Dataset(data, coords={"time": ("time", times)})
+    return out
+
+
+def _config_node(datasets: Mapping[str, Any], where: str) -> MapAdapter:
+    return MapAdapter({obj: dataset_adapter(ds, f"{where}/{obj}") for obj, ds in datasets.items()})
+
+
+def stream_adapter(stream: Stream) -> MapAdapter:
+    """A stream as databroker 2 serves one: ``data``, ``timestamps``, ``config``,
+    ``config_timestamps`` (spec ``BlueskyEventStream``, version 1)."""
+    where = f"{stream.run.uid}/{stream.name}"
+    meta = {"descriptors": stream.descriptors, "stream_name": stream.name}
+    factories = {
+        "data": lambda: dataset_adapter(stream.to_dask(), f"{where}/data", meta),
+        "timestamps": lambda: dataset_adapter(stream.timestamps, f"{where}/timestamps", meta),
+        "config": lambda: _config_node(stream.config, f"{where}/config"),
+        "config_timestamps": lambda: _config_node(_config_timestamps(stream),
+                                                  f"{where}/config_timestamps"),
+    }
+    return MapAdapter(_Lazy(factories, f"stream {where}", "part"), metadata=meta,
+                      specs=[STREAM_SPEC])
+
+
+# --- runs ------------------------------------------------------------------------
+def run_summary_metadata(run: Run) -> dict:
+    """``start``, ``stop`` and the ``summary`` databroker 2 servers put on a run."""
+    from datetime import datetime
+    start, stop, names = run.start, run.stop, list(run)
+    summary = {"uid": start["uid"], "scan_id": start.get("scan_id"), "timestamp": start["time"],
+               "datetime": datetime.fromtimestamp(start["time"]).isoformat(),
+               "plan_name": start.get("plan_name"), "stream_names": names,
+               "duration": (stop["time"] - start["time"]) if stop else None}
+    return {"start": start, "stop": stop, "summary": summary}
+
+
+class RunAdapter(MapAdapter):
+    """A run (spec ``BlueskyRun``, version 1): its streams; ``/documents`` serves its documents."""
+
+    run: Run
+
+
+def run_adapter(run: Run) -> RunAdapter:
+    where = f"run {run.uid}"
+    factories = {name: (lambda name=name: stream_adapter(run[name])) for name in run}
+    # databroker 2's client (bluesky-tiled-plugins 2.0) builds ``run.descriptors`` from
+    # ``run._stream_names``, which its class for this layout lacks: the attribute falls
+    # through to a child of that name. A hidden child listing the streams answers it.
+    streams = _Lazy(factories, where, "stream",
+                    hidden={"_stream_names": lambda: MapAdapter(streams)})
+    a = RunAdapter(streams, metadata=run_summary_metadata(run), specs=[RUN_SPEC, LITE_RUN_SPEC])
+    a.run = run
+    return a
 
 
 _RUNS = StampedCache(256)
 
 
-def cached_run_adapter(run: Run) -> MapAdapter:
+def cached_run_adapter(run: Run) -> RunAdapter:
     """The adapter of a run, kept until its file changes (LRU of 256 runs)."""
     return _RUNS.get(run.path, lambda: run_adapter(run))
 
@@ -249,54 +320,37 @@ class _Runs(Mapping):
         return cached_run_adapter(self.catalog[uid])
 
 
-_CMP = {"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte", "eq": "$eq"}
+def _no_deep_search(self: Any, max_depth: int | None = None) -> Any:
+    # tiled's MapAdapter.search_deep walks every run, stream and column (opening every
+    # file) and, from a root of several catalogs, would walk past their access filters.
+    raise NotImplementedError("deep search is not served: it would open every run; "
+                              "search a catalog instead (its index answers)")
 
 
-def _start_key(key: str) -> str:
-    """tiled metadata keys of a run are ``start.X``; our queries address start documents."""
-    return key[len("start."):] if key.startswith("start.") else key
+class CatalogsAdapter(MapAdapter):
+    """Several catalogs side by side, by name."""
 
-
-def _as_mongo(query: Any) -> dict:
-    """tiled's standard queries (stock clients) as our Mongo-style queries."""
-    if isinstance(query, MongoQuery):
-        try:
-            q = json.loads(query.query)
-        except ValueError as exc:
-            raise error(400, "InvalidQuery", f"the query is not JSON: {exc}") from None
-        return q
-    if isinstance(query, Eq):
-        return {_start_key(query.key): query.value}
-    if isinstance(query, NotEq):
-        return {_start_key(query.key): {"$ne": query.value}}
-    if isinstance(query, Comparison):
-        return {_start_key(query.key): {_CMP[query.operator]: query.value}}
-    if isinstance(query, In):
-        return {_start_key(query.key): {"$in": list(query.value)}}
-    if isinstance(query, NotIn):
-        return {_start_key(query.key): {"$nin": list(query.value)}}
-    if isinstance(query, KeyPresent):
-        return {_start_key(query.key): {"$exists": bool(query.exists)}}
-    if isinstance(query, Regex):
-        cond: dict = {"$regex": query.pattern}
-        if not query.case_sensitive:
-            cond["$options"] = "i"
-        return {_start_key(query.key): cond}
-    raise error(400, "InvalidQuery", f"queries of type {type(query).__name__} are not "
-                                     "supported on a databroker_lite catalog")
+    search_deep = _no_deep_search
 
 
 class CatalogAdapter(MapAdapter):
-    """A catalog: runs by uid, oldest first; searchable with our queries and tiled's."""
+    """A catalog: runs by uid, oldest first; searchable with databroker 2's queries,
+    tiled's standard ones and ours (see :mod:`databroker_lite.server.search`)."""
+
+    search_deep = _no_deep_search
 
     def search(self, query: Any) -> CatalogAdapter:
+        from .search import as_mongo
         runs: _Runs = self._mapping
         if isinstance(query, RunKey):
             return self.new_variation(mapping=_Runs(runs.catalog, _lookup(runs.catalog, query)))
+        mongo = as_mongo(query, runs.catalog)
+        if mongo is None:  # a query that keeps every run (e.g. specs=BlueskyRun)
+            return self
         if runs.only is not None:
             raise error(400, "InvalidQuery", "cannot search the result of a look-up")
         try:
-            found = runs.catalog.search(_as_mongo(query))
+            found = runs.catalog.search(mongo)
         except (InvalidQuery, TypeError) as exc:
             raise error(400, "InvalidQuery", str(exc)) from None
         return self.new_variation(mapping=_Runs(found, reverse=runs.reverse, searched=True))
@@ -335,6 +389,6 @@ def _lookup(catalog: Catalog, query: RunKey) -> list[str]:
 
 
 def catalog_adapter(catalog: Catalog, name: str | None = None) -> CatalogAdapter:
-    return CatalogAdapter(_Runs(catalog), metadata={"name": name or catalog.name,
-                                                    "directory": catalog.directory},
-                          specs=[CATALOG_SPEC])
+    # No directory in the metadata: a client has no use for the server's paths.
+    return CatalogAdapter(_Runs(catalog), metadata={"name": name or catalog.name},
+                          specs=[CATALOG_SPEC, LITE_CATALOG_SPEC])

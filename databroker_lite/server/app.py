@@ -5,14 +5,18 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from tiled.adapters.mapping import MapAdapter
 from tiled.server.app import build_app as _tiled_app
 
 from ..catalogs import Catalog
 from ..config import as_catalog
 from ..errors import CatalogError
 from . import queries  # noqa: F401 - registers our query types before the app is built
-from .adapters import catalog_adapter
+from .adapters import CatalogsAdapter, catalog_adapter
+
+try:  # databroker 2's query types (scan_id, partial_uid, ...), which older clients send
+    import bluesky_tiled_plugins.queries  # noqa: F401
+except ImportError:  # pragma: no cover - in the server extra; without it those are 400s
+    pass
 
 
 def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
@@ -47,21 +51,33 @@ def read_api_key(path: str | os.PathLike) -> str:
     return key
 
 
-def build_app(catalogs: Sequence[str | Catalog], api_key: str) -> Any:
-    """A tiled (FastAPI) app serving the catalogs; every request needs ``api_key``.
+def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
+              config: Any = None) -> Any:
+    """A tiled (FastAPI) app serving the catalogs; every request needs ``api_key``,
+    or, with ``config`` (:func:`databroker_lite.server.auth.load_serve_config`), a user
+    login or a user's key, and sees only what the config's access policy allows.
 
     One catalog is served at the root; several are served side by side, by name.
     """
     from tiled.config import Authentication
+    if (api_key is None) == (config is None):
+        raise CatalogError("serve with an API key or with a login config, one of the two")
     cats = open_catalogs(catalogs)
     if len(cats) == 1:
         (name, cat), = cats.items()
         tree = catalog_adapter(cat, name)
     else:
-        tree = MapAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
-    auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
-    app = _tiled_app(tree, auth, server_settings={})
+        tree = CatalogsAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
+    from .documents import router as documents_router
+    from .limits import FilterCheck
+    if config is not None:
+        app = _tiled_app(tree, config.authentication, server_settings=config.server_settings(),
+                         access_policy=config.access_policy, include_routers=[documents_router])
+    else:
+        auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
+        app = _tiled_app(tree, auth, server_settings={}, include_routers=[documents_router])
     _apply_dependency_overrides(app)
+    app.add_middleware(FilterCheck)
     return app
 
 
@@ -102,9 +118,9 @@ def _apply_dependency_overrides(app: Any) -> None:
     app.dependency_overrides = _AppliedOverrides(overrides)  # startup still looks them up
 
 
-def serve(catalogs: Sequence[str | Catalog], *, api_key: str, host: str = "127.0.0.1",
-          port: int = 8000, log_level: str = "warning") -> None:
-    """Serve catalogs over HTTP until interrupted (blocks)."""
+def serve(catalogs: Sequence[str | Catalog], *, api_key: str | None = None, config: Any = None,
+          host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
+    """Serve catalogs over HTTP until interrupted (blocks); see :func:`build_app`."""
     import uvicorn
-    app = build_app(catalogs, api_key)
+    app = build_app(catalogs, api_key, config=config)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

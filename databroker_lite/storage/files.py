@@ -21,6 +21,7 @@ import io
 import json
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -73,6 +74,35 @@ def _grown_meanwhile(exc: OSError, path: str) -> bool:
     return size >= int(m.group(2)) and size != int(m.group(1))
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def not_a_run_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a run file (None if it is a regular file or missing).
+
+    Opening a FIFO or a device would block or read for ever, and a symlink loop cannot
+    be opened at all: none of them is handed to HDF5.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return "a symbolic link to a file that does not exist"
+        return None
+    except OSError as exc:  # ELOOP, EACCES, ENAMETOOLONG...
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"cannot be looked at ({exc.strerror or exc})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    for test, kind in _KINDS:
+        if test(st.st_mode):
+            return f"not a regular file but {kind}"
+    return "not a regular file"
+
+
 def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = None) -> h5py.File:
     """Open an HDF5 file, waiting for another process's lock to be released.
 
@@ -80,6 +110,10 @@ def open_h5(path: str | os.PathLike, mode: str = "r", *, wait: float | None = No
     FileNotFoundError for a missing one.
     """
     path = os.fspath(path)
+    if mode == "r":
+        why = not_a_run_file(path)
+        if why:
+            raise CorruptRunFile(f"{path}: {why}; a run file is an HDF5 file")
     deadline = time.monotonic() + (_LOCK_WAIT if wait is None else wait)
     delay = 0.002
     repaired = False

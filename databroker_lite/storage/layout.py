@@ -10,7 +10,11 @@ See docs/layout.rst for the user-facing description. In short::
         data/<key>         (n_events, *shape), typed and chunked
         timestamps/<key>   (n_events,) float64
         filled/<key>       (n_events,) int8: -1 absent, 0 false, 1 true
+        no_filled          (n_events,) int8: 1 if the event came without 'filled'
+                           (absent when every event had it)
         shapes/<key>       (n_events, ndim) for keys with a variable-length dimension
+                           data/<key> with attrs dtype="json": one JSON text per event, for a
+                           key whose values disagreed with its descriptor
     /documents/<name>      json, doc_index (and datum_id) for resource, datum,
                            stream_resource, stream_datum
 """
@@ -44,6 +48,11 @@ def unh5name(name: str) -> str:
 
 def is_stream_external(data_key: dict) -> bool:
     return str(data_key.get("external", "")).startswith("STREAM:")
+
+
+def json_column(key: str, data_key: dict) -> Column:
+    """The column of a key stored as JSON text (its values disagreed with the descriptor)."""
+    return Column(key, np.dtype(object), (), (), None, dict(data_key), json=True)
 
 
 def declared_shape(data_key: dict) -> tuple:
@@ -117,6 +126,7 @@ class Column:
     dims: tuple                # per-event dimension names from the descriptor, or ()
     external: str | None       # None, "FILESTORE:", "STREAM:", ...
     data_key: dict = field(hash=False, compare=False, default_factory=dict)
+    json: bool = False         # values that disagreed with the descriptor: JSON text per event
 
     @property
     def variable(self) -> bool:

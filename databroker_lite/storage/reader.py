@@ -21,6 +21,7 @@ from .layout import (
     column_from_data_key,
     h5name,
     is_stream_external,
+    json_column,
     unh5name,
 )
 
@@ -182,6 +183,10 @@ class RunReader:
                     if stored is not None and not col.external:
                         col = _stored_dtype(col, stored)
                     prev = out.get(key)
+                    if prev is not None and (prev.json or col.json):
+                        if col.json and not prev.json:  # one descriptor's values are JSON: all are
+                            out[key] = col
+                        continue
                     if prev is not None and (prev.shape != col.shape):
                         raise ShapeMismatch(
                             f"run {self.uid}, stream {stream!r}: key {key!r} has shape "
@@ -209,6 +214,18 @@ class RunReader:
         if self.finished:
             self._memo[memo_key] = info
         return info
+
+    def stored_as_json(self, seg: Segment, key: str) -> bool:
+        """Whether this segment keeps ``key`` as JSON text (its values disagreed with the descriptor)."""
+        memo_key = ("json", seg.group, key)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
+        with self.h5() as f:
+            ds = f.get(f"{seg.group}/data/{h5name(key)}")
+            out = ds is not None and ds.attrs.get("dtype") == "json"
+        if self.finished:
+            self._memo[memo_key] = out
+        return out
 
     def read_events(self, seg: Segment, field: str, sel: slice = slice(None)) -> np.ndarray:
         """time, seq_num, uid or doc_index of a segment's events."""
@@ -303,6 +320,7 @@ class RunReader:
             data = {k: self.read_column(seg, k, sl) for k in keys}
             ts = {k: self.read_timestamps(seg, k, sl) for k in keys}
             filled = self.read_filled(seg, sl)  # this block's rows, not the whole column
+            no_filled = self._no_filled(seg, sl)
             for j in range(len(times)):
                 ev = {
                     "uid": uids[j],
@@ -311,9 +329,15 @@ class RunReader:
                     "descriptor": desc_uid,
                     "data": {k: _plain(data[k][j]) for k in keys},
                     "timestamps": {k: float(ts[k][j]) for k in keys},
-                    "filled": {k: bool(v[j]) for k, v in filled.items() if v[j] >= 0},
                 }
+                if no_filled is None or not no_filled[j]:  # an event sent without 'filled' has none
+                    ev["filled"] = {k: bool(v[j]) for k, v in filled.items() if v[j] >= 0}
                 yield int(idx[j]), "event", ev
+
+    def _no_filled(self, seg: Segment, sel: slice) -> np.ndarray | None:
+        with self.h5() as f:
+            g = f[seg.group]
+            return g["no_filled"][sel] if "no_filled" in g else None
 
 
 def _children(gid: Any) -> list[bytes]:
@@ -344,6 +368,8 @@ def _stored_dtype(col: Column, stored: h5py.Dataset) -> Column:
     if "dtype" not in stored.attrs:
         return col
     at = stored.attrs["dtype"]
+    if at == "json":
+        return json_column(col.key, col.data_key)
     return Column(col.key, np.dtype(object) if at == "str" else np.dtype(at),
                   col.shape, col.dims, col.external, col.data_key)
 
@@ -368,7 +394,14 @@ def read_dataset(f: h5py.File, name: str, sel: Any, path: str, ds: Any = None) -
         if dt.kind != "O":  # plain numbers: the common, fast case
             return ds[sel]
         if h5py.check_string_dtype(dt) is not None:
-            return np.asarray(ds.asstr()[sel], dtype=object)
+            text = ds.asstr()[sel]
+            if ds.attrs.get("dtype") == "json":  # values stored as they came: decode each
+                out = np.empty(np.shape(text), dtype=object)
+                flat = out.reshape(-1)
+                for i, t in enumerate(np.ravel(text)):
+                    flat[i] = _docs.loads(t)
+                return out
+            return np.asarray(text, dtype=object)
         vlen = h5py.check_vlen_dtype(dt)
         if vlen is not None:
             flat = ds[sel]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import documents as _docs
-from ..errors import CatalogError, InvalidDocument
+from ..errors import CatalogError, DescriptorMismatchWarning, InvalidDocument
 from . import files as _files
 from .files import FILE_CACHE, journaled_h5, open_h5
 from .layout import (
@@ -35,43 +35,71 @@ from .layout import (
     column_from_data_key,
     h5name,
     is_stream_external,
+    json_column,
     storage_dtype,
 )
+from .reader import read_dataset
 
 FLUSH_ROWS = 1000            # rows buffered in one descriptor before a flush
 FLUSH_BYTES = 64 * 2**20     # bytes buffered before a flush
 FLUSH_SECONDS = 1.0          # a document arriving this long after the last flush flushes
 
 
+class _Mismatch(Exception):
+    """A value disagrees with its column (shape or type): the key is stored as JSON from now on."""
+
+
 def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
-    """A function that checks one value of a column and returns what to store."""
+    """A function that checks one value of a column and returns what to store.
+
+    A value the column cannot hold raises :class:`_Mismatch` (the segment then stores
+    the key as JSON text); only what cannot be stored at all raises InvalidDocument.
+    """
     key = col.key
 
     def bad(value: Any, ev: dict, what: str) -> None:
-        raise InvalidDocument(f"data[{key!r}] = {value!r:.80} is not {what}",
-                              run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
+        raise _Mismatch(f"data[{key!r}] = {value!r:.80} is not {what}")
 
+    if col.json:
+        def check_json(v: Any, ev: dict) -> Any:
+            try:
+                return _docs.dumps(v)
+            except (TypeError, ValueError) as exc:
+                raise InvalidDocument(f"data[{key!r}] = {v!r:.80} cannot be stored: it is not "
+                                      f"JSON-serialisable ({exc})", run_uid=run_uid, name="event",
+                                      doc_uid=ev.get("uid")) from None
+        return check_json
     if col.external:
         def check_ext(v: Any, ev: dict) -> Any:
             if not isinstance(v, str):
-                bad(v, ev, "a datum id (the key is external)")
+                raise InvalidDocument(f"data[{key!r}] = {v!r:.80} is not a datum id (the key is "
+                                      "external)", run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
             return v
         return check_ext
     kind = col.dtype.kind
     if col.shape == ():
         if kind == "f" or kind == "c":
             def check_num(v: Any, ev: dict) -> Any:
-                if type(v) is float or type(v) is int:  # the common case, without ABC checks
+                if type(v) is float:  # the common case, without ABC checks
                     return v
-                if not isinstance(v, (Real, np.number)) or isinstance(v, str):
+                if type(v) is int and -1e308 < v < 1e308:  # not beyond a float64
+                    return v
+                if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf" + kind:
+                    return v.item()
+                if not isinstance(v, (Real, np.number)) or isinstance(v, (str, int)):
                     bad(v, ev, "a number")
                 return v
             return check_num
         if kind in "iu":
+            info = np.iinfo(col.dtype)
+
             def check_int(v: Any, ev: dict) -> Any:
                 if isinstance(v, (Integral, np.integer)) and not isinstance(v, bool):
-                    return v
-                if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                    if info.min <= v <= info.max:
+                        return v
+                    bad(v, ev, f"a {col.dtype} (out of range)")
+                if isinstance(v, (float, np.floating)) and float(v).is_integer() \
+                        and info.min <= v <= info.max:
                     return int(v)
                 if isinstance(v, (float, np.floating)):
                     raise _NeedsFloat
@@ -79,7 +107,9 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
             return check_int
         if kind == "b":
             def check_bool(v: Any, ev: dict) -> Any:
-                if isinstance(v, (bool, np.bool_)) or v in (0, 1):
+                if isinstance(v, (bool, np.bool_)):
+                    return bool(v)
+                if isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1):
                     return bool(v)
                 bad(v, ev, "a boolean")
             return check_bool
@@ -87,26 +117,28 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
             def check_str(v: Any, ev: dict) -> Any:
                 if not isinstance(v, str):
                     bad(v, ev, "a string")
-                if "\x00" in v:  # HDF5 strings end at NUL: refuse rather than cut it short
+                if "\x00" in v:  # HDF5 strings end at NUL: JSON text keeps it
                     bad(v, ev, "a string without NUL characters")
                 return v
             return check_str
     shape = col.shape
 
     def check_array(v: Any, ev: dict) -> Any:
-        arr = np.asarray(v)
+        try:
+            arr = np.asarray(v)
+        except (ValueError, TypeError, OverflowError):  # ragged lists, say
+            bad(v, ev, f"an array of shape {list(shape)}")
         if col.variable:
             if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-                raise InvalidDocument(
-                    f"data[{key!r}] has shape {arr.shape}, the descriptor declares {list(shape)}",
-                    run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
+                raise _Mismatch(f"data[{key!r}] has shape {arr.shape}, the descriptor declares {list(shape)}")
         elif arr.shape != shape:
-            raise InvalidDocument(
-                f"data[{key!r}] has shape {arr.shape}, the descriptor declares {list(shape)}",
-                run_uid=run_uid, name="event", doc_uid=ev.get("uid"))
+            raise _Mismatch(f"data[{key!r}] has shape {arr.shape}, the descriptor declares {list(shape)}")
         if kind == "O":
-            if arr.dtype.kind not in "UO":
+            if arr.dtype.kind not in "UO" or (arr.dtype.kind == "O" and not all(
+                    isinstance(x, str) for x in arr.flat)):
                 bad(v, ev, "an array of strings")
+            if any("\x00" in x for x in arr.flat):
+                bad(v, ev, "an array of strings without NUL characters")
             return arr.astype(object)
         if arr.dtype.kind in "USO" or (kind in "iufb" and arr.dtype.kind == "c"):
             bad(v, ev, f"an array of {col.dtype}")
@@ -136,7 +168,9 @@ class _SegmentBuffer:
                           if not is_stream_external(v)}
         self.key_set = set(self.data_keys)
         self.filled_keys: set[str] = {k for k, v in self.data_keys.items() if v.get("external")}
+        self.json_keys: set[str] = set()
         self.run_uid = writer.run_uid
+        self.writer = writer
         self._reset()
 
     def _reset(self) -> None:
@@ -147,16 +181,13 @@ class _SegmentBuffer:
         self.data: dict[str, list] = {k: [] for k in self.data_keys}
         self.timestamps: dict[str, list] = {k: [] for k in self.data_keys}
         self.filled: dict[str, list] = {k: [] for k in self.filled_keys}
+        self.no_filled: list[bool] = []  # the event came without a 'filled' key
         self.nbytes = 0
 
     def _column(self, key: str, sample: Any) -> Column:
         col = self.columns.get(key)
         if col is None:
             col = column_from_data_key(key, self.data_keys[key], sample)
-            if not col.external and col.shape == () and np.ndim(sample) != 0:
-                raise InvalidDocument(
-                    f"data[{key!r}] has shape {np.shape(sample)}, the descriptor declares []",
-                    run_uid=self.run_uid, name="event")
             self.columns[key] = col
             self.checkers[key] = _checker(col, self.run_uid)
         return col
@@ -170,8 +201,21 @@ class _SegmentBuffer:
         self.checkers[key] = _checker(col, self.run_uid)
         warnings.warn(f"run {self.run_uid}: data[{key!r}] = {value!r} is not an integer although "
                       f"descriptor {self.descriptor['uid']} declares one; the column is stored "
-                      "as float64 from now on", stacklevel=6)
+                      "as float64 from now on", DescriptorMismatchWarning, stacklevel=6)
         return self.checkers[key](value, ev)
+
+    def _to_json(self, key: str, why: str, value: Any, ev: Mapping) -> Any:
+        # The value cannot go in the declared column: aborting the scan would lose the
+        # user's data, so keep this key as JSON text (rows buffered or stored before too).
+        col = json_column(key, self.data_keys[key])
+        check = _checker(col, self.run_uid)
+        text = check(value, ev)  # not JSON-serialisable: refused before anything changes
+        if key not in self.json_keys:
+            self.json_keys.add(key)
+            self.columns[key], self.checkers[key] = col, check
+            self.data[key] = [check(v, ev) for v in self.data[key]]
+            self.writer.mismatch(key, why, self.descriptor)
+        return text
 
     def add(self, ev: Mapping, doc_index: int) -> None:
         data, ts = ev["data"], ev["timestamps"]
@@ -195,6 +239,8 @@ class _SegmentBuffer:
                 values[key] = self.checkers[key](v, ev)
             except _NeedsFloat:
                 values[key] = self._promote(key, v, ev)
+            except _Mismatch as exc:
+                values[key] = self._to_json(key, str(exc), v, ev)
             t = ts[key]
             if type(t) is not float and (not isinstance(t, (Real, np.number)) or isinstance(t, (str, bool))):
                 raise InvalidDocument(f"timestamps[{key!r}] = {t!r} is not a number",
@@ -214,6 +260,7 @@ class _SegmentBuffer:
         for k in self.filled_keys:
             f = filled.get(k)
             self.filled[k].append(-1 if f is None else (1 if f is True or isinstance(f, str) else int(bool(f))))
+        self.no_filled.append("filled" not in ev)
         self.time.append(ev["time"])
         self.seq_num.append(ev["seq_num"])
         self.uid.append(ev["uid"])
@@ -243,6 +290,9 @@ class _SegmentBuffer:
         if name in g["data"]:
             ds = g["data"][name]
             col = self.columns.get(key)
+            if col is not None and col.json and ds.attrs.get("dtype") != "json":
+                self._rewrite_as_json(g, key)
+                return
             if col is not None and col.dtype.kind == "f" and ds.dtype.kind in "iu":
                 old = ds[...]  # promoted from integer: rewrite the column as float64
                 attrs = dict(ds.attrs)
@@ -253,7 +303,7 @@ class _SegmentBuffer:
                 new.attrs["dtype"] = "<f8"
             return
         col = self.columns.get(key) or column_from_data_key(key, self.data_keys[key])
-        if col.external:
+        if col.external or col.json:
             dt, row = STR, ()
         elif col.variable:
             import h5py
@@ -268,9 +318,25 @@ class _SegmentBuffer:
             name, shape=(0, *row), maxshape=(None, *(None if s == 0 else s for s in row)), dtype=dt,
             chunks=(self._rows(chunk_rows(row, col.dtype)), *(max(1, s) for s in row)))
         ds.attrs["key"] = key
-        ds.attrs["dtype"] = col.dtype.str if col.dtype.kind != "O" else "str"
+        ds.attrs["dtype"] = "json" if col.json else (col.dtype.str if col.dtype.kind != "O" else "str")
         g["timestamps"].create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8",
                                        chunks=(self._rows(1024),))
+
+    def _rewrite_as_json(self, g, key: str) -> None:
+        """Rows stored before a key turned to JSON: rewrite them as JSON text."""
+        name = h5name(key)
+        ds = g["data"][name]
+        old = read_dataset(g.file, ds.name, slice(0, self.n_stored), g.file.filename)
+        texts = np.empty(len(old), dtype=object)
+        for i, v in enumerate(old):
+            texts[i] = _docs.dumps(v)
+        del g["data"][name]
+        if "shapes" in g and name in g["shapes"]:
+            del g["shapes"][name]
+        new = g["data"].create_dataset(name, data=texts, dtype=STR, maxshape=(None,),
+                                       chunks=(self._rows(1024),))
+        new.attrs["key"] = key
+        new.attrs["dtype"] = "json"
 
     def _rows(self, rows: int) -> int:
         # A segment first stored at the run's stop will never grow: size its chunks to fit.
@@ -325,6 +391,13 @@ class _SegmentBuffer:
             ds = g["filled"][h5name(key)]
             ds.resize(n0 + n, axis=0)
             ds[n0:n0 + n] = np.asarray(values, dtype="i1")
+        if "no_filled" in g or any(self.no_filled):  # only runs with such events have it
+            if "no_filled" not in g:
+                g.create_dataset("no_filled", shape=(n0,), maxshape=(None,), dtype="i1",
+                                 chunks=(self._rows(1024),), fillvalue=0)
+            ds = g["no_filled"]
+            ds.resize(n0 + n, axis=0)
+            ds[n0:n0 + n] = np.asarray(self.no_filled, dtype="i1")
         for name, values, dt in (("time", self.time, "f8"), ("seq_num", self.seq_num, "i8"),
                                  ("uid", self.uid, object), ("doc_index", self.index, "i8")):
             ds = g[name]
@@ -356,6 +429,7 @@ class RunWriter:
         self._side: dict[str, list[tuple[int, str, str]]] = {n: [] for n in SIDE_DOCUMENTS}
         self._side_ids: dict[str, set] = {n: set() for n in SIDE_DOCUMENTS}
         self._doc_index = 1
+        self._warned: set[str] = set()
         if os.path.exists(self.path):
             raise InvalidDocument(f"a run file already exists at {self.path}",
                                   run_uid=self.run_uid, name="start")
@@ -396,6 +470,17 @@ class RunWriter:
 
     def _fail(self, name: str, doc: Mapping, msg: str) -> None:
         raise InvalidDocument(msg, run_uid=self.run_uid, name=name, doc_uid=_docs.doc_uid(name, doc))
+
+    def mismatch(self, key: str, why: str, descriptor: Mapping) -> None:
+        """Say (once per key) that a key's values are kept as JSON text."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(f"run {self.run_uid}, stream {descriptor.get('name', 'primary')!r}: {why}; "
+                      f"descriptor {descriptor['uid']} declares {descriptor['data_keys'][key].get('dtype')!r} "
+                      f"of shape {descriptor['data_keys'][key].get('shape')}. The key is stored as it "
+                      "came (JSON text, one per event) and read back as one object per event",
+                      DescriptorMismatchWarning, stacklevel=7)
 
     def _next_index(self) -> int:
         i = self._doc_index
@@ -451,7 +536,7 @@ class RunWriter:
         # undo the part of a page buffered before a bad event was found
         k = len(seg) - n
         self._doc_index -= k
-        for lst in (seg.time, seg.seq_num, seg.uid, seg.index, *seg.data.values(),
+        for lst in (seg.time, seg.seq_num, seg.uid, seg.index, seg.no_filled, *seg.data.values(),
                     *seg.timestamps.values(), *seg.filled.values()):
             del lst[n:]
 

@@ -1,0 +1,272 @@
+"""Layer 3: the derived index in a PostgreSQL database (``pip install databroker_lite[postgres]``).
+
+The same index as :class:`databroker_lite.index.Index` (same tables, same refresh from
+the files, same queries through the one query compiler), with PostgreSQL's dialect.
+Each catalog has its own schema in the database, named from its catalog key (the
+``catalog=`` parameter of the URL, else the catalog's name, else its directory), so
+the catalogs of several beamlines share one database without meeting.
+
+Writers and refreshing readers of one catalog take turns through a transaction-level
+advisory lock, as SQLite's writers do through its file lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from . import documents as _docs
+from .dialects import PostgresDialect, pg_json
+from .errors import CatalogError, InvalidQuery
+from .index import SCHEMA_VERSION, Index, _time
+from .query import sql_value
+
+try:
+    import psycopg
+    from psycopg import sql as _sql
+except ImportError:  # pragma: no cover - depends on the installation
+    psycopg = None
+
+POSTGRES = PostgresDialect()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text);
+CREATE TABLE IF NOT EXISTS runs (
+    uid text COLLATE "C" PRIMARY KEY,
+    scan_id jsonb,
+    time double precision,
+    stop_time double precision,
+    exit_status text,
+    plan_name text COLLATE "C",
+    streams text,
+    file text COLLATE "C" UNIQUE,
+    mtime_ns bigint,
+    size bigint,
+    start jsonb,
+    stop jsonb
+);
+CREATE INDEX IF NOT EXISTS runs_time ON runs(time);
+CREATE INDEX IF NOT EXISTS runs_scan_id_file ON runs(scan_id, time, uid, file);
+CREATE INDEX IF NOT EXISTS runs_uid_file ON runs(uid, time, file);
+CREATE INDEX IF NOT EXISTS runs_plan_name ON runs(plan_name, time);
+CREATE INDEX IF NOT EXISTS runs_start ON runs USING gin (start jsonb_path_ops);
+CREATE TABLE IF NOT EXISTS bad_files (
+    file text COLLATE "C" PRIMARY KEY, mtime_ns bigint, size bigint, error text
+);
+"""
+
+
+def is_postgres_url(spec: Any) -> bool:
+    return isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://"))
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """(the URL for psycopg, the catalog key given as ``?catalog=``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    key = next((v for k, v in query if k == "catalog"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "catalog"])
+    return urlunsplit(parts._replace(query=rest)), key
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def schema_name(key: str) -> str:
+    """A PostgreSQL schema name for a catalog key: readable, short and unique."""
+    slug = re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_")[-40:] or "catalog"
+    return f"dbl_{slug}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+class _Connection:
+    """A psycopg connection that takes the index's ``?`` SQL and behaves like sqlite3's for
+    the index: ``execute`` returns a cursor, ``with conn:`` is one transaction, which
+    first takes this catalog's advisory lock (writers take turns)."""
+
+    def __init__(self, raw: Any, lock_id: int, where: str) -> None:
+        self.raw, self.lock_id, self.where = raw, lock_id, where
+        self._tx: list[Any] = []
+
+    def execute(self, sql: str, params: Iterable = ()) -> Any:
+        text = sql.replace("%", "%%").replace("?", "%s")
+        try:
+            return self.raw.execute(text, list(params))
+        except psycopg.errors.InvalidRegularExpression as exc:
+            raise InvalidQuery(f"$regex: PostgreSQL cannot use this pattern "
+                               f"({str(exc).strip()})") from None
+        except psycopg.Error as exc:
+            raise CatalogError(f"{self.where}: PostgreSQL index: {str(exc).strip()}") from exc
+
+    def __enter__(self) -> _Connection:
+        tx = self.raw.transaction()
+        tx.__enter__()
+        self._tx.append(tx)
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_id,))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        tx = self._tx.pop()
+        try:
+            tx.__exit__(*exc)
+        except psycopg.Error as err:
+            raise CatalogError(f"{self.where}: PostgreSQL index: {str(err).strip()}") from err
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class PostgresIndex(Index):
+    """The index of one catalog directory, kept in a PostgreSQL database."""
+
+    dialect = POSTGRES
+    kind = "postgresql"
+
+    def __init__(self, directory: str, url: str, *, key: str | None = None,
+                 writable: bool = True, rescan_seconds: float | None = None) -> None:
+        if psycopg is None:
+            raise CatalogError("a PostgreSQL index needs psycopg 3: pip install "
+                               "'databroker_lite[postgres]'")
+        self.directory = os.path.abspath(directory)
+        self.url, url_key = split_url(url)
+        self.key = url_key or key or self.directory
+        self.schema = schema_name(self.key)
+        self.path = f"{safe_url(self.url)} (schema {self.schema})"
+        self.writable = writable
+        self.in_memory = False
+        self.rescan_seconds = rescan_seconds
+        self._last_look = -float("inf")
+        self._local = threading.local()
+        self._lock_id = int.from_bytes(hashlib.sha1(self.schema.encode()).digest()[:8], "big",
+                                       signed=True)
+        self._init_db()
+        version = self._meta("schema_version")
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise CatalogError(f"{self.path}: index schema {version} is newer than this package "
+                               f"knows; run 'databroker-lite reindex {self.directory}'")
+
+    def _init_db(self) -> None:
+        conn = self.conn
+        with conn:  # the advisory lock: two processes creating one schema at once would clash
+            conn.raw.execute(_sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                _sql.Identifier(self.schema)))
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.raw.execute(statement)
+            for k, v in (("schema_version", SCHEMA_VERSION), ("catalog_key", self.key),
+                         ("directory", self.directory)):
+                conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                             (k, str(v)))
+
+    @property
+    def conn(self) -> _Connection:  # type: ignore[override]
+        c = getattr(self._local, "conn", None)
+        if c is None or getattr(self._local, "pid", None) != os.getpid():
+            try:
+                raw = psycopg.connect(self.url, autocommit=True, connect_timeout=30,
+                                      application_name="databroker_lite")
+                raw.execute(_sql.SQL("SET search_path TO {}, public").format(
+                    _sql.Identifier(self.schema)))
+            except psycopg.Error as exc:
+                raise CatalogError(f"cannot connect to the PostgreSQL index at "
+                                   f"{safe_url(self.url)} ({str(exc).strip()})") from exc
+            c = _Connection(raw, self._lock_id, self.path)
+            self._local.conn = c
+            self._local.pid = os.getpid()
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None and getattr(self._local, "pid", None) == os.getpid():
+            c.close()
+        self._local.conn = None
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                          "SET value = EXCLUDED.value", (key, str(value)))
+
+    @contextlib.contextmanager
+    def _updating(self) -> Iterator[None]:
+        try:
+            yield
+        except CatalogError as exc:
+            raise CatalogError(f"{exc}; the run files are untouched, and 'databroker-lite "
+                               f"reindex {self.directory}' rebuilds the index once this is "
+                               "fixed") from exc
+
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
+        self.conn.execute("INSERT INTO bad_files VALUES (?, ?, ?, ?) ON CONFLICT (file) DO UPDATE "
+                          "SET mtime_ns = EXCLUDED.mtime_ns, size = EXCLUDED.size, "
+                          "error = EXCLUDED.error", (file, mtime_ns, size, _text(error)))
+
+    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str) -> bool:
+        if self.conn.execute("SELECT 1 FROM runs WHERE file = ?", (file,)).fetchone():
+            return False
+        self._put_bad(file, mtime_ns, size, error)
+        return True
+
+    def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
+                mtime_ns: int, size: int) -> None:
+        scan_id = start.get("scan_id")
+        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str)):
+            scan_id = None
+        else:  # as SQLite holds it (a huge int as a float), so look-ups agree
+            scan_id = pg_json(sql_value(scan_id))
+        plan = start.get("plan_name")
+        status = None if stop is None else stop.get("exit_status")
+        conn = self.conn
+        conn.execute("DELETE FROM runs WHERE uid = ? OR file = ?", (start["uid"], file))
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?::jsonb)",
+            (start["uid"], None if scan_id is None else json.dumps(scan_id),
+             _time(start), None if stop is None else _time(stop),
+             _text(status) if isinstance(status, str) else None,
+             _text(plan) if isinstance(plan, str) else None,
+             json.dumps(list(streams)), file, mtime_ns, size,
+             _jsonb(start), None if stop is None else _jsonb(stop)))
+
+    def _key_placeholder(self, key: str) -> str:
+        return "?::jsonb" if key == "scan_id" else "?"
+
+    def _key_param(self, key: str, value: Any) -> Any:
+        return json.dumps(pg_json(value)) if key == "scan_id" else value
+
+    def row(self, uid: str) -> dict | None:
+        fields = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file")
+        r = self.conn.execute(f"SELECT {', '.join(fields)}, start, stop FROM runs WHERE uid = ?",
+                              (uid,)).fetchone()
+        if r is None:
+            return None
+        out = dict(zip((*fields, "start", "stop"), r))
+        out["streams"] = json.loads(out["streams"])
+        return out
+
+    def drop(self) -> None:
+        """Remove this catalog's schema from the database (the files are untouched)."""
+        with self.conn as conn:
+            conn.raw.execute(_sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                _sql.Identifier(self.schema)))
+        self.close()
+
+
+def _text(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _jsonb(doc: Mapping) -> str:
+    """A document as jsonb text (numpy types plain, see :func:`~databroker_lite.dialects.pg_json`)."""
+    return json.dumps(pg_json(json.loads(_docs.dumps(doc))))

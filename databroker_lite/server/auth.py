@@ -1,0 +1,491 @@
+"""User logins and per-proposal access for ``databroker-lite serve``, on tiled's machinery.
+
+Nothing here authenticates by itself: tiled does (its token and API-key routes, its
+authentication database of sessions and per-user keys). This module gives tiled
+
+- :class:`PasswordFileAuthenticator`, a tiled ``InternalAuthenticator`` for a small
+  site: a users file of argon2id hashes (``argon2-cffi``), one ``name:hash`` a line;
+- :class:`ProposalAccessPolicy`, a tiled ``AccessPolicy``: a user reads the runs of
+  their proposals (the start document's ``proposal_id``, or the key the site names);
+  staff read all. It filters a catalog with an index query, so a run a user may not
+  read is absent from listings, counts, searches and look-ups (404, as if it did not
+  exist);
+- :func:`load_serve_config`, the ``--config`` file of ``databroker-lite serve``.
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from tiled.access_control.access_policies import ALL_ACCESS, NO_ACCESS
+from tiled.access_control.protocols import AccessPolicy
+from tiled.access_control.scopes import NO_SCOPES, PUBLIC_SCOPES
+from tiled.queries import In
+from tiled.server.protocols import InternalAuthenticator, UserSessionState
+
+from ..errors import ServerConfigError
+
+__all__ = ["PasswordFileAuthenticator", "ProposalAccessPolicy", "ServeConfig",
+           "hash_password", "load_serve_config", "remove_user", "set_password"]
+
+logger = logging.getLogger(__name__)
+
+#: tiled's ``--config`` name for our authenticator and policy
+AUTHENTICATOR = "databroker_lite.server.auth:PasswordFileAuthenticator"
+POLICY = "databroker_lite.server.auth:ProposalAccessPolicy"
+READ_SCOPES = frozenset(PUBLIC_SCOPES)  # read:metadata, read:data: the server is read-only
+
+
+# --- password hashes (argon2id, as argon2-cffi's PasswordHasher makes them) ------------
+def _hasher() -> Any:
+    from argon2 import PasswordHasher
+    return PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password`` (salted; the PHC string, ``$argon2id$v=19$...``)."""
+    if not isinstance(password, str) or not password:
+        raise ServerConfigError("a password is a non-empty string")
+    return _hasher().hash(password)
+
+
+def _check_name(name: str, where: str) -> None:
+    if not name or name != name.strip() or any(c in name for c in ":\n\r\t ") \
+            or not name.isprintable():
+        raise ServerConfigError(f"{where}: user name {name!r} must be non-empty, printable, "
+                                "without spaces or ':'")
+
+
+def read_users_file(path: str) -> dict[str, str]:
+    """``{name: argon2 hash}`` from a users file (``name:hash`` lines; ``#`` comments)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServerConfigError(f"cannot read the users file {path}: {exc}") from None
+    users: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        where = f"{path}, line {n}"
+        if not sep or not hashed.startswith("$argon2"):
+            raise ServerConfigError(f"{where}: expected 'name:$argon2id$...' (make lines with "
+                                    "'databroker-lite passwd USERS_FILE NAME')")
+        _check_name(name, where)
+        if name in users:
+            raise ServerConfigError(f"{where}: user {name!r} is listed twice")
+        users[name] = hashed.strip()
+    return users
+
+
+def _write_users_file(path: str, users: Mapping[str, str]) -> None:
+    text = "".join(f"{name}:{hashed}\n" for name, hashed in users.items())
+    tmp = f"{path}.{secrets.token_hex(4)}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def set_password(path: str | os.PathLike, name: str, password: str | None = None) -> None:
+    """Add user ``name`` to a users file, or change their password (prompted if None).
+
+    The file is written atomically, readable by its owner only.
+    """
+    path = os.fspath(path)
+    _check_name(name, path)
+    users = read_users_file(path) if os.path.exists(path) else {}
+    if password is None:
+        password = getpass.getpass(f"New password for {name}: ")
+        if getpass.getpass("Again: ") != password:
+            raise ServerConfigError("the two passwords differ; nothing was changed")
+    users[name] = hash_password(password)
+    _write_users_file(path, users)
+
+
+def remove_user(path: str | os.PathLike, name: str) -> None:
+    """Remove user ``name`` from a users file (their sessions and keys are not revoked)."""
+    path = os.fspath(path)
+    users = read_users_file(path)
+    if name not in users:
+        raise ServerConfigError(f"{path} has no user {name!r}; it has {sorted(users)}")
+    del users[name]
+    _write_users_file(path, users)
+
+
+class _Reloading:
+    """A file's parsed content, read again when its size or mtime changes."""
+
+    def __init__(self, path: str, parse: Any) -> None:
+        self.path, self._parse = path, parse
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._value: Any = None
+        self.get()  # a bad file fails at startup
+
+    def get(self) -> Any:
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            if stamp != self._stamp:
+                self._value, self._stamp = self._parse(self.path), stamp
+            return self._value
+
+
+class PasswordFileAuthenticator(InternalAuthenticator):
+    """tiled authenticator: user names and argon2id password hashes in a file.
+
+    The file is read again when it changes, so adding a user or changing a password
+    needs no restart. An unknown user costs a hash check too (no user enumeration by
+    timing). Hash checks run in a worker thread, not on the server's event loop.
+    """
+
+    def __init__(self, path: str, confirmation_message: str = "") -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.confirmation_message = confirmation_message
+        self._users = _Reloading(self.path, read_users_file)
+        self._dummy = hash_password(secrets.token_hex(16))
+
+    async def authenticate(self, username: str, password: str) -> UserSessionState | None:
+        import anyio
+        return await anyio.to_thread.run_sync(self._check, username, password)
+
+    def _check(self, username: Any, password: Any) -> UserSessionState | None:
+        from argon2.exceptions import InvalidHashError, VerificationError
+        if not isinstance(username, str) or not isinstance(password, str) or not password:
+            return None
+        try:
+            users = self._users.get()
+        except (OSError, ServerConfigError) as exc:
+            logger.error("logins refused: %s", exc)  # the path and line, never a hash
+            return None
+        stored = users.get(username)
+        try:
+            _hasher().verify(stored or self._dummy, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return UserSessionState(username, {}) if stored else None
+
+
+# --- who may read what ------------------------------------------------------------
+def _names(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise ServerConfigError(f"{where}: expected a list of names, got {value!r}")
+    return [str(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who reads what: proposals per user and per group, and staff (who read everything)."""
+
+    key: str = "proposal_id"
+    staff: frozenset[str] = frozenset()
+    users: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    provider: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Policy:
+        if not isinstance(d, Mapping):
+            raise ServerConfigError(f"{where}: the access policy is a mapping (key, staff, "
+                                    f"users, groups), got {type(d).__name__}")
+        unknown = set(d) - {"key", "staff", "users", "groups", "provider", "policy_file"}
+        if unknown:
+            raise ServerConfigError(f"{where}: unknown access policy entries {sorted(unknown)}; "
+                                    "known: key, staff, users, groups, provider")
+        key = d.get("key", "proposal_id")
+        if not isinstance(key, str) or not key or key.startswith("$") or ".." in key:
+            raise ServerConfigError(f"{where}: 'key' is the start-document key holding the "
+                                    f"proposal (e.g. proposal_id), got {key!r}")
+        staff = set(_names(d.get("staff"), f"{where}: staff"))
+        users: dict[str, set[str]] = {}
+        raw_users = d.get("users") or {}
+        if not isinstance(raw_users, Mapping):
+            raise ServerConfigError(f"{where}: 'users' maps user names to lists of proposals")
+        for name, props in raw_users.items():
+            users.setdefault(str(name), set()).update(_names(props, f"{where}: users.{name}"))
+        raw_groups = d.get("groups") or {}
+        if not isinstance(raw_groups, Mapping):
+            raise ServerConfigError(f"{where}: 'groups' maps group names to "
+                                    "{members: [...], proposals: [...], staff: true/false}")
+        for gname, g in raw_groups.items():
+            gwhere = f"{where}: groups.{gname}"
+            if not isinstance(g, Mapping) or set(g) - {"members", "proposals", "staff"}:
+                raise ServerConfigError(f"{gwhere}: expected {{members: [...], "
+                                        "proposals: [...], staff: true/false}")
+            members = _names(g.get("members"), f"{gwhere}.members")
+            if g.get("staff", False) is True:
+                staff.update(members)
+            elif g.get("staff", False) is not False:
+                raise ServerConfigError(f"{gwhere}.staff: true or false, got {g['staff']!r}")
+            for m in members:
+                users.setdefault(m, set()).update(_names(g.get("proposals"), f"{gwhere}.proposals"))
+        provider = d.get("provider")
+        if provider is not None and not isinstance(provider, str):
+            raise ServerConfigError(f"{where}: 'provider' names one tiled provider, got {provider!r}")
+        return cls(key=key, staff=frozenset(staff), provider=provider,
+                   users={u: frozenset(p) for u, p in users.items()})
+
+    def _ids(self, principal: Any) -> list[str]:
+        return [str(i.id) for i in getattr(principal, "identities", None) or ()
+                if self.provider is None or i.provider == self.provider]
+
+    def access(self, principal: Any) -> tuple[bool, frozenset[str]]:
+        """(is staff, proposals) of a tiled principal (None: anonymous, reads nothing)."""
+        ids = self._ids(principal) if principal is not None else []
+        if any(i in self.staff for i in ids):
+            return True, frozenset()
+        return False, frozenset().union(*(self.users.get(i, frozenset()) for i in ids))
+
+    def query_values(self, proposals: Iterable[str]) -> list:
+        """The proposals as the start documents may hold them: "301234" and 301234."""
+        out: list = []
+        for p in sorted(proposals):
+            out.append(p)
+            if p.isdigit() and str(int(p)) == p:
+                out.append(int(p))
+        return out
+
+    def allows_run(self, start: Mapping, proposals: frozenset[str]) -> bool:
+        value: Any = start
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        values = value if isinstance(value, list) else [value]
+        return any(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) in proposals
+                   for v in values)
+
+
+def read_policy_file(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ServerConfigError(f"cannot read the access policy {path}: {exc}") from None
+    return Policy.from_dict(d, path)
+
+
+def _is_catalog(node: Any) -> bool:
+    from .adapters import CatalogAdapter
+    names = {getattr(s, "name", s) for s in getattr(node, "specs", None) or ()}
+    return isinstance(node, CatalogAdapter) or bool(
+        names & {"databroker_lite_catalog", "CatalogOfBlueskyRuns"})
+
+
+def _start_of(node: Any) -> Mapping | None:
+    md = getattr(node, "metadata", None)
+    md = md() if callable(md) else md
+    start = md.get("start") if isinstance(md, Mapping) else None
+    return start if isinstance(start, Mapping) else None
+
+
+class ProposalAccessPolicy(AccessPolicy):
+    """tiled access policy: users read the runs of their proposals; staff read all.
+
+    Parameters
+    ----------
+    policy_file : a YAML file holding the policy (read again when it changes; if an
+        edit makes it invalid, every request is refused (503) until it is fixed).
+    key, staff, users, groups, provider : the policy itself, when there is no file:
+        ``key`` is the start-document key of a run's proposal (``proposal_id``);
+        ``users`` maps user names to proposals, ``groups`` maps a group to
+        ``{members, proposals, staff}``; ``staff`` lists who reads every run;
+        ``provider`` limits names to one tiled authentication provider.
+    """
+
+    def __init__(self, policy_file: str | None = None, **policy: Any) -> None:
+        if policy_file is not None:
+            if policy:
+                raise ServerConfigError("give the access policy in a file or inline, not both")
+            self._file: _Reloading | None = _Reloading(os.path.abspath(policy_file),
+                                                       read_policy_file)
+            self._fixed: Policy | None = None
+        else:
+            self._file, self._fixed = None, Policy.from_dict(policy, "access policy")
+
+    @property
+    def policy(self) -> Policy:
+        """The policy now in force; while its file is unreadable or invalid, every request
+        is refused (503) and the server's log says why."""
+        if self._file is None:
+            return self._fixed  # type: ignore[return-value]
+        try:
+            return self._file.get()
+        except (OSError, ServerConfigError) as exc:
+            from fastapi import HTTPException
+            logger.error("access policy unusable, every request is refused: %s", exc)
+            raise HTTPException(status_code=503, detail="the server's access policy is "
+                                "unusable (its log says why); nothing is served until it is "
+                                "fixed") from None
+
+    async def init_node(self, principal: Any, authn_access_tags: Any, authn_scopes: Any,
+                        access_tags: Any = None) -> tuple[bool, Any]:
+        raise ValueError("the catalogs are served read-only; nothing can be created")
+
+    async def allowed_scopes(self, node: Any, principal: Any, authn_access_tags: Any,
+                             authn_scopes: Any) -> frozenset:
+        policy = self.policy
+        if principal is None:
+            return NO_SCOPES
+        staff, proposals = policy.access(principal)
+        if staff:
+            return READ_SCOPES
+        start = _start_of(node)
+        if start is not None and not policy.allows_run(start, proposals):
+            return NO_SCOPES  # a run reached any other way than through its catalog: 404
+        return READ_SCOPES
+
+    async def filters(self, node: Any, principal: Any, authn_access_tags: Any,
+                      authn_scopes: Any, scopes: Any) -> Any:
+        policy = self.policy
+        if principal is None:
+            return NO_ACCESS
+        if not set(scopes) <= READ_SCOPES:
+            return NO_ACCESS
+        staff, proposals = policy.access(principal)
+        if staff or not _is_catalog(node):
+            return ALL_ACCESS
+        # One more condition in the catalog's index query (``{key: {"$in": [...]}}``).
+        return [In(f"start.{policy.key}", policy.query_values(proposals))]
+
+
+# --- the --config file of ``databroker-lite serve`` ------------------------------------
+_CONFIG_KEYS = {"authentication", "database", "secret_keys_file", "access"}
+
+
+@dataclass
+class ServeConfig:
+    """What ``serve --config`` hands to tiled: authentication, its database, the policy."""
+
+    path: str
+    authentication: Any  # tiled.config.Authentication
+    database_uri: str
+    access_policy: ProposalAccessPolicy
+    users_file: str | None = None
+
+    def server_settings(self) -> dict:
+        from tiled.config import Database
+        return {"database": Database(uri=self.database_uri, init_if_not_exists=True)}
+
+    def describe(self) -> str:
+        """One line for the console: where logins and the policy come from (no secrets)."""
+        names = ", ".join(p.provider for p in self.authentication.providers)
+        users = f" (users in {self.users_file})" if self.users_file else ""
+        return f"logins: {names}{users}; access policy from {self.path}"
+
+
+def _beside(base: str, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ServerConfigError(f"{base}: {what} is a file name, got {value!r}")
+    return os.path.join(os.path.dirname(base), os.path.expanduser(value))
+
+
+def _secret_keys(path: str) -> list[str]:
+    """The keys that sign tiled's tokens, from ``path``; made (mode 600) when missing."""
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    if os.name == "posix" and os.stat(path).st_mode & 0o077:
+        raise ServerConfigError(f"{path} signs every login token but others can read it: "
+                                f"chmod 600 {path}")
+    with open(path, encoding="utf-8") as f:
+        keys = [line.strip() for line in f if line.strip()]
+    if not keys or not all(k.isalnum() for k in keys):
+        raise ServerConfigError(f"{path}: one secret key a line, letters and digits only")
+    return keys
+
+
+def load_serve_config(path: str | os.PathLike) -> ServeConfig:
+    """Read a ``serve --config`` YAML file; relative file names are beside it.
+
+    Sections: ``authentication`` (tiled's own: ``providers``, ``tiled_admins``, token
+    and session ages, with ``${VAR}`` taken from the environment; default provider: a
+    users file ``users.txt``), ``database``
+    (tiled's authentication database; default ``auth.sqlite``), ``secret_keys_file``
+    (default ``secret_keys``, made when missing) and ``access`` (the policy, inline
+    or as ``policy_file``; required).
+    """
+    from pydantic import ValidationError
+    from tiled.config import Authentication
+    path = os.path.abspath(os.fspath(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ServerConfigError(f"cannot read the serve config {path}: {exc}") from None
+    if not isinstance(d, Mapping) or set(d) - _CONFIG_KEYS:
+        extra = sorted(set(d) - _CONFIG_KEYS) if isinstance(d, Mapping) else d
+        raise ServerConfigError(f"{path}: unknown entries {extra}; a serve config has "
+                                f"{sorted(_CONFIG_KEYS)}")
+    from tiled.utils import expand_environment_variables
+    authn = d.get("authentication") or {}
+    if not isinstance(authn, Mapping):
+        raise ServerConfigError(f"{path}: authentication is a mapping (tiled's section)")
+    authn = dict(expand_environment_variables(dict(authn)))  # ${VAR}, as tiled's config does
+    if authn.get("allow_anonymous_access"):
+        raise ServerConfigError(f"{path}: allow_anonymous_access is not supported: every "
+                                "request must come from a user the access policy names")
+    if "single_user_api_key" in authn:
+        raise ServerConfigError(f"{path}: single_user_api_key is for --api-key-file mode; "
+                                "with logins each user makes their own keys")
+    users_file = None
+    providers = authn.get("providers")
+    if providers is None:
+        providers = [{"provider": "local", "authenticator": AUTHENTICATOR,
+                      "args": {"path": "users.txt"}}]
+    if not isinstance(providers, list) or not providers:
+        raise ServerConfigError(f"{path}: authentication.providers is a non-empty list of "
+                                "{provider, authenticator, args}")
+    resolved = []
+    for p in providers:
+        p = dict(p) if isinstance(p, Mapping) else p
+        if isinstance(p, dict) and p.get("authenticator") == AUTHENTICATOR:
+            args = dict(p.get("args") or {})
+            args["path"] = users_file = _beside(path, args.get("path", "users.txt"),
+                                                "the users file")
+            p["args"] = args
+        resolved.append(p)
+    authn["providers"] = resolved
+    if "secret_keys" not in authn:
+        authn["secret_keys"] = _secret_keys(_beside(path, d.get("secret_keys_file", "secret_keys"),
+                                                    "secret_keys_file"))
+    authn["allow_anonymous_access"] = False
+    try:
+        authentication = Authentication(**authn)
+        authentication.authenticators  # noqa: B018 - builds them: a bad file fails now
+    except ServerConfigError:
+        raise
+    except (ValidationError, ValueError, TypeError, ImportError, OSError) as exc:
+        raise ServerConfigError(f"{path}: authentication: {exc}") from None
+    db = d.get("database", "auth.sqlite")
+    if not isinstance(db, str) or not db:
+        raise ServerConfigError(f"{path}: database is a file name or a SQLAlchemy URI")
+    uri = db if "://" in db else "sqlite:///" + _beside(path, db, "database")
+    access = d.get("access")
+    if not isinstance(access, Mapping):
+        raise ServerConfigError(f"{path}: needs an 'access' section: the policy (key, staff, "
+                                "users, groups) or policy_file: FILE; to let every user read "
+                                "everything, list them under staff")
+    access = dict(access)
+    if "policy_file" in access:
+        access["policy_file"] = _beside(path, access["policy_file"], "access.policy_file")
+    policy = ProposalAccessPolicy(**access)
+    return ServeConfig(path=path, authentication=authentication, database_uri=uri,
+                       access_policy=policy, users_file=users_file)
