@@ -122,6 +122,9 @@ def from_uri(url: str, api_key: str | None = None, *, username: str | None = Non
     elif not api_key:
         raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
                            "in the server's --api-key-file (or username=... to log in)")
+    elif not api_key.isascii() or not api_key.isprintable():
+        raise Unauthorized(f"{url}: an API key is ASCII letters and digits; this one is not "
+                           "(check the key in the server's --api-key-file)")
     with _translate(url):
         if username is None:
             root = tiled_from_uri(url, api_key=api_key, remember_me=False,
@@ -289,7 +292,7 @@ class RemoteCatalog(Mapping):
         unlike BisQue's inclusive ends). Only the slice travels.
         """
         stream, sep, field = path.partition("/")
-        if not sep or not stream or not field or "/" in field:
+        if not sep or not stream or not field or "/" in field or {stream, field} & {".", ".."}:
             raise ValueError(f"path {path!r} should be 'STREAM/FIELD', e.g. 'primary/I0'")
         from tiled.client.constructors import from_context
         parts = [*self._node.path_parts, self._uid(uid), stream, "data", field]
@@ -329,6 +332,8 @@ def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
     if dtype.kind in "OUS":  # text: small; let tiled's client decode it
         with _translate(url):
             return arr.read(slice=sel) if sel else arr.read()
+    if not sel and st.shape:  # a run being written may have more rows by now: ask for these
+        sel = (slice(0, st.shape[0]),)
     try:  # numpy semantics for the shape of the answer, without any data
         shape = np.broadcast_to(np.zeros((), dtype), tuple(st.shape))[sel].shape
     except IndexError:
@@ -467,10 +472,44 @@ class RemoteRun(StreamAttributes):
     def __repr__(self) -> str:
         return run_summary(self.uid, self.start, self.stop, self._names())
 
+    def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
+        """The run's documents in order, as :meth:`databroker_lite.Run.documents` gives them
+        (pages as single documents), streamed from the server's documents route."""
+        from event_model import unpack_datum_page
+        client = self._node.context.http_client
+        link = self._node.uri.replace("/metadata/", "/documents/", 1)
+        params = {"fill": "true"} if fill else {}
+        with _translate(self.catalog.url), client.stream(
+                "GET", link, params=params, headers={"Accept": "application/json-seq"}) as resp:
+            if resp.is_error:
+                resp.read()
+                resp.raise_for_status()
+            rest = b""
+            for chunk in resp.iter_bytes():
+                *records, rest = (rest + chunk).split(b"\x1e")
+                for record in records:
+                    yield from _document(record, unpack_datum_page)
+            yield from _document(rest, unpack_datum_page)
+
     def _repr_html_(self) -> str:
         md = self.metadata
         return run_html(self.uid, md["start"], md["stop"],
                         [self[n]._repr_html_() for n in self._names()])
+
+
+def _document(record: bytes, unpack_datum_page: Any) -> Iterator[tuple[str, dict]]:
+    """One json-seq record ``{"name": ..., "doc": ...}`` as (name, doc) pairs (a datum_page,
+    which the route sends for each datum, as its datums)."""
+    import json
+    record = record.strip()
+    if not record:
+        return
+    item = json.loads(record)
+    if item["name"] == "datum_page":
+        for datum in unpack_datum_page(item["doc"]):
+            yield "datum", datum
+    else:
+        yield item["name"], item["doc"]
 
 
 class RemoteStream:
@@ -508,6 +547,12 @@ class RemoteStream:
         return stream_html(self.name, len(self), columns)
 
     @property
+    def timestamps(self) -> xr.Dataset:
+        """Per-key timestamps, one data variable per key, on the same ``time``."""
+        with _translate(self.run.catalog.url):
+            return self._stream["timestamps"].read()
+
+    @property
     def config(self) -> Mapping[str, xr.Dataset]:
         """Configuration readings by device, from the descriptors (as a local stream's)."""
         from .configuration import config_datasets
@@ -520,8 +565,7 @@ class RemoteStream:
     def _array(self, field: str) -> Any:
         with _translate(self.run.catalog.url):
             if field not in self._node:
-                raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column "
-                                     f"{field!r}; it has {self.fields()}")
+                lookup.select_fields([field], self.fields(), self.name, self.run.uid)  # raises
             return self._node[field]
 
     def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
