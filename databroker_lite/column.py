@@ -40,11 +40,11 @@ class ArrayColumn:
         self._reader = stream._reader
         self._segs = list(stream.segments)
         self._rows = [stream._rows(s) for s in self._segs]
-        self._text = col.dtype.kind == "O" and not col.variable
+        self._text = col.dtype.kind == "O" and not col.variable and not col.json
         info = next((self._reader.dataset_info(s, key) for s in self._segs
                      if not col.external and key in s.descriptor["data_keys"]
                      and self._reader.dataset_info(s, key) is not None), None)
-        if col.variable:
+        if col.variable or col.json:  # one object per event
             row: tuple = ()
         elif info is not None:
             row = tuple(info[1][1:])
@@ -113,7 +113,7 @@ class ArrayColumn:
         """
         self._fast = None
         col, reader = self._col, self._reader
-        if len(self._segs) != 1 or self._text or col.variable or not reader.finished:
+        if len(self._segs) != 1 or self._text or col.variable or col.json or not reader.finished:
             return None
         if self._dsname is not None:
             self._fast = (reader.path, self._dsname, 0, 1, None)
@@ -182,15 +182,17 @@ class ArrayColumn:
             parts.append(self._segment(i, seg, m, slice(first - lo, last - lo + 1, want.step), inner))
         if not parts:
             shape = (0, *(len(range(n)[s]) for s, n in zip(inner, self.shape[1:])))
-            return np.zeros(shape, dtype=object if self._col.variable else self.dtype)
+            return np.zeros(shape, dtype=object if self._col.variable or self._col.json else self.dtype)
         out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-        return out if self._text or self._col.variable else out.astype(self.dtype, copy=False)
+        return out if self._text or self._col.variable or self._col.json else out.astype(self.dtype, copy=False)
 
     def _segment(self, i: int, seg: Segment, n: int, rows: slice, inner: tuple) -> np.ndarray:
         col, stream = self._col, self.stream
         box = (rows, *inner)
         if self.key not in seg.descriptor["data_keys"]:
             return stream._filler(n, col, False)[box]
+        if col.json:  # values kept as they came: one object per event
+            return stream._json_column(seg, col, n, False)[rows]
         if col.external:
             fixed = None not in col.shape and not str(col.external).startswith("STREAM:")
             if not fixed:
