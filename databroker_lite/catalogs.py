@@ -23,6 +23,7 @@ from .errors import (
 )
 from .index import RUN_SUFFIX, Index, plain_run_file
 from .lookup import DuplicateScanIDWarning
+from .query import sql_value
 from .run import Run
 from .storage import RunWriter
 from .summaries import catalog_html, catalog_summary
@@ -139,20 +140,35 @@ class Catalog(Mapping):
 
     def _not_found(self, message: str, *, scan_id: int | None = None,
                    uid_prefix: str | None = None) -> None:
-        """Raise RunNotFound, or RunFileUnreadable when an unreadable file may hold the run."""
-        bad = self._index.bad_files()
+        """Raise RunNotFound, or RunFileUnreadable when an unreadable file holds (or may
+        hold) the run: the index remembers the uid and scan_id of a file that once read."""
+        entries = self._index.bad_entries()
         if uid_prefix is not None:
-            bad = {f: e for f, e in bad.items() if f.startswith(uid_prefix)}
-        if not bad:
+            held = [e for e in entries if (e["uid"] or e["file"]).startswith(uid_prefix)]
+            maybe: list[dict] = []
+        else:
+            held = [e for e in entries if e["scan_id"] is not None and e["scan_id"] == sql_value(scan_id)]
+            maybe = [e for e in entries if e["scan_id"] is None]
+        if not held and not maybe:
             raise RunNotFound(message)
-        files = {os.path.join(self.directory, f): e for f, e in sorted(bad.items())}
-        shown = "\n  ".join(e if e.startswith(f) else f"{f}: {e}" for f, e in list(files.items())[:5])
-        more = f"\n  ... and {len(files) - 5} more" if len(files) > 5 else ""
-        what = "a run file that could not be read may hold it" if len(files) == 1 else \
-            f"{len(files)} run files could not be read and may hold it"
-        raise RunFileUnreadable(f"{message} that can be read; {what}:\n  {shown}{more}\n"
-                                "cat.bad_files lists every file that could not be read, with "
-                                "the reason", files=files)
+        found = held or maybe
+        files = {os.path.join(self.directory, e["file"]): e["error"] for e in found}
+        lines = []
+        for e in found[:5]:
+            path = os.path.join(self.directory, e["file"])
+            what = f" (uid {e['uid']}, scan_id {e['scan_id']})" if e["scan_id"] is not None else ""
+            lines.append(f"{path}{what}: {e['error'][len(path) + 2:] if e['error'].startswith(path + ': ') else e['error']}")
+        more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
+        if held:
+            head = (f"{message} that can be read: the run file that held it could not be read"
+                    if len(held) == 1 else
+                    f"{message} that can be read: {len(held)} run files that held it could not be read")
+        else:
+            head = (f"{message} that can be read; {len(maybe)} run file(s) could not be read "
+                    "and may hold it")
+        listing = "\n  ".join(lines)
+        raise RunFileUnreadable(f"{head}:\n  {listing}{more}\ncat.bad_files lists every file "
+                                "that could not be read, with the reason", files=files)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:

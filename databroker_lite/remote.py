@@ -472,10 +472,44 @@ class RemoteRun(StreamAttributes):
     def __repr__(self) -> str:
         return run_summary(self.uid, self.start, self.stop, self._names())
 
+    def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
+        """The run's documents in order, as :meth:`databroker_lite.Run.documents` gives them
+        (pages as single documents), streamed from the server's documents route."""
+        from event_model import unpack_datum_page
+        client = self._node.context.http_client
+        link = self._node.uri.replace("/metadata/", "/documents/", 1)
+        params = {"fill": "true"} if fill else {}
+        with _translate(self.catalog.url), client.stream(
+                "GET", link, params=params, headers={"Accept": "application/json-seq"}) as resp:
+            if resp.is_error:
+                resp.read()
+                resp.raise_for_status()
+            rest = b""
+            for chunk in resp.iter_bytes():
+                *records, rest = (rest + chunk).split(b"\x1e")
+                for record in records:
+                    yield from _document(record, unpack_datum_page)
+            yield from _document(rest, unpack_datum_page)
+
     def _repr_html_(self) -> str:
         md = self.metadata
         return run_html(self.uid, md["start"], md["stop"],
                         [self[n]._repr_html_() for n in self._names()])
+
+
+def _document(record: bytes, unpack_datum_page: Any) -> Iterator[tuple[str, dict]]:
+    """One json-seq record ``{"name": ..., "doc": ...}`` as (name, doc) pairs (a datum_page,
+    which the route sends for each datum, as its datums)."""
+    import json
+    record = record.strip()
+    if not record:
+        return
+    item = json.loads(record)
+    if item["name"] == "datum_page":
+        for datum in unpack_datum_page(item["doc"]):
+            yield "datum", datum
+    else:
+        yield item["name"], item["doc"]
 
 
 class RemoteStream:
@@ -511,6 +545,12 @@ class RemoteStream:
                 columns.append(ColumnInfo(key, st.data_type.to_numpy_dtype(), tuple(st.shape[1:]),
                                           attrs.get("external", ""), attrs.get("units", "")))
         return stream_html(self.name, len(self), columns)
+
+    @property
+    def timestamps(self) -> xr.Dataset:
+        """Per-key timestamps, one data variable per key, on the same ``time``."""
+        with _translate(self.run.catalog.url):
+            return self._stream["timestamps"].read()
 
     @property
     def config(self) -> Mapping[str, xr.Dataset]:
