@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import atexit
 import json
-import numbers
 import os
 import shutil
 import tempfile
-import warnings
 import weakref
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any
 
 from . import documents as _docs
+from . import lookup
 from .backends import open_index
 from .errors import (
-    AmbiguousKey,
     CatalogError,
     InvalidDocument,
     ReadOnlyCatalog,
@@ -25,21 +22,13 @@ from .errors import (
     RunNotFound,
 )
 from .index import RUN_SUFFIX, Index, plain_run_file
+from .lookup import DuplicateScanIDWarning
+from .query import sql_value
 from .run import Run
 from .storage import RunWriter
+from .summaries import catalog_html, catalog_summary
 
-
-class DuplicateScanIDWarning(UserWarning):
-    """Several runs share the scan_id asked for; the most recent one was returned."""
-
-
-def _fmt(t: float | None) -> str:
-    return "?" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _describe(row: dict) -> str:
-    return (f"uid={row['uid']} scan_id={row['scan_id']} time={_fmt(row['time'])} "
-            f"plan={row['plan_name']}")
+__all__ = ["Catalog", "CatalogWriter", "DuplicateScanIDWarning", "open_catalog", "temp"]
 
 
 class Catalog(Mapping):
@@ -97,59 +86,49 @@ class Catalog(Mapping):
     def keys(self):  # noqa: D102 - a list is more useful than a view here
         return list(self)
 
-    def _run(self, uid: str, file: str) -> Run:
+    def _run(self, uid: str, file: str, indexed: tuple | None = None) -> Run:
         if not plain_run_file(file):
             # the index is derived and may have been written by someone else: a row that
             # names a path (absolute, '..', a sub-directory) is never followed
             raise CatalogError(f"{self._index.path}: the index row of run {uid} names the file "
                                f"{file!r}, which is not a run file name in {self.directory}; "
                                f"run 'databroker-lite reindex {self.directory}'")
-        return Run(self, uid, os.path.join(self.directory, file))
+        return Run(self, uid, os.path.join(self.directory, file), _indexed=indexed)
 
     def __getitem__(self, key: Any) -> Run:
+        """A run by scan_id, -k, uid or unique uid prefix (the rules: :mod:`.lookup`)."""
+        key = lookup.check_key(key)
         index = self._fresh()
         q = list(self._queries)
-        if isinstance(key, bool):
-            raise TypeError(f"cannot look up a run by {key!r}")
-        if isinstance(key, numbers.Integral):
-            key = int(key)
+        where = self._in_search()
+        if isinstance(key, int):
             if key < 0:
                 n = index.count(q)
                 uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key <= n else []
                 if not uids:
-                    raise RecentRunNotFound(f"the catalog{self._in_search()} has {n} run(s); "
-                                            f"there is no {_ordinal(-key)} most recent"
-                                            + self._bad_note())
-                return self._run(*index.locate(q, key="uid", value=uids[0], limit=1)[0])
-            found = index.locate(q, key="scan_id", value=key, limit=2)
+                    raise RecentRunNotFound(lookup.no_kth(n, -key, where) + self._bad_note())
+                return self._run(*index.locate_with_documents(q, key="uid", value=uids[0], limit=1)[0])
+            found = index.locate_with_documents(q, key="scan_id", value=key, limit=2)
             if not found:
-                self._not_found(f"no run{self._in_search()} has scan_id {key}", scan_id=key)
+                self._not_found(lookup.no_scan_id(key, where), scan_id=key)
             if len(found) > 1:
                 rows = index.rows(q, key="scan_id", value=key)
-                others = "; ".join(_describe(r) for r in rows[1:])
-                warnings.warn(f"{len(rows)} runs have scan_id {key}; returning the most recent "
-                              f"({rows[0]['uid']}). Others: {others}",
-                              DuplicateScanIDWarning, stacklevel=2)
+                lookup.warn_shared_scan_id(key, rows[0]["uid"],
+                                           [lookup.describe(r) for r in rows[1:]])
             return self._run(*found[0])
-        if isinstance(key, str):
-            found = index.locate(q, key="uid", prefix=key, limit=2, newest_first=False) if key else []
-            if len(found) > 1:  # a whole uid that also starts others is still that run
-                found = index.locate(q, key="uid", value=key, limit=1, newest_first=False) or found
-            if len(found) == 1:
-                return self._run(*found[0])
-            if not key:
-                raise RunNotFound("an empty string is not a uid or uid prefix")
-            rows = index.rows(q, key="uid", prefix=key, limit=11)
-            if not rows:
-                hint = " (strings are uids; for a scan_id use an int)" if key.isdigit() else ""
-                self._not_found(f"no run{self._in_search()} has a uid starting with {key!r}{hint}",
-                                uid_prefix=key)
-            listing = "\n  ".join(_describe(r) for r in rows[:10])
-            more = " (and more)" if len(rows) > 10 else ""
-            raise AmbiguousKey(f"{key!r} is the start of several uids{more}; give more "
-                               f"characters:\n  {listing}", candidates=rows[:10])
-        raise TypeError(f"look up runs by scan_id (int), -k (int) or uid (str), "
-                        f"not {type(key).__name__}")
+        found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
+                                            newest_first=False) if key else []
+        if len(found) > 1:  # a whole uid that also starts others is still that run
+            found = index.locate_with_documents(q, key="uid", value=key, limit=1,
+                                                newest_first=False) or found
+        if len(found) == 1:
+            return self._run(*found[0])
+        if not key:
+            raise RunNotFound(lookup.no_uid(key, where))
+        rows = index.rows(q, key="uid", prefix=key, limit=11)
+        if not rows:
+            self._not_found(lookup.no_uid(key, where), uid_prefix=key)
+        raise lookup.ambiguous(key, rows, more=len(rows) > 10)
 
     def _in_search(self) -> str:
         return " in this search" if self._queries else ""
@@ -163,20 +142,35 @@ class Catalog(Mapping):
 
     def _not_found(self, message: str, *, scan_id: int | None = None,
                    uid_prefix: str | None = None) -> None:
-        """Raise RunNotFound, or RunFileUnreadable when an unreadable file may hold the run."""
-        bad = self._index.bad_files()
+        """Raise RunNotFound, or RunFileUnreadable when an unreadable file holds (or may
+        hold) the run: the index remembers the uid and scan_id of a file that once read."""
+        entries = self._index.bad_entries()
         if uid_prefix is not None:
-            bad = {f: e for f, e in bad.items() if f.startswith(uid_prefix)}
-        if not bad:
+            held = [e for e in entries if (e["uid"] or e["file"]).startswith(uid_prefix)]
+            maybe: list[dict] = []
+        else:
+            held = [e for e in entries if e["scan_id"] is not None and e["scan_id"] == sql_value(scan_id)]
+            maybe = [e for e in entries if e["scan_id"] is None]
+        if not held and not maybe:
             raise RunNotFound(message)
-        files = {os.path.join(self.directory, f): e for f, e in sorted(bad.items())}
-        shown = "\n  ".join(e if e.startswith(f) else f"{f}: {e}" for f, e in list(files.items())[:5])
-        more = f"\n  ... and {len(files) - 5} more" if len(files) > 5 else ""
-        what = "a run file that could not be read may hold it" if len(files) == 1 else \
-            f"{len(files)} run files could not be read and may hold it"
-        raise RunFileUnreadable(f"{message} that can be read; {what}:\n  {shown}{more}\n"
-                                "cat.bad_files lists every file that could not be read, with "
-                                "the reason", files=files)
+        found = held or maybe
+        files = {os.path.join(self.directory, e["file"]): e["error"] for e in found}
+        lines = []
+        for e in found[:5]:
+            path = os.path.join(self.directory, e["file"])
+            what = f" (uid {e['uid']}, scan_id {e['scan_id']})" if e["scan_id"] is not None else ""
+            lines.append(f"{path}{what}: {e['error'][len(path) + 2:] if e['error'].startswith(path + ': ') else e['error']}")
+        more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
+        if held:
+            head = (f"{message} that can be read: the run file that held it could not be read"
+                    if len(held) == 1 else
+                    f"{message} that can be read: {len(held)} run files that held it could not be read")
+        else:
+            head = (f"{message} that can be read; {len(maybe)} run file(s) could not be read "
+                    "and may hold it")
+        listing = "\n  ".join(lines)
+        raise RunFileUnreadable(f"{head}:\n  {listing}{more}\ncat.bad_files lists every file "
+                                "that could not be read, with the reason", files=files)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -232,20 +226,12 @@ class Catalog(Mapping):
         return self._index.summaries(uids)
 
     def __repr__(self) -> str:
-        n = len(self)
-        label = f"{self.name!r} " if self.name else ""
-        search = f", {len(self._queries)} search(es) applied" if self._queries else ""
-        lines = [f"<Catalog {label}at {self.directory}: {n} run{'s' if n != 1 else ''}{search}"]
-        for r in self._newest():
-            lines.append(f"  scan_id={r['scan_id']!s:>6}  {r['uid'][:8]}  {_fmt(r['time'])}  "
-                         f"{r['plan_name'] or ''}  {r['exit_status'] or '(running or no stop)'}")
-        if n > 5:
-            lines.append(f"  ... and {n - 5} older")
-        return "\n".join(lines) + ">"
+        return catalog_summary("Catalog", self.directory, len(self), self._newest(),
+                               label=self.name, searches=len(self._queries))
 
     def _repr_html_(self) -> str:
-        from .html import catalog_html
-        return catalog_html(self)
+        return catalog_html(self.name or self.directory, self.directory, len(self),
+                            self._newest(10))
 
 
 CATALOG_CONFIG = "catalog.json"
@@ -265,11 +251,6 @@ def stored_root_map(directory: str) -> dict[str, str]:
     if not isinstance(rm, dict):
         raise CatalogError(f"{path}: 'root_map' must be an object")
     return {str(k): os.path.normpath(os.path.join(directory, v)) for k, v in rm.items()}
-
-
-def _ordinal(k: int) -> str:
-    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
-    return f"{k}{suffix}"
 
 
 class CatalogWriter:

@@ -65,7 +65,12 @@ def _open(where: str) -> databroker_lite.Catalog:
 
 def _cmd_reindex(args: argparse.Namespace) -> int:
     # mode "a" would create a missing directory: a typo must not make a catalog
-    cat = databroker_lite.open_catalog(_catalog_dir(args.path))
+    index, name = args.index, None
+    if not os.path.isdir(args.path):  # a named catalog: its YAML may say where its index is
+        entry = databroker_lite.catalog.entries().get(args.path)
+        if entry is not None:
+            index, name = index or entry.args.get("index"), entry.name
+    cat = databroker_lite.open_catalog(_catalog_dir(args.path), index=index, name=name)
     counts = cat.reindex()
     print(f"{args.path}: {len(cat)} runs indexed "
           f"({counts['added'] + counts['updated']} read, {counts['bad']} unreadable)")
@@ -75,7 +80,7 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from databroker_lite.demo import run_demo
+    from databroker_lite.tutorial.demo import run_demo
     run_demo()
     return 0
 
@@ -313,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     s = sub.add_parser("reindex", help="rebuild a catalog's index from its run files")
     s.add_argument("path", metavar="CATALOG", help="catalog directory or name")
+    s.add_argument("--index", metavar="WHERE", help="the index to fill: 'beside', 'host' or a "
+                   "postgresql://user@server/db[?catalog=NAME] URL (default: $DATABROKER_LITE_INDEX, "
+                   "else SQLite beside the files, or per host on a network file system)")
     s.set_defaults(func=_cmd_reindex)
     s = sub.add_parser("ls", help="show a catalog: how many runs, the newest")
     s.add_argument("path", metavar="CATALOG", help="catalog directory or name")

@@ -37,7 +37,7 @@ ENV_VAR = "DATABROKER_LITE_CATALOG_PATH"
 DRIVER_NAMES = ("databroker_lite", "databroker_lite.intake_driver.IntakeCatalog",
                 "databroker_lite.intake_driver:IntakeCatalog")
 _YAML_SUFFIXES = (".yml", ".yaml")
-_ARG_KEYS = {"path", "root_map", "mode"}
+_ARG_KEYS = {"path", "root_map", "mode", "index"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CATALOG_DIR_RE = re.compile(r"\{\{\s*CATALOG_DIR\s*\}\}")
 
@@ -96,9 +96,13 @@ class CatalogEntry:
             raise CatalogError(f"{where}: unknown args {sorted(unknown)}; "
                                f"allowed: {sorted(_ARG_KEYS)}")
         path, mode = check_directory(self.path, self.args.get("mode"), where=where)
+        index = self.args.get("index")
+        if index is not None and not isinstance(index, str):
+            raise CatalogError(f"{where}: index must be 'auto', 'beside', 'host' or a "
+                               f"postgresql:// URL, got {index!r}")
         root_map = check_root_map(self.args.get("root_map"), where,
                                   base_dir=os.path.dirname(self.config_file))
-        return open_catalog(path, mode, root_map=root_map, name=self.name)
+        return open_catalog(path, mode, root_map=root_map, name=self.name, index=index)
 
 
 def resolve_path(path: Any, base_dir: str | None, *, where: str) -> str:

@@ -16,12 +16,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import InvalidQuery
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .query import _Compiler
+
+class _Compiler(Protocol):
+    """The query compiler (:mod:`databroker_lite.query`) as a dialect sees it; a Protocol,
+    so that this module does not import the compiler that imports it."""
+
+    def p(self, value: Any) -> str:
+        """Add a parameter; return its placeholder (``?``)."""
 
 # keys stored as their own indexed columns in the index
 COLUMNS = {"uid": "uid", "scan_id": "scan_id", "time": "time", "plan_name": "plan_name"}
@@ -100,6 +105,8 @@ class SQLiteDialect:
     def eq_scalar(self, c: _Compiler, ref: Ref, value: Any) -> str:
         """The key equals this number, string or bool, or is an array holding it."""
         if ref.column:
+            if isinstance(value, bool):
+                return self.false  # no column holds a bool (True is not 1)
             return f"({self.value(c, ref)} = {c.p(value)})"
         if not self.addressable(ref):
             return self.false
@@ -123,14 +130,45 @@ class SQLiteDialect:
         return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
                 f"db_regexp({c.p(pattern)}, {c.p(flags)}, {self.value(c, ref)}))")
 
+    def in_scalars(self, c: _Compiler, ref: Ref, kind: str, values: list) -> str:
+        """The key equals one of these values (all of one kind), or is an array holding
+        one: a single parameter (a JSON array read by json_each), however many values."""
+        if ref.column:
+            if kind == "bool":
+                return self.false  # no column holds a bool (True is not 1)
+            return (f"({self.is_kind(f'typeof({ref.column})', kind)} AND {ref.column} IN "
+                    f"(SELECT value FROM json_each({c.p(json.dumps(values))})))")
+        if not self.addressable(ref):
+            return self.false
+        return (f"(({self.is_kind(self.type_of(c, ref), kind)} AND {self.value(c, ref)} IN "
+                f"(SELECT value FROM json_each({c.p(json.dumps(values))}))) OR "
+                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
+                f"json_each({ref.doc}, {c.p(_path(ref.parts))}) AS e WHERE {self.is_kind('e.type', kind)} "
+                f"AND e.value IN (SELECT value FROM json_each({c.p(json.dumps(values))})))))")
+
+    def text_search(self, c: _Compiler, words: list[str]) -> str:
+        """Runs whose start or stop document holds all these words (FTS5 table runs_text)."""
+        match = " AND ".join(f'"{w}"' for w in words)  # words are letters and digits only
+        return f"(rowid IN (SELECT rowid FROM runs_text WHERE runs_text MATCH {c.p(match)}))"
+
 
 # --- PostgreSQL -----------------------------------------------------------------
 
+_INT64 = 2**63
+
+
 def pg_json(value: Any) -> Any:
     """A document as PostgreSQL's jsonb can hold it: NaN and infinities become null and
-    NUL characters U+FFFD (jsonb has neither; the run file keeps the original)."""
+    NUL characters U+FFFD (jsonb has neither; the run file keeps the original), and an
+    integer beyond 64 bits a float, as SQLite's JSON functions read it (so both answer
+    a query the same way)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        try:
+            return pg_json(float(value))
+        except OverflowError:
+            return None
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
     if isinstance(value, dict):
@@ -230,6 +268,14 @@ class PostgresDialect:
         return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
                 f"({at} #>> '{{}}') COLLATE \"C\" {op} {c.p(pg_json(value))})")
 
+    def text_search(self, c: _Compiler, words: list[str]) -> str:
+        """Runs whose start or stop document holds all these words, in any case (the
+        strings of both documents as a 'simple' text-search vector)."""
+        vector = ("(jsonb_to_tsvector('simple', start, '[\"string\"]') || "
+                  "jsonb_to_tsvector('simple', COALESCE(stop, '{}'::jsonb), '[\"string\"]'))")
+        query = " & ".join("'" + w + "'" for w in words)  # words are letters and digits only
+        return f"({vector} @@ to_tsquery('simple', {c.p(query)}))"
+
     def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
         translated = python_to_posix_regex(pattern, flags)
         text = ref.column if ref.column in self._TEXT_COLUMNS else f"({self._at(c, ref)} #>> '{{}}')"
@@ -243,15 +289,18 @@ _ESCAPES_KEPT = set("dDwWsSAZntrfv.^$*+?()[]{}|\\/-#&~ '\"")
 def python_to_posix_regex(pattern: str, flags: int = 0) -> str:
     """A Python ``re`` pattern as the same search in PostgreSQL's ``~`` (its "advanced" syntax).
 
-    Flags become an embedded-options prefix: Python's default (``.`` does not match a
-    newline, ``^``/``$`` only at the ends) is PostgreSQL's ``p``; ``re.S`` is ``s``,
-    ``re.M`` is ``n`` (``w`` with ``re.S``); ``re.I`` is ``i``, ``re.X`` is ``x``.
-    ``\\b``/``\\B`` become ``\\y``/``\\Y``, ``\\xHH`` becomes ``\\u00HH`` and named groups
-    become plain groups. What PostgreSQL cannot do the same way (inline flags inside the
-    pattern, atomic groups and possessive repeats, ``\\D``/``\\W``/``\\S`` inside brackets,
-    octal escapes) is refused with :class:`InvalidQuery`.
+    Flags become an embedded-options prefix: ``^``/``$`` only at the ends is PostgreSQL's
+    ``s``, ``re.M`` (at every line) is ``w``; ``re.I`` is ``i``, ``re.X`` is ``x``. Without
+    ``re.S``, ``.`` becomes ``[^\\n]`` (PostgreSQL has no mode where ``.`` skips a newline
+    but ``[^a]`` does not). ``\\b``/``\\B`` become ``\\y``/``\\Y``, ``\\xHH`` becomes
+    ``\\u00HH``, named groups plain groups and ``(?P=name)`` a numbered back-reference.
+    Without ``re.M``, ``$`` becomes ``(?=\\n?$)`` (Python's ``$`` also matches before a
+    final newline). What PostgreSQL cannot do the same way (scoped inline flags, atomic groups and
+    possessive repeats, ``\\D``/``\\W``/``\\S`` inside brackets, octal escapes) is refused
+    with :class:`InvalidQuery`.
     """
-    flags |= re.compile(pattern, flags).flags  # leading inline flags such as "(?i)"
+    compiled = re.compile(pattern, flags)
+    flags |= compiled.flags  # leading inline flags such as "(?i)"
     while True:
         m = _INLINE_FLAGS.match(pattern)
         if not m:
@@ -281,8 +330,10 @@ def python_to_posix_regex(pattern: str, flags: int = 0) -> str:
                 out.append("\\u0008" if in_class else "\\y")
             elif nxt == "B" and not in_class:
                 out.append("\\Y")
+            elif nxt in "123456789" and not pattern[i + 2:i + 3].isdigit():
+                out.append(ch + nxt)  # a back-reference, \\1 to \\9 in both
             elif nxt.isdigit():
-                raise refuse("a back-reference or octal escape")
+                raise refuse("an octal escape or a back-reference past \\9")
             elif in_class and nxt in "DWS":
                 raise refuse(f"\\{nxt} inside [...]")
             elif nxt in _ESCAPES_KEPT or not nxt.isalnum():
@@ -311,6 +362,14 @@ def python_to_posix_regex(pattern: str, flags: int = 0) -> str:
             continue
         if ch == "(" and pattern.startswith("(?", i):
             rest = pattern[i + 2:]
+            if rest.startswith("P="):
+                end = pattern.index(")", i)
+                number = compiled.groupindex[pattern[i + 4:end]]
+                if number > 9:
+                    raise refuse("a back-reference past \\9")
+                out.append(f"\\{number}")
+                i = end + 1
+                continue
             if rest.startswith("P<"):
                 end = pattern.index(">", i)
                 out.append("(")
@@ -326,12 +385,13 @@ def python_to_posix_regex(pattern: str, flags: int = 0) -> str:
             raise refuse("the group '(?" + rest[:2] + "'")
         if ch in "*+?}" and pattern.startswith("+", i + 1):
             raise refuse("a possessive repeat")
+        if ch == "." and not flags & re.S:
+            ch = "[^\\n]"
+        elif ch == "$" and not flags & re.M:
+            ch = "(?=\\n?$)"  # Python's $ also matches before a last newline
         out.append(ch)
         i += 1
-    if flags & re.M:
-        opts = "w" if flags & re.S else "n"
-    else:
-        opts = "s" if flags & re.S else "p"
+    opts = "w" if flags & re.M else "s"
     if flags & re.I:
         opts += "i"
     if flags & re.X:

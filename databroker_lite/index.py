@@ -20,15 +20,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import documents as _docs
-from .errors import CatalogError, CorruptRunFile
-from .query import SQLITE, compile_query, db_regexp, sql_value
+from .errors import CatalogError, CorruptRunFile, InvalidQuery
+from .query import HOIST_LEVEL, SQLITE, compile_queries, db_regexp, sql_value
 from .storage import RunSummary
 from .storage.files import not_a_run_file
 
 INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs_text (full text), bad_files.uid/scan_id (what a bad file held)
 RUN_SUFFIX = ".h5"
+RECHECK_RUNNING_FOR = 86400.0  # s: how long a network FS catalog re-reads a run without a stop
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -52,9 +53,22 @@ CREATE INDEX IF NOT EXISTS runs_scan_id_file ON runs(scan_id, time, uid, file);
 CREATE INDEX IF NOT EXISTS runs_uid_file ON runs(uid, time, file);
 CREATE INDEX IF NOT EXISTS runs_plan_name ON runs(plan_name, time);
 CREATE TABLE IF NOT EXISTS bad_files (
-    file TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT
+    file TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT, uid TEXT, scan_id
 );
 """
+
+# Full-text search ($text): the words of each run's start and stop documents, by runs.rowid.
+# Rows of runs are only ever deleted, then inserted (never REPLACEd), so the trigger
+# keeps both tables in step.
+_TEXT_SCHEMA = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS runs_text USING fts5(body, "
+    "tokenize = 'unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS runs_text_gone AFTER DELETE ON runs BEGIN "
+    "DELETE FROM runs_text WHERE rowid = old.rowid; END",
+)
+
+# what SQLite says of a statement nested deeper than its parser or expression limits
+_TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many levels")
 
 RUN_FIELDS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file")
 
@@ -69,6 +83,32 @@ def plain_run_file(name: object) -> bool:
 def _stat(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
+
+
+def _words(value: Any, out: list[str], top: bool = False) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not (top and k in ("uid", "run_start")):  # ids are found by look-up, not words
+                _words(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _words(v, out)
+
+
+def _text_of(start: Any, stop: Any) -> str:
+    """The words full-text search finds a run by: every string in its start and stop
+    documents (given as dicts or as their JSON)."""
+    out: list[str] = []
+    for doc in (start, stop):
+        if isinstance(doc, str):
+            try:
+                doc = json.loads(doc)
+            except ValueError:
+                continue
+        _words(doc, out, top=True)
+    return "\n".join(out)
 
 
 def _time(doc: Mapping) -> float:
@@ -133,10 +173,62 @@ class Index:
             with conn:
                 conn.executescript(_SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._upgrade()
         elif conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is None:
             self.close()  # read-only, and the index file was never filled: use one in memory
             self.in_memory = True
             self._init_db()
+        elif int(self._meta("schema_version") or 0) < SCHEMA_VERSION:
+            try:
+                self._upgrade()
+            except sqlite3.OperationalError:  # cannot write it here: upgrade a copy in memory
+                self.close()
+                self.in_memory = True
+                self._init_db()
+
+    def _upgrade(self) -> None:
+        """Bring an index of an older schema up to this one, from its own rows (the run
+        files are not read again). Several processes may try at once: one does it."""
+        conn = self.conn
+        if int(self._meta("schema_version") or 0) >= SCHEMA_VERSION and self._has_text():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(self._meta("schema_version") or 0)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(bad_files)")}
+            for col in ("uid", "scan_id"):
+                if col not in columns:
+                    conn.execute(f"ALTER TABLE bad_files ADD COLUMN {col}")
+            if not self._has_text():
+                try:
+                    for stmt in _TEXT_SCHEMA:
+                        conn.execute(stmt)
+                except sqlite3.OperationalError as exc:
+                    if "fts5" not in str(exc):
+                        raise
+                    # this SQLite has no FTS5: everything but $text works
+                else:
+                    for rowid, start, stop in conn.execute("SELECT rowid, start, stop FROM runs").fetchall():
+                        conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
+                                     (rowid, _text_of(start, stop)))
+            if version < SCHEMA_VERSION:
+                self._set_meta("schema_version", SCHEMA_VERSION)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _has_text(self) -> bool:
+        if self.kind != "sqlite":
+            return False
+        has = getattr(self, "_text_ok", None)
+        if has is None:
+            has = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_text'").fetchone() is not None
+            if has:
+                self._text_ok = True
+        return bool(has)
 
     # --- connection per thread (sqlite3 connections are not shared across threads)
     @property
@@ -215,7 +307,7 @@ class Index:
             self._seen_fresh = stamp
         return stale
 
-    def refresh(self, *, full: bool = False) -> dict[str, int]:
+    def refresh(self, *, full: bool = False, held: Mapping[str, tuple] | None = None) -> dict[str, int]:
         """Bring the index in line with the files; returns counts of what changed."""
         self._last_look = time.monotonic()
         stamp = self.dir_stamp()
@@ -239,11 +331,28 @@ class Index:
                         odd[entry.name] = ((lst.st_mtime_ns, lst.st_size), why)
                     except OSError:
                         pass  # gone meanwhile
-        known = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM runs")}
-        bad = {f: (m, s) for f, m, s in self.conn.execute("SELECT file, mtime_ns, size FROM bad_files")}
+        held: dict[str, tuple] = dict(held or {})  # file -> (uid, scan_id) it held when it read
+        known: dict[str, tuple[int, int]] = {}
+        running = set()  # runs without a stop yet
+        for f, m, sz, no_stop, uid, scan_id in self.conn.execute(
+                "SELECT file, mtime_ns, size, stop IS NULL, uid, scan_id FROM runs"):
+            known[f] = (m, sz)
+            held[f] = (uid, scan_id)
+            if no_stop:
+                running.add(f)
+        bad = {}
+        for f, m, sz, uid, scan_id in self.conn.execute(
+                "SELECT file, mtime_ns, size, uid, scan_id FROM bad_files"):
+            bad[f] = (m, sz)
+            if uid is not None:
+                held.setdefault(f, (uid, scan_id))
+
+        def was(f: str) -> tuple:
+            return held.get(f) or (f[:-len(RUN_SUFFIX)], None)  # a run file is named <uid>.h5
         counts = {"added": 0, "updated": 0, "removed": 0, "bad": 0}
         todo = [f for f, st in on_disk.items()
-                if full or (known.get(f) != st and bad.get(f) != st)]
+                if full or (known.get(f) != st and bad.get(f) != st)
+                or (f in running and self._may_be_stale(st))]
         gone = [f for f in known if f not in on_disk]
         gone_bad = [f for f in bad if f not in on_disk and f not in odd]
         conn = self.conn
@@ -259,7 +368,7 @@ class Index:
                 conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
             for f, (st, why) in odd.items():
                 if bad.get(f) != st:
-                    self._put_bad(f, *st, f"{os.path.join(self.directory, f)}: {why}")
+                    self._put_bad(f, *st, f"{os.path.join(self.directory, f)}: {why}", held=was(f))
                     counts["bad"] += 1
             for f in todo:
                 path = os.path.join(self.directory, f)
@@ -277,28 +386,44 @@ class Index:
                     # A listed run without a stop may be mid-flush in another process: keep
                     # its row. A finished run that no longer reads is damaged: say so.
                     conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
-                    counts["bad"] += self._record_bad(f, *on_disk[f], str(exc))
+                    counts["bad"] += self._record_bad(f, *on_disk[f], str(exc), held=was(f))
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
 
-    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)",
-                          (file, mtime_ns, size, error))
+    def _may_be_stale(self, st: tuple[int, int]) -> bool:
+        """Whether a running run's file must be read again although its (mtime, size) did
+        not change: on a network file system (rescan_seconds set), whose attribute cache
+        can hide another host's last write, a file modified in the last day is."""
+        return self.rescan_seconds is not None and time.time() - st[0] / 1e9 < RECHECK_RUNNING_FOR
 
-    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str) -> bool:
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str,
+                 held: tuple = (None, None)) -> None:
+        """Note an unreadable file; ``held``: the (uid, scan_id) it held when it read."""
+        self.conn.execute("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?, ?, ?)",
+                          (file, mtime_ns, size, error, *held))
+
+    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str,
+                    held: tuple = (None, None)) -> bool:
         """Note an unreadable file, unless a run row (one being written) holds it."""
-        cur = self.conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ? "
+        cur = self.conn.execute("INSERT OR REPLACE INTO bad_files SELECT ?, ?, ?, ?, ?, ? "
                                 "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE file = ?)",
-                                (file, mtime_ns, size, error, file))
+                                (file, mtime_ns, size, error, *held, file))
         return cur.rowcount > 0
 
     def rebuild(self) -> dict[str, int]:
         """Forget everything and index every file again."""
-        with self._updating(), self.conn:
-            self.conn.execute("DELETE FROM runs")
-            self.conn.execute("DELETE FROM bad_files")
-        return self.refresh(full=True)
+        conn = self.conn
+        # what each file held, so a file that no longer reads still says which run it was
+        held = {f: (u, s) for f, u, s in conn.execute("SELECT file, uid, scan_id FROM runs")}
+        for f, u, s in conn.execute("SELECT file, uid, scan_id FROM bad_files WHERE uid IS NOT NULL"):
+            held.setdefault(f, (u, s))
+        with self._updating(), conn:
+            if self._has_text():
+                conn.execute("DELETE FROM runs_text")
+            conn.execute("DELETE FROM runs")
+            conn.execute("DELETE FROM bad_files")
+        return self.refresh(full=True, held=held)
 
     @contextlib.contextmanager
     def _updating(self) -> Iterator[None]:
@@ -322,14 +447,35 @@ class Index:
             scan_id = sql_value(scan_id)
         plan = start.get("plan_name")
         status = None if stop is None else stop.get("exit_status")
-        self.conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (start["uid"], scan_id, _time(start),
-             None if stop is None else _time(stop),
-             status if isinstance(status, str) else None,
-             plan if isinstance(plan, str) else None,
-             json.dumps(list(streams)), file, mtime_ns, size,
-             _docs.dumps(start), None if stop is None else _docs.dumps(stop)))
+        uid = start["uid"]
+        conn = self.conn
+        # Delete, then insert (a REPLACE would not fire the trigger that keeps runs_text),
+        # as one unit even on an autocommit connection: another process may write too.
+        own = not conn.in_transaction  # then take the write lock first (no stale snapshot)
+        conn.execute("BEGIN IMMEDIATE" if own else "SAVEPOINT upsert")
+        try:
+            conn.execute("DELETE FROM runs WHERE uid = ? OR file = ?", (uid, file))
+            cur = conn.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (uid, scan_id, _time(start),
+                 None if stop is None else _time(stop),
+                 status if isinstance(status, str) else None,
+                 plan if isinstance(plan, str) else None,
+                 json.dumps(list(streams)), file, mtime_ns, size,
+                 _docs.dumps(start), None if stop is None else _docs.dumps(stop)))
+            if self._has_text():
+                conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
+                             (cur.lastrowid, _text_of(start, stop)))
+        except BaseException:
+            if conn.in_transaction:  # (SQLite itself rolls back on some errors, a full disk)
+                with contextlib.suppress(sqlite3.OperationalError):
+                    if own:
+                        conn.execute("ROLLBACK")
+                    else:
+                        conn.execute("ROLLBACK TO upsert")
+                        conn.execute("RELEASE upsert")
+            raise
+        conn.execute("COMMIT" if own else "RELEASE upsert")
 
     def record_run(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
                    *, dir_before: str | None = None) -> None:
@@ -355,40 +501,62 @@ class Index:
                           IndexNotUpdated, stacklevel=3)
 
     # --- questions --------------------------------------------------------
-    def _where(self, queries: list[Mapping]) -> tuple[str, list]:
-        clauses, params = [], []
-        for q in queries:
-            sql, p = compile_query(q, self.dialect)
-            clauses.append(f"({sql})")
-            params.extend(p)
-        return (" AND ".join(clauses) or self.dialect.true), params
+    def _where(self, queries: list[Mapping], hoist: int = HOIST_LEVEL) -> tuple[str, str, list]:
+        """(WITH prefix, WHERE clause, parameters) of the ANDed queries."""
+        if not queries:
+            return "", self.dialect.true, []
+        return compile_queries(list(queries), self.dialect, hoist=hoist)
+
+    def _query(self, queries: list[Mapping], select: str, tail: str = "",
+               extra: tuple = (), more: list | None = None) -> list:
+        """Run ``{select} WHERE <queries> {extra[0]} {tail}``; parameters in text order.
+
+        A query SQLite's parser cannot take (nested too deep for it) is compiled again
+        with every nested part in its own common table expression.
+        """
+        for hoist in (HOIST_LEVEL, 1):
+            prefix, where, params = self._where(queries, hoist)
+            cond = f"{where}{extra[0]}" if extra else where
+            sql = f"{prefix}{select} WHERE {cond} {tail}"
+            try:
+                return self.conn.execute(sql, [*params, *(extra[1] if extra else ()),
+                                               *(more or ())]).fetchall()
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if any(t in text for t in _TOO_COMPLEX):
+                    if hoist == 1:
+                        raise InvalidQuery(f"the query is too complex for the index ({text}); "
+                                           "split it into several searches") from None
+                    continue
+                if "too many SQL variables" in text:
+                    raise InvalidQuery(f"the query has too many values for the index ({text}); "
+                                       "split it into several searches") from None
+                raise CatalogError(f"{self.path}: the search failed ({text})") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def count(self, queries: list[Mapping]) -> int:
-        where, params = self._where(queries)
         if not queries:  # no WHERE at all lets SQLite use its fast whole-table count
             return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        return self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
+        return self._query(queries, "SELECT COUNT(*) FROM runs")[0][0]
 
     def uids(self, queries: list[Mapping], *, newest_first: bool = False,
              limit: int | None = None, offset: int = 0) -> list[str]:
-        where, params = self._where(queries)
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT uid FROM runs WHERE {where} ORDER BY time {order}, uid {order}"
+        tail = f"ORDER BY time {order}, uid {order}"
+        more: list = []
         if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            params = [*params, limit, offset]
-        return [r[0] for r in self.conn.execute(sql, params)]
+            tail += " LIMIT ? OFFSET ?"
+            more = [limit, offset]
+        return [r[0] for r in self._query(queries, "SELECT uid FROM runs", tail, more=more)]
 
-    def _match(self, queries: list[Mapping], key: str, value: Any,
-               prefix: str | None) -> tuple[str, list]:
-        """WHERE clause and parameters: the queries and ``key = value``, or a uid prefix."""
-        where, params = self._where(queries)
+    def _match(self, key: str, value: Any, prefix: str | None) -> tuple[str, list]:
+        """`` AND key = value`` (or a uid prefix) and its parameters."""
         if prefix is not None:
-            return f"{where} AND uid >= ? AND uid < ?", [*params, prefix, prefix + "\U0010ffff"]
+            return " AND uid >= ? AND uid < ?", [prefix, prefix + "\U0010ffff"]
         value = sql_value(value)
         if value is None or value != value:  # None and NaN equal nothing
-            return self.dialect.false, []
-        return f"{where} AND {key} = {self._key_placeholder(key)}", [*params, self._key_param(key, value)]
+            return f" AND {self.dialect.false}", []
+        return f" AND {key} = {self._key_placeholder(key)}", [self._key_param(key, value)]
 
     def _key_placeholder(self, key: str) -> str:
         return "?"
@@ -399,12 +567,11 @@ class Index:
     def rows(self, queries: list[Mapping], *, key: str, value: Any = None,
              prefix: str | None = None, newest_first: bool = True, limit: int = 50) -> list[dict]:
         """Runs matching the queries and either ``key = value`` or a uid prefix."""
-        where, params = self._match(queries, key, value, prefix)
         order = "DESC" if newest_first else "ASC"
-        cur = self.conn.execute(
-            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE {where} ORDER BY time {order} LIMIT ?",
-            [*params, limit])
-        return [dict(zip(RUN_FIELDS, r)) for r in cur]
+        found = self._query(queries, f"SELECT {', '.join(RUN_FIELDS)} FROM runs",
+                            f"ORDER BY time {order} LIMIT ?",
+                            extra=self._match(key, value, prefix), more=[limit])
+        return [dict(zip(RUN_FIELDS, r)) for r in found]
 
     def locate(self, queries: list[Mapping], *, key: str, value: Any = None,
                prefix: str | None = None, limit: int = 50,
@@ -415,10 +582,27 @@ class Index:
         reading the table: a look-up touches a few pages. ``newest_first=False`` leaves
         the order to SQLite (enough to tell one match from several, and cheaper).
         """
+        order = "ORDER BY time DESC" if newest_first else ""
+        return self._query(queries, "SELECT uid, file FROM runs", f"{order} LIMIT ?",
+                           extra=self._match(key, value, prefix), more=[limit])
+
+    def locate_with_documents(self, queries: list[Mapping], *, key: str, value: Any = None,
+                              prefix: str | None = None, limit: int = 50,
+                              newest_first: bool = True) -> list[tuple]:
+        """:meth:`locate`, each row followed by ``((mtime_ns, size), start JSON, stop JSON)``.
+
+        One more page of the table per run found: the look-up that hands out a run also
+        hands its metadata (see :meth:`run_documents`), so ``cat[uid].metadata`` costs one query.
+        """
+        if self.kind != "sqlite":  # jsonb holds the documents re-encoded: not the file's text
+            return [(*r, None) for r in self.locate(queries, key=key, value=value, prefix=prefix,
+                                                    limit=limit, newest_first=newest_first)]
         where, params = self._match(queries, key, value, prefix)
         order = " ORDER BY time DESC" if newest_first else ""
-        return self.conn.execute(f"SELECT uid, file FROM runs WHERE {where}{order} LIMIT ?",
-                                 [*params, limit]).fetchall()
+        rows = self.conn.execute(
+            f"SELECT uid, file, mtime_ns, size, start, stop FROM runs WHERE {where}{order} LIMIT ?",
+            [*params, limit]).fetchall()
+        return [(u, f, ((m, n), a, b)) for u, f, m, n, a, b in rows]
 
     def row(self, uid: str) -> dict | None:
         r = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)}, start, stop FROM runs WHERE uid = ?",
@@ -431,6 +615,14 @@ class Index:
         out["streams"] = json.loads(out["streams"])
         return out
 
+    def run_documents(self, uid: str, file: str) -> tuple[tuple[int, int], str, str | None] | None:
+        """((mtime_ns, size) of the file when indexed, start JSON, stop JSON or None)."""
+        if self.kind != "sqlite":
+            return None
+        r = self.conn.execute("SELECT mtime_ns, size, start, stop FROM runs WHERE uid = ? AND file = ?",
+                              (uid, file)).fetchone()
+        return None if r is None else ((r[0], r[1]), r[2], r[3])
+
     def summaries(self, uids: list[str]) -> list[dict]:
         out = []
         for uid in uids:
@@ -441,3 +633,8 @@ class Index:
 
     def bad_files(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT file, error FROM bad_files"))
+
+    def bad_entries(self) -> list[dict]:
+        """Each unreadable file: file, error, and the uid and scan_id it held (None if unknown)."""
+        cur = self.conn.execute("SELECT file, error, uid, scan_id FROM bad_files ORDER BY file")
+        return [dict(zip(("file", "error", "uid", "scan_id"), r)) for r in cur]

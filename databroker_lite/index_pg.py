@@ -59,6 +59,8 @@ CREATE INDEX IF NOT EXISTS runs_start ON runs USING gin (start jsonb_path_ops);
 CREATE TABLE IF NOT EXISTS bad_files (
     file text COLLATE "C" PRIMARY KEY, mtime_ns bigint, size bigint, error text
 );
+ALTER TABLE bad_files ADD COLUMN IF NOT EXISTS uid text;
+ALTER TABLE bad_files ADD COLUMN IF NOT EXISTS scan_id jsonb;
 """
 
 
@@ -208,15 +210,20 @@ class PostgresIndex(Index):
                                f"reindex {self.directory}' rebuilds the index once this is "
                                "fixed") from exc
 
-    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str) -> None:
-        self.conn.execute("INSERT INTO bad_files VALUES (?, ?, ?, ?) ON CONFLICT (file) DO UPDATE "
-                          "SET mtime_ns = EXCLUDED.mtime_ns, size = EXCLUDED.size, "
-                          "error = EXCLUDED.error", (file, mtime_ns, size, _text(error)))
+    def _put_bad(self, file: str, mtime_ns: int, size: int, error: str,
+                 held: tuple = (None, None)) -> None:
+        uid, scan_id = held
+        scan_id = None if scan_id is None else json.dumps(pg_json(sql_value(scan_id)))
+        self.conn.execute("INSERT INTO bad_files VALUES (?, ?, ?, ?, ?, ?::jsonb) ON CONFLICT (file) "
+                          "DO UPDATE SET mtime_ns = EXCLUDED.mtime_ns, size = EXCLUDED.size, "
+                          "error = EXCLUDED.error, uid = EXCLUDED.uid, scan_id = EXCLUDED.scan_id",
+                          (file, mtime_ns, size, _text(error), uid, scan_id))
 
-    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str) -> bool:
+    def _record_bad(self, file: str, mtime_ns: int, size: int, error: str,
+                    held: tuple = (None, None)) -> bool:
         if self.conn.execute("SELECT 1 FROM runs WHERE file = ?", (file,)).fetchone():
             return False
-        self._put_bad(file, mtime_ns, size, error)
+        self._put_bad(file, mtime_ns, size, error, held)
         return True
 
     def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from .dialects import COLUMNS, Ref, SQLiteDialect, json_path
+from .dialects import COLUMNS, Ref, SQLiteDialect, json_path, kind_of
 from .errors import InvalidQuery
 
 try:  # the regular-expression parser, to spot catastrophic patterns before they run
@@ -25,40 +25,236 @@ _CMP = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 SQLITE = SQLiteDialect()
 
 
+MAX_DEPTH = 200   # levels of nesting a query may have; deeper is refused
+HOIST_LEVEL = 6   # boolean levels of SQL nesting before a sub-query moves to a CTE
+IN_INLINE = 3     # $in lists up to this long compile to equalities (their prefilters apply)
+_BALANCE = 8      # longer AND/OR lists are joined as a balanced tree, not a chain
+
+# A query is first parsed into a tree (validated, flattened, equalities on one key in an
+# $or merged into one $in), then emitted as SQL. Nodes: ("and", [nodes]), ("or", [nodes]),
+# ("not", node), ("field", key, {op: arg}), ("text", [words]), ("const", bool).
+
+
+def _flat(kind: str, nodes: list) -> list:
+    out = []
+    for n in nodes:
+        if n[0] == kind:
+            out.extend(n[1])
+        elif not (n[0] == "const" and n[1] == (kind == "and")):  # True in AND, False in OR
+            out.append(n)
+    return out
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and value == value and value not in (
+        float("inf"), float("-inf"))
+
+
+def _merge_equalities(nodes: list) -> list:
+    """In an $or: ``{k: a}``, ``{k: b}``, ``{k: {"$in": [c]}}`` -> ``{k: {"$in": [a, b, c]}}``."""
+    groups: dict[str, list] = {}
+    for n in nodes:
+        if n[0] == "field":
+            (op, arg), = n[2].items() if len(n[2]) == 1 else ((None, None),)
+            if op == "$eq" and _scalar(_normalise(arg)):
+                groups.setdefault(n[1], []).append(n)
+            elif op == "$in" and isinstance(arg, (list, tuple)) and all(_scalar(_normalise(v)) for v in arg):
+                groups.setdefault(n[1], []).append(n)
+    merged = {k: v for k, v in groups.items() if len(v) > 1}
+    if not merged:
+        return nodes
+    out, done = [], set()
+    for n in nodes:
+        key = n[1] if n[0] == "field" else None
+        if key in merged and any(n is m for m in merged[key]):
+            if key not in done:
+                values = []
+                for m in merged[key]:
+                    (op, arg), = m[2].items()
+                    values.extend([arg] if op == "$eq" else arg)
+                out.append(("field", key, {"$in": values}))
+                done.add(key)
+        else:
+            out.append(n)
+    return out
+
+
+def _join(kind: str, nodes: list) -> tuple:
+    nodes = _flat(kind, nodes)
+    if kind == "or":
+        nodes = _merge_equalities(nodes)
+    if not nodes:
+        return ("const", kind == "and")
+    return nodes[0] if len(nodes) == 1 else (kind, nodes)
+
+
+def text_words(cond: Any) -> list[str]:
+    """The words of ``{"$search": "Cu foil"}``: a run matches if it holds every one (any case).
+
+    Words are runs of letters and digits; everything else (punctuation, FTS syntax such
+    as ``OR`` or ``*`` between words is still a word, quotes are not) separates them.
+    """
+    if not isinstance(cond, Mapping) or "$search" not in cond:
+        raise InvalidQuery(f'$text takes {{"$search": "words"}}, got {cond!r}')
+    unknown = set(cond) - {"$search", "$caseSensitive", "$diacriticSensitive", "$language"}
+    if unknown:
+        raise InvalidQuery(f"unknown $text option(s) {sorted(unknown)}; use $search")
+    if cond.get("$caseSensitive"):
+        raise InvalidQuery("$text searches ignore case; use $regex for a case-sensitive search")
+    text = cond["$search"]
+    if not isinstance(text, str):
+        raise InvalidQuery(f"$text $search takes a string, got {text!r}")
+    words = [w.lower() for w in re.findall(r"[^\W_]+", text)]
+    if not words:
+        raise InvalidQuery(f"$text $search {text!r} holds no word to search for")
+    return list(dict.fromkeys(words))
+
+
 class _Compiler:
     """Builds one WHERE clause in one SQL dialect (see :mod:`databroker_lite.dialects`).
 
     Every ``?`` is created by ``p()`` at the very place it appears in the SQL text
     (f-strings evaluate left to right), so parameters always line up with their
-    placeholders.
+    placeholders. Sub-queries nested deeper than ``hoist`` levels become common table
+    expressions (``ctes``, each with its own parameters), so SQLite's parser never
+    meets more nesting than it can take.
     """
 
-    def __init__(self, dialect: Any = None) -> None:
+    def __init__(self, dialect: Any = None, hoist: int = HOIST_LEVEL) -> None:
         self.params: list[Any] = []
         self.d = dialect or SQLITE
+        self.hoist = hoist
+        self.ctes: list[tuple[str, str, list]] = []
 
     def p(self, value: Any) -> str:
         self.params.append(sql_value(value))
         return "?"
 
     def compile(self, query: Mapping) -> str:
+        return self.emit(self.tree(query), 0)
+
+    # --- the tree ---------------------------------------------------------------
+    def tree(self, query: Any, depth: int = 0) -> tuple:
         if not isinstance(query, Mapping):
             raise InvalidQuery(f"a query is a dict, got {type(query).__name__}")
-        parts = []
+        if depth > MAX_DEPTH:
+            raise InvalidQuery(f"the query is nested more than {MAX_DEPTH} levels deep; "
+                               "flatten it (an $and or $or takes any number of queries)")
+        terms = []
         for key, cond in query.items():
             if not isinstance(key, str):
                 raise InvalidQuery(f"query keys are strings, got {key!r}")
             if key in ("$and", "$or", "$nor"):
                 if not isinstance(cond, (list, tuple)) or not cond:
                     raise InvalidQuery(f"{key} takes a non-empty list of queries")
-                subs = [self.compile(c) for c in cond]
-                joined = (" AND " if key == "$and" else " OR ").join(f"({s})" for s in subs)
-                parts.append(self.d.not_(joined) if key == "$nor" else f"({joined})")
+                subs = [self.tree(c, depth + 1) for c in cond]
+                node = _join("and" if key == "$and" else "or", subs)
+                terms.append(("not", node) if key == "$nor" else node)
+            elif key == "$text":
+                terms.append(("text", text_words(cond)))
             elif key.startswith("$"):
-                raise InvalidQuery(f"unknown top-level operator {key!r}; use $and, $or, $nor")
+                raise InvalidQuery(f"unknown top-level operator {key!r}; use $and, $or, $nor, $text")
             else:
-                parts.append(self.field(key, cond))
-        return " AND ".join(parts) if parts else self.d.true
+                terms.append(self.field_tree(key, cond, depth + 1))
+        return _join("and", terms)
+
+    def field_tree(self, key: str, cond: Any, depth: int) -> tuple:
+        if depth > MAX_DEPTH:
+            raise InvalidQuery(f"the query is nested more than {MAX_DEPTH} levels deep")
+        self.ref(key)  # validate the key now
+        if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
+            unknown = set(cond) - _OPS
+            if unknown:
+                raise InvalidQuery(f"unknown operator(s) {sorted(unknown)} on {key!r}; "
+                                   f"supported: {sorted(_OPS - {'$options'})}")
+            if "$options" in cond and "$regex" not in cond:
+                raise InvalidQuery(f"$options on {key!r} goes with $regex")
+            terms = []
+            for op, arg in cond.items():
+                if op == "$options":
+                    continue
+                if op == "$not":
+                    if not isinstance(arg, Mapping) or not arg or not all(
+                            isinstance(k, str) and k.startswith("$") for k in arg):
+                        raise InvalidQuery(f"$not on {key!r} takes an operator dict, got {arg!r}")
+                    terms.append(("not", self.field_tree(key, arg, depth + 1)))
+                elif op == "$regex":
+                    terms.append(("field", key, {"$regex": arg, "$options": cond.get("$options", "")}))
+                else:
+                    terms.append(("field", key, {op: arg}))
+            return _join("and", terms)
+        if isinstance(cond, Mapping) and cond:
+            if any(isinstance(k, str) and k.startswith("$") for k in cond):
+                raise InvalidQuery(f"{key!r}: do not mix operators and plain keys in one dict")
+            for k in cond:
+                if not isinstance(k, str):
+                    raise InvalidQuery(f"query keys are strings, got {k!r} under {key!r}")
+            return _join("and", [self.field_tree(f"{key}.{k}", v, depth + 1) for k, v in cond.items()])
+        return ("field", key, {"$eq": cond})
+
+    # --- SQL ----------------------------------------------------------------------
+    def emit(self, node: tuple, level: int) -> str:
+        kind = node[0]
+        if kind in ("and", "or", "not") and level >= self.hoist:
+            return self._hoisted(node)
+        if kind == "const":
+            return self.d.true if node[1] else self.d.false
+        if kind == "field":
+            (op, arg), = [(o, a) for o, a in node[2].items() if o != "$options"]
+            return self.op(node[1], op, arg, node[2])
+        if kind == "text":
+            return self.text(node[1])
+        if kind == "not":
+            return self.d.not_(self.emit(node[1], level + 1))
+        return self._balanced(" AND " if kind == "and" else " OR ", node[1], level)
+
+    def _balanced(self, sep: str, nodes: list, level: int) -> str:
+        if len(nodes) <= _BALANCE:
+            return "(" + sep.join(f"({self.emit(n, level + 1)})" for n in nodes) + ")"
+        mid = len(nodes) // 2
+        return (f"({self._balanced(sep, nodes[:mid], level + 1)}{sep}"
+                f"{self._balanced(sep, nodes[mid:], level + 1)})")
+
+    def _hoisted(self, node: tuple) -> str:
+        outer, self.params = self.params, []
+        try:
+            body = self.emit(node, 0)
+            name = f"_q{len(self.ctes) + 1}"
+            self.ctes.append((name, f"SELECT uid FROM runs WHERE {body}", self.params))
+        finally:
+            self.params = outer
+        return f"(uid IN (SELECT uid FROM {name}))"
+
+    def text(self, words: list[str]) -> str:
+        search = getattr(self.d, "text_search", None)
+        if search is None:
+            raise InvalidQuery(f"$text is not supported by the {self.d.name} index")
+        return search(self, words)
+
+    def any_of(self, parts: list[str]) -> str:
+        """OR of SQL already emitted in order (a balanced tree, so long lists parse)."""
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) <= _BALANCE:
+            return "(" + " OR ".join(parts) + ")"
+        mid = len(parts) // 2
+        return f"({self.any_of(parts[:mid])} OR {self.any_of(parts[mid:])})"
+
+    def is_in(self, key: str, values: list) -> str:
+        values = [_normalise(v) for v in values]
+        in_scalars = getattr(self.d, "in_scalars", None)
+        if len(values) <= IN_INLINE or in_scalars is None:
+            return self.any_of([self.eq(key, v) for v in values])
+        by_kind: dict[str, list] = {}
+        others = []
+        for v in values:
+            if _scalar(v):
+                by_kind.setdefault(kind_of(v), []).append(v)
+            else:
+                others.append(v)
+        ref = self.ref(key)
+        parts = [in_scalars(self, ref, kind, vals) for kind, vals in by_kind.items()]
+        return self.any_of(parts + [self.eq(key, v) for v in others])
 
     # --- one field: each call below adds its own parameter, in SQL-text order ----
     @staticmethod
@@ -76,19 +272,6 @@ class _Compiler:
         if key in COLUMNS:
             return Ref(key, column=COLUMNS[key])
         return Ref(key, parts=tuple(key.split(".")))
-
-    def field(self, key: str, cond: Any) -> str:
-        if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
-            unknown = set(cond) - _OPS
-            if unknown:
-                raise InvalidQuery(f"unknown operator(s) {sorted(unknown)} on {key!r}; "
-                                   f"supported: {sorted(_OPS - {'$options'})}")
-            return " AND ".join(self.op(key, op, arg, cond) for op, arg in cond.items() if op != "$options")
-        if isinstance(cond, Mapping) and cond:
-            if any(isinstance(k, str) and k.startswith("$") for k in cond):
-                raise InvalidQuery(f"{key!r}: do not mix operators and plain keys in one dict")
-            return " AND ".join(self.field(f"{key}.{k}", v) for k, v in cond.items())
-        return self.eq(key, cond)
 
     def eq(self, key: str, value: Any) -> str:
         value = _normalise(value)
@@ -113,8 +296,8 @@ class _Compiler:
                 raise InvalidQuery(f"{op} on {key!r} takes a list, got {arg!r}")
             if not arg:
                 return d.false if op == "$in" else d.true
-            any_of = " OR ".join(self.eq(key, v) for v in arg)
-            return f"({any_of})" if op == "$in" else d.not_(any_of)
+            any_of = self.is_in(key, list(arg))
+            return any_of if op == "$in" else d.not_(any_of)
         if op in _CMP:
             arg = _normalise(arg)
             if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
@@ -140,10 +323,6 @@ class _Compiler:
                 raise InvalidQuery(f"$regex on {key!r}: {pattern!r} is refused: {risk}, which can "
                                    "take exponential time; rewrite it without that")
             return d.regex(self, self.ref(key), pattern, flags)
-        if op == "$not":
-            if not isinstance(arg, Mapping):
-                raise InvalidQuery(f"$not on {key!r} takes an operator dict")
-            return d.not_(self.field(key, arg))
         raise InvalidQuery(f"unknown operator {op!r}")
 
 
@@ -284,10 +463,27 @@ def db_regexp(pattern: str, flags: int, value: Any) -> bool:
 
 def compile_query(query: Mapping, dialect: Any = None) -> tuple[str, list[Any]]:
     """A WHERE clause (``?`` placeholders) and its parameters for a MongoDB-style query on
-    start documents, in the given dialect (SQLite by default)."""
-    c = _Compiler(dialect)
+    start documents, in the given dialect (SQLite by default). A query nested too deep
+    for one clause is :class:`InvalidQuery` here; :func:`compile_queries` answers it."""
+    c = _Compiler(dialect, hoist=10**9)
     sql = c.compile(query)
     return sql, c.params
+
+
+def compile_queries(queries: list[Mapping], dialect: Any = None, *,
+                    hoist: int = HOIST_LEVEL) -> tuple[str, str, list[Any]]:
+    """``(with_clause, where_clause, params)`` for all of ``queries`` (ANDed).
+
+    ``with_clause`` is empty or ``"WITH ... "`` (the parts of deeply nested queries),
+    to be put before the SELECT; ``params`` are in SQL-text order (WITH first).
+    """
+    c = _Compiler(dialect, hoist=hoist)
+    where = c.emit(_join("and", [c.tree(q) for q in queries]), 0)
+    if not c.ctes:
+        return "", where, c.params
+    params = [p for _, _, ps in c.ctes for p in ps] + c.params
+    with_sql = "WITH " + ", ".join(f"{name} AS ({body})" for name, body, _ in c.ctes) + " "
+    return with_sql, where, params
 
 
 # the helpers moved to databroker_lite.queries; this import path keeps working

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .catalogs import DuplicateScanIDWarning
+from . import lookup
 from .errors import (
     AmbiguousKey,
     CatalogNotFound,
@@ -26,8 +25,18 @@ from .errors import (
     RunNotFound,
     StreamNotFound,
 )
-from .run import StreamAttributes, _fmt_time, run_summary
+from .run import StreamAttributes
 from .storage.lazy import needs_post, split_selection
+from .summaries import (
+    ColumnInfo,
+    catalog_html,
+    catalog_row,
+    catalog_summary,
+    run_html,
+    run_summary,
+    stream_html,
+    stream_summary,
+)
 
 
 class RemoteError(DatabrokerLiteError, OSError):
@@ -113,6 +122,9 @@ def from_uri(url: str, api_key: str | None = None, *, username: str | None = Non
     elif not api_key:
         raise Unauthorized(f"{url} needs an API key: from_uri(url, api_key=...) with the key "
                            "in the server's --api-key-file (or username=... to log in)")
+    elif not api_key.isascii() or not api_key.isprintable():
+        raise Unauthorized(f"{url}: an API key is ASCII letters and digits; this one is not "
+                           "(check the key in the server's --api-key-file)")
     with _translate(url):
         if username is None:
             root = tiled_from_uri(url, api_key=api_key, remember_me=False,
@@ -229,19 +241,14 @@ class RemoteCatalog(Mapping):
     def _uid(self, key: Any) -> str:
         """The uid of the run ``cat[key]`` gives, resolved by the server (one request)."""
         queries = _tiled()
-        if isinstance(key, bool) or not isinstance(key, (numbers.Integral, str)):
-            raise TypeError(f"look up runs by scan_id (int), -k (int) or uid (str), "
-                            f"not {type(key).__name__}")
-        key = int(key) if isinstance(key, numbers.Integral) else key
+        key = lookup.check_key(key)
         with _translate(self.url):
             found = self._node.search(queries.RunKey.of(key))
             uids = list(found)
         if not uids:  # pragma: no cover - the server answers 404 instead
             raise RunNotFound(f"no run matches {key!r}")
         if len(uids) > 1:
-            warnings.warn(f"{len(uids)} runs have scan_id {key}; returning the most recent "
-                          f"({uids[0]}). Others: {', '.join(uids[1:])}",
-                          DuplicateScanIDWarning, stacklevel=3)
+            lookup.warn_shared_scan_id(key, uids[0], uids[1:], stacklevel=4)
         return uids[0]
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -285,7 +292,7 @@ class RemoteCatalog(Mapping):
         unlike BisQue's inclusive ends). Only the slice travels.
         """
         stream, sep, field = path.partition("/")
-        if not sep or not stream or not field or "/" in field:
+        if not sep or not stream or not field or "/" in field or {stream, field} & {".", ".."}:
             raise ValueError(f"path {path!r} should be 'STREAM/FIELD', e.g. 'primary/I0'")
         from tiled.client.constructors import from_context
         parts = [*self._node.path_parts, self._uid(uid), stream, "data", field]
@@ -299,19 +306,23 @@ class RemoteCatalog(Mapping):
         sel = tuple(s if isinstance(s, slice) else int(s) for s in sel)
         return _read_slice(arr, sel, self.url)
 
-    def __repr__(self) -> str:
-        n = len(self)
-        lines = [f"<RemoteCatalog at {self.url}: {n} run{'s' if n != 1 else ''}"]
+    def _newest(self, k: int) -> list[dict]:
+        """Summary rows of the ``k`` newest runs (one page of ``k``; streams listed)."""
         with _translate(self.url):
-            newest = list(self._node.sort(("_", -1)).items().head(5))  # one page of 5
-        for uid, node in newest:
-            start, stop = node.metadata["start"], node.metadata["stop"] or {}
-            lines.append(f"  scan_id={start.get('scan_id')!s:>6}  {uid[:8]}  "
-                         f"{_fmt_time(start.get('time'))[:19]}  {start.get('plan_name') or ''}  "
-                         f"{stop.get('exit_status') or '(running or no stop)'}")
-        if n > 5:
-            lines.append(f"  ... and {n - 5} older")
-        return "\n".join(lines) + ">"
+            newest = list(self._node.sort(("_", -1)).items().head(k))
+            return [catalog_row(uid, node.metadata["start"], node.metadata["stop"],
+                                node.metadata.get("summary", {}).get("stream_names")
+                                or list(node))
+                    for uid, node in newest]
+
+    def __repr__(self) -> str:
+        with _translate(self.url):
+            newest = [catalog_row(uid, node.metadata["start"], node.metadata["stop"])
+                      for uid, node in self._node.sort(("_", -1)).items().head(5)]
+        return catalog_summary("RemoteCatalog", self.url, len(self), newest)
+
+    def _repr_html_(self) -> str:
+        return catalog_html(self.url, self.url, len(self), self._newest(10))
 
 
 def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
@@ -321,6 +332,8 @@ def _read_slice(arr: Any, sel: tuple, url: str) -> np.ndarray:
     if dtype.kind in "OUS":  # text: small; let tiled's client decode it
         with _translate(url):
             return arr.read(slice=sel) if sel else arr.read()
+    if not sel and st.shape:  # a run being written may have more rows by now: ask for these
+        sel = (slice(0, st.shape[0]),)
     try:  # numpy semantics for the shape of the answer, without any data
         shape = np.broadcast_to(np.zeros((), dtype), tuple(st.shape))[sel].shape
     except IndexError:
@@ -453,11 +466,50 @@ class RemoteRun(StreamAttributes):
     def __getitem__(self, name: str) -> RemoteStream:
         names = self._names()
         if name not in names:
-            raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has {names}")
+            raise lookup.no_stream(self.uid, name, names)
         return RemoteStream(self, name)
 
     def __repr__(self) -> str:
         return run_summary(self.uid, self.start, self.stop, self._names())
+
+    def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
+        """The run's documents in order, as :meth:`databroker_lite.Run.documents` gives them
+        (pages as single documents), streamed from the server's documents route."""
+        from event_model import unpack_datum_page
+        client = self._node.context.http_client
+        link = self._node.uri.replace("/metadata/", "/documents/", 1)
+        params = {"fill": "true"} if fill else {}
+        with _translate(self.catalog.url), client.stream(
+                "GET", link, params=params, headers={"Accept": "application/json-seq"}) as resp:
+            if resp.is_error:
+                resp.read()
+                resp.raise_for_status()
+            rest = b""
+            for chunk in resp.iter_bytes():
+                *records, rest = (rest + chunk).split(b"\x1e")
+                for record in records:
+                    yield from _document(record, unpack_datum_page)
+            yield from _document(rest, unpack_datum_page)
+
+    def _repr_html_(self) -> str:
+        md = self.metadata
+        return run_html(self.uid, md["start"], md["stop"],
+                        [self[n]._repr_html_() for n in self._names()])
+
+
+def _document(record: bytes, unpack_datum_page: Any) -> Iterator[tuple[str, dict]]:
+    """One json-seq record ``{"name": ..., "doc": ...}`` as (name, doc) pairs (a datum_page,
+    which the route sends for each datum, as its datums)."""
+    import json
+    record = record.strip()
+    if not record:
+        return
+    item = json.loads(record)
+    if item["name"] == "datum_page":
+        for datum in unpack_datum_page(item["doc"]):
+            yield "datum", datum
+    else:
+        yield item["name"], item["doc"]
 
 
 class RemoteStream:
@@ -481,32 +533,50 @@ class RemoteStream:
         return int(self._array("time").structure().shape[0])
 
     def __repr__(self) -> str:
-        return (f"<RemoteStream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, "
-                f"columns {self.fields()}>")
+        return stream_summary(self.name, self.run.uid, len(self), self.fields())
+
+    def _repr_html_(self) -> str:
+        with _translate(self.run.catalog.url):
+            columns = []
+            for key, arr in self._node.items():
+                if key == "time":
+                    continue
+                st, attrs = arr.structure(), arr.metadata.get("attrs", {})
+                columns.append(ColumnInfo(key, st.data_type.to_numpy_dtype(), tuple(st.shape[1:]),
+                                          attrs.get("external", ""), attrs.get("units", "")))
+        return stream_html(self.name, len(self), columns)
+
+    @property
+    def timestamps(self) -> xr.Dataset:
+        """Per-key timestamps, one data variable per key, on the same ``time``."""
+        with _translate(self.run.catalog.url):
+            return self._stream["timestamps"].read()
+
+    @property
+    def config(self) -> Mapping[str, xr.Dataset]:
+        """Configuration readings by device, from the descriptors (as a local stream's)."""
+        from .configuration import config_datasets
+        return config_datasets(self.metadata["descriptors"])
 
     def _variables(self, fields: Iterable[str] | str | None) -> list[str] | None:
-        if fields is None:
-            return None
-        fields = [fields] if isinstance(fields, str) else list(fields)
-        have = self.fields()
-        missing = [f for f in fields if f not in have]
-        if missing:
-            raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column(s) "
-                                 f"{missing}; it has {have}")
-        return [*fields, "time"]
+        chosen = lookup.select_fields(fields, self.fields(), self.name, self.run.uid)
+        return None if chosen is None else [*chosen, "time"]
 
     def _array(self, field: str) -> Any:
         with _translate(self.run.catalog.url):
             if field not in self._node:
-                raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column "
-                                     f"{field!r}; it has {self.fields()}")
+                lookup.select_fields([field], self.fields(), self.name, self.run.uid)  # raises
             return self._node[field]
 
     def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
         """All events of the stream in memory (every column, or ``fields``)."""
         variables = self._variables(fields)
         with _translate(self.run.catalog.url):
-            return self._node.read(variables=variables)
+            ds = self._node.read(variables=variables)
+        for k, v in ds.variables.items():  # text travels as objects: '<U' as read() locally
+            if v.dtype.kind == "O":
+                ds[k] = v.astype(str) if v.size else v.astype("U1")
+        return ds
 
     def to_dask(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:
         """The same Dataset backed by dask: only the chunks a computation touches travel."""

@@ -3,34 +3,24 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
+from . import documents as _docs
+from . import lookup
 from .errors import StreamNotFound
 from .storage import RunReader
 from .storage.files import StampedCache
 from .stream import Stream
+from .summaries import run_html, run_summary
 
-if TYPE_CHECKING:
-    from .catalogs import Catalog
-
-
-def _fmt_time(t: float | None) -> str:
-    if t is None:
-        return "?"
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+__all__ = ["Run", "StreamAttributes", "run_summary"]
 
 
-def run_summary(uid: str, start: dict, stop: dict | None, streams: list[str]) -> str:
-    """The databroker-style text summary of a run (local or remote)."""
-    lines = ["BlueskyRun",
-             f"  uid={uid!r}",
-             f"  exit_status={stop.get('exit_status') if stop else None!r}",
-             f"  {_fmt_time(start.get('time'))} -- {_fmt_time(stop.get('time')) if stop else '(no stop)'}",
-             "  Streams:"]
-    lines += [f"    * {name}" for name in streams]
-    return "\n".join(lines)
+class CatalogLike(Protocol):
+    """What a run needs of its catalog (a Protocol: this module does not import catalogs)."""
+
+    root_map: Mapping[str, str]
 
 
 _READERS = StampedCache(256)
@@ -71,12 +61,15 @@ def _public(obj: object) -> list[str]:
 class Run(StreamAttributes):
     """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
 
-    def __init__(self, catalog: Catalog, uid: str, path: str) -> None:
+    def __init__(self, catalog: CatalogLike, uid: str, path: str, *,
+                 _indexed: tuple | None = None) -> None:
         self.catalog = catalog
         self.uid = uid
         self.path = path
         self.__reader: RunReader | None = None
         self._streams: dict[str, Stream] = {}
+        self._md: tuple | None = None  # (file stamp, metadata from the index)
+        self._row = _indexed  # ((mtime_ns, size), start JSON, stop JSON) from the look-up
 
     def _reader(self) -> RunReader:
         r = self.__reader
@@ -92,16 +85,46 @@ class Run(StreamAttributes):
     @property
     def metadata(self) -> dict:
         """``{"start": ..., "stop": ...}``; stop is None while (or if) the run has no stop."""
+        md = self._indexed()
+        if md is not None:
+            return dict(md)
         r = self._reader()
         return {"start": r.start, "stop": r.stop}
 
+    def _indexed(self) -> dict | None:
+        """Start and stop from the catalog's index row, if it describes the file as it is.
+
+        The index keeps both documents and the file's (mtime, size) when it read them: while
+        the file still has that stamp, they are the file's, and no HDF5 file is opened.
+        """
+        if self.__reader is not None and self.__reader.finished:
+            return None  # already open: the reader has them
+        try:
+            stamp = self._stamp
+        except OSError:
+            return None
+        if self._md is not None and self._md[0] == stamp:
+            return self._md[1]
+        got, self._row = self._row, None
+        if got is None or got[0] != stamp:
+            index = getattr(self.catalog, "_index", None)
+            got = (index.run_documents(self.uid, os.path.basename(self.path))
+                   if index is not None else None)
+        if got is None or got[0] != stamp:
+            return None
+        md = {"start": _docs.loads(got[1]), "stop": _docs.loads(got[2]) if got[2] else None}
+        self._md = (stamp, md)
+        return md
+
     @property
     def start(self) -> dict:
-        return self._reader().start
+        md = self._indexed()
+        return md["start"] if md is not None else self._reader().start
 
     @property
     def stop(self) -> dict | None:
-        return self._reader().stop
+        md = self._indexed()
+        return md["stop"] if md is not None else self._reader().stop
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._reader().stream_names)
@@ -114,8 +137,7 @@ class Run(StreamAttributes):
 
     def __getitem__(self, name: str) -> Stream:
         if name not in self._reader().stream_names:
-            raise StreamNotFound(f"run {self.uid} has no stream {name!r}; it has "
-                                 f"{self._reader().stream_names}")
+            raise lookup.no_stream(self.uid, name, self._reader().stream_names)
         s = self._streams.get(name)
         if s is None or not self._reader().finished:
             s = self._streams[name] = Stream(self, name)
@@ -156,7 +178,9 @@ class Run(StreamAttributes):
     def export(self, fmt: str, dest: str | os.PathLike,
                streams: list[str] | None = None) -> list[str]:
         """Write this run as ``csv``, ``json``, ``spec`` or ``nexus`` files under ``dest``;
-        return the paths written. See :func:`databroker_lite.export.export`."""
+        return the paths written. See :func:`databroker_lite.export.export`.
+
+        A thin call into the export tool, imported only now (the tools sit above runs)."""
         from .export import export
         return export(self, fmt, dest, streams=streams)
 
@@ -165,8 +189,8 @@ class Run(StreamAttributes):
         return run_summary(self.uid, r.start, r.stop, r.stream_names)
 
     def _repr_html_(self) -> str:
-        from .html import run_html
-        return run_html(self)
+        r = self._reader()
+        return run_html(self.uid, r.start, r.stop, [self[n]._repr_html_() for n in r.stream_names])
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Run) and other.uid == self.uid and other.path == self.path

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .column import ArrayColumn
-from .errors import ExternalDataError, StreamNotFound
+from .column import ArrayColumn, _attrs, _dims
+from .errors import ExternalDataError
+from .lookup import select_fields
 from .storage import Column, Segment
 from .storage.handlers import (
     ExternalRef,
@@ -18,11 +19,23 @@ from .storage.handlers import (
     uri_to_path,
 )
 from .storage.lazy import ExternalStack, LazyDataset
+from .summaries import ColumnInfo, stream_html, stream_summary
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from .run import Run
+    from .storage import RunReader
+
+
+class RunLike(Protocol):
+    """What a stream needs of its run (:class:`databroker_lite.Run`); a Protocol, so that
+    this module does not import the module that imports it."""
+
+    uid: str
+    catalog: Any  # has .root_map
+    _stamp: tuple[int, int]
+
+    def _reader(self) -> RunReader: ...
 
 
 def _da():
@@ -36,23 +49,6 @@ def _tokenize(*args: Any) -> str:
     from dask.base import tokenize
 
     return tokenize(*args)
-
-
-def _dims(col: Column) -> tuple[str, ...]:
-    nd = len(col.shape)
-    if col.variable:
-        return ("time",)
-    if col.dims and len(col.dims) == nd:
-        return ("time", *col.dims)
-    return ("time", *(f"{col.key}_dim_{i}" for i in range(nd)))
-
-
-def _attrs(col: Column) -> dict:
-    dk = col.data_key
-    out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
-    if col.external:
-        out["external"] = col.external
-    return out
 
 
 def _xr():
@@ -82,15 +78,14 @@ def _load_blocks(refs: tuple | list, shape: tuple, key: str, run_uid: str,
 class Stream:
     """One stream of a run (``run.primary``): its events as columns."""
 
-    def __init__(self, run: Run, name: str) -> None:
+    def __init__(self, run: RunLike, name: str) -> None:
         self.run = run
         self.name = name
         self._reader = run._reader()
         self.segments: list[Segment] = self._reader.stream_segments(name)
 
     def __repr__(self) -> str:
-        cols = self._reader.columns(self.name)
-        return f"<Stream {self.name!r} of run {self.run.uid[:8]}: {len(self)} events, columns {list(cols)}>"
+        return stream_summary(self.name, self.run.uid, len(self), self.fields())
 
     def __len__(self) -> int:
         return sum(self._rows(s) for s in self.segments)  # rows of stream_datum-only streams too
@@ -133,16 +128,8 @@ class Stream:
 
     def _select(self, fields: Iterable[str] | str | None) -> dict[str, Column]:
         cols = self._reader.columns(self.name)
-        if fields is None:
-            return cols
-        if isinstance(fields, str):
-            fields = [fields]
-        fields = list(fields)
-        missing = [f for f in fields if f not in cols]
-        if missing:
-            raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column(s) "
-                                 f"{missing}; it has {list(cols)}")
-        return {f: cols[f] for f in fields}
+        chosen = select_fields(fields, list(cols), self.name, self.run.uid)
+        return cols if chosen is None else {f: cols[f] for f in chosen}
 
     def _times(self) -> np.ndarray:
         parts = []
@@ -355,8 +342,10 @@ class Stream:
         return config_datasets(self.descriptors)
 
     def _repr_html_(self) -> str:
-        from .html import stream_html
-        return stream_html(self)
+        cols = self._reader.columns(self.name).values()
+        return stream_html(self.name, len(self), [
+            ColumnInfo(c.key, c.dtype, c.shape, c.external or "", c.data_key.get("units", ""))
+            for c in cols])
 
 
 def _is_text(col: Column) -> bool:

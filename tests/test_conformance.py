@@ -9,12 +9,13 @@ PostgreSQL-indexed catalog, say), write a subclass whose ``cat`` fixture opens
 
 The expected values come from the documents (:func:`contract_docs`), not from another
 implementation, so every implementation is held to the same truth. A difference that is
-intended is written down in docs/layout.rst ("One contract, several implementations").
+intended is written down in docs/architecture.rst ("One contract, several implementations").
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import warnings
 from pathlib import Path
 
@@ -72,6 +73,17 @@ def primary_data(i: int) -> dict:
             "vec": [float(i), i + 0.5, -float(i)]}
 
 
+#: External data of run 1 (NPY_SEQ files), under a root the catalog's catalog.json maps
+#: to ``<catalog>/external``, so every implementation (and the server) finds the files.
+EXTERNAL_ROOT = "/contract-external"
+CAM_KEY = {"source": "sim", "dtype": "array", "shape": [2, 3], "dtype_numpy": "<f8",
+           "external": "FILESTORE:"}
+
+
+def cam_frame(i: int) -> np.ndarray:
+    return np.arange(6, dtype="f8").reshape(2, 3) + 10 * i
+
+
 def image_data(i: int) -> dict:
     return {"img": np.arange(24, dtype="f8").reshape(4, 6) + 100 * i, "I0": 10.0 + i}
 
@@ -115,6 +127,18 @@ def contract_docs() -> list[list[tuple[str, dict]]]:
                                              object_keys={"det": list(IMAGE_KEYS)})
             docs += [("descriptor", prim.descriptor_doc)]
             docs += _events(prim, 8, r, image_data)
+        elif r == 1:  # external data: a resource and one datum per event
+            prim = bundle.compose_descriptor(name="primary", object_keys={"det": ["x", "cam"]},
+                                             data_keys={"x": PRIMARY_KEYS["x"], "cam": CAM_KEY})
+            res = bundle.compose_resource(spec="NPY_SEQ", root=EXTERNAL_ROOT,
+                                          resource_path="cam", resource_kwargs={})
+            docs += [("descriptor", prim.descriptor_doc), ("resource", res.resource_doc)]
+            for i in range(3):
+                datum = res.compose_datum(datum_kwargs={"index": i})
+                t = event_time(r, i)
+                docs += [("datum", datum), ("event", prim.compose_event(
+                    data={"x": i * 1.5, "cam": datum["datum_id"]}, filled={"cam": False},
+                    timestamps={"x": t - 0.25, "cam": t - 0.25}, seq_num=i + 1, time=t))]
         else:
             prim = bundle.compose_descriptor(name="primary", data_keys={"x": PRIMARY_KEYS["x"]},
                                              object_keys={"det": ["x"]})
@@ -135,6 +159,10 @@ def contract_docs() -> list[list[tuple[str, dict]]]:
 def contract_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A catalog directory holding the contract's runs, written by the local writer."""
     path = tmp_path_factory.mktemp("contract") / "catalog"
+    (path / "external").mkdir(parents=True)
+    for i in range(3):
+        np.save(path / "external" / f"cam_{i}.npy", cam_frame(i))
+    (path / "catalog.json").write_text(json.dumps({"root_map": {EXTERNAL_ROOT: "external"}}))
     cat = databroker_lite.open_catalog(path)
     for docs in contract_docs():
         for name, doc in docs:
@@ -413,6 +441,27 @@ class CatalogContract:
         assert set(descriptors[0]["data_keys"]) == set(PRIMARY_KEYS)
         assert stream.fields() == list(PRIMARY_KEYS)
 
+    def test_external_data_is_read_through_handlers(self, cat) -> None:
+        stream = cat[7].primary
+        ds = stream.read()
+        assert ds["cam"].shape == (3, 2, 3) and ds["cam"].dtype == np.float64
+        for i in range(3):
+            np.testing.assert_array_equal(ds["cam"].values[i], cam_frame(i))
+        xr.testing.assert_identical(stream.to_dask().compute(), ds)
+        assert [d["spec"] for n, d in cat[7].documents() if n == "resource"] == ["NPY_SEQ"]
+
+    def test_documents_filled(self, cat) -> None:
+        docs = list(cat[7].documents(fill=True))
+        names = [n for n, _ in docs]
+        assert "resource" not in names and "datum" not in names
+        events = [d for n, d in docs if n == "event"]
+        assert len(events) == 3
+        for i, event in enumerate(events):
+            np.testing.assert_array_equal(np.asarray(event["data"]["cam"]), cam_frame(i))
+            assert event["data"]["x"] == i * 1.5
+        desc = next(d for n, d in docs if n == "descriptor")
+        assert "external" not in desc["data_keys"]["cam"]
+
     def test_baseline_reads_both_readings(self, cat) -> None:
         ds = cat[1].baseline.read()
         np.testing.assert_array_equal(ds["motor"].values, [4.5, 5.5])
@@ -442,34 +491,20 @@ def served(contract_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 class TestRemote(CatalogContract):
     """The same catalog through ``databroker-lite serve`` and ``from_uri``."""
 
-    not_yet = {
-        "test_catalog_repr_and_html": "RemoteCatalog has no _repr_html_ (issue 17, next)",
-        "test_run_and_stream_html": "RemoteRun/RemoteStream have no _repr_html_ (issue 17, next)",
-        "test_read_values_dtypes_shapes": "remote read() gives text as object, not '<U' (issue 17)",
-        "test_config_and_descriptors": "RemoteStream has no config (issue 17, next)",
-        "test_documents_round_trip": "the server has no documents route yet (issue 12)",
-        "test_timestamps": "the server does not serve timestamps yet (issue 12)",
-    }
-
     @pytest.fixture
     def cat(self, served: str):
         return databroker_lite.from_uri(served, api_key=KEY)
 
 
 class TestPostgresIndexed(CatalogContract):
-    """The same directory with a PostgreSQL index (issue 16), when it exists.
-
-    Adding it is this fixture: it needs a ``postgres_url`` fixture (a server the test
-    suite starts) and ``open_catalog(..., index=url)``; until both exist it is skipped.
-    """
+    """The same directory with a PostgreSQL index: ``postgres_url`` is a throwaway server
+    the test suite starts (tests/conftest.py; skipped only without PostgreSQL's binaries)."""
 
     @pytest.fixture
-    def cat(self, contract_dir: Path, request: pytest.FixtureRequest):
-        try:
-            url = request.getfixturevalue("postgres_url")
-        except pytest.FixtureLookupError:
-            pytest.skip("no postgres_url fixture yet (PostgreSQL index, issue 16)")
-        return databroker_lite.open_catalog(contract_dir, mode="r", index=url)
+    def cat(self, contract_dir: Path, postgres_url: str):
+        cat = databroker_lite.open_catalog(contract_dir, mode="r", index=postgres_url)
+        assert cat._index.kind == "postgresql"
+        return cat
 
 
 def test_every_implementation_runs_the_whole_contract() -> None:

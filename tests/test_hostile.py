@@ -295,3 +295,24 @@ def test_a_run_file_replaced_by_a_fifo_does_not_hang_a_read(two_runs):
         assert f"{victim}.h5" in fresh.bad_files and list(fresh) == [good]
     finally:
         _stop_alarm()
+
+
+def test_a_run_file_gone_bad_is_remembered_by_its_scan_id(two_runs):
+    cat, good, victim = two_runs
+    path = cat[victim].path
+    with open(path, "r+b") as fh:
+        fh.write(b"garbage!" * 64)
+    _files.FILE_CACHE.clear()
+    open(os.path.join(cat.directory, "notes.txt"), "w").close()
+    for fresh in (databroker_lite.open_catalog(cat.directory),
+                  databroker_lite.open_catalog(cat.directory)):
+        with pytest.raises(databroker_lite.RunFileUnreadable,
+                           match=f"no run has scan_id 2 that can be read: the run file that held it "
+                                 f"could not be read:\n  {path} .uid {victim}, scan_id 2.: "):
+            fresh[2]
+        with pytest.raises(databroker_lite.RunNotFound) as info:
+            fresh[7]  # the bad file held scan_id 2: scan_id 7 is simply not there
+        assert type(info.value) is databroker_lite.RunNotFound
+        fresh.reindex()  # a rebuild keeps what the bad file held
+    with pytest.raises(databroker_lite.RunFileUnreadable, match="scan_id 2"):
+        databroker_lite.open_catalog(cat.directory)[2]

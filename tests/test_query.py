@@ -404,3 +404,158 @@ def test_tiled_and_databroker_query_objects_search_a_local_catalog(catalog):
 def test_huge_and_odd_numbers_in_queries_answer(catalog, query, expected):
     cat, uids = catalog
     assert names(cat.search(query), uids) == expected
+
+
+# --- big and deep queries --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> tuple[databroker_lite.Catalog, list[str]]:
+    """40 runs: scan_id i, plan_name count/scan alternating, sample.name "s<i>"."""
+    cat = databroker_lite.open_catalog(tmp_path_factory.mktemp("many") / "cat")
+    uids = [_add(cat, T0 + i, dict(scan_id=i, plan_name=("count", "scan")[i % 2],
+                                    sample={"name": f"s{i}"}, tags=[f"t{i}", "all"]))
+            for i in range(40)]
+    return cat, uids
+
+
+def test_in_with_a_thousand_values(many):
+    cat, uids = many
+    fake = [f"00000000-0000-4000-8000-{i:012d}" for i in range(996)]
+    wanted = [uids[3], uids[17], uids[20], uids[39]]
+    assert list(cat.search({"uid": {"$in": fake + wanted}})) == wanted
+    assert len(cat.search({"uid": {"$nin": fake + wanted}})) == 36
+    assert list(cat.search({"scan_id": {"$in": list(range(-1000, 0)) + [5, 6]}})) == uids[5:7]
+    assert list(cat.search({"sample.name": {"$in": [f"x{i}" for i in range(1000)] + ["s7"]}})) == [uids[7]]
+    assert list(cat.search({"tags": {"$in": [f"y{i}" for i in range(1000)] + ["t8", "t9"]}})) == uids[8:10]
+    mixed = {"scan_id": {"$in": [str(i) for i in range(1000)] + [True, None, 2.0, [1]]}}
+    assert list(cat.search(mixed)) == [uids[2]]  # "2" is not 2, True is not 1
+    assert cat.search({"uid": {"$in": fake + wanted}})[-1].uid == uids[39]
+
+
+def test_or_of_a_thousand_branches(many):
+    cat, uids = many
+    same_key = {"$or": [{"uid": f"00000000-0000-4000-8000-{i:012d}"} for i in range(998)]
+                + [{"uid": uids[1]}, {"uid": uids[2]}]}
+    assert list(cat.search(same_key)) == uids[1:3]
+    mixed = {"$or": [{"scan_id": i, "plan_name": "count"} for i in range(1000)]}
+    assert list(cat.search(mixed)) == uids[0:40:2]
+    ranges = {"$or": [{"scan_id": {"$gte": i, "$lt": i + 1}} for i in range(30, 1030)]}
+    assert list(cat.search(ranges)) == uids[30:]
+    assert len(cat.search({"$and": [{"scan_id": {"$ne": i}} for i in range(1000)]})) == 0
+    assert len(cat.search({"$nor": [{"scan_id": i} for i in range(1000)]})) == 0
+
+
+def _nest(op: str, depth: int, leaf: dict) -> dict:
+    q = leaf
+    for _ in range(depth):
+        q = {op: [q, {"scan_id": {"$exists": True}}]}
+    return q
+
+
+def test_deeply_nested_queries_answer(many):
+    cat, uids = many
+    leaf = {"sample.name": "s4"}
+    assert list(cat.search(_nest("$and", 50, leaf))) == [uids[4]]
+    assert len(cat.search(_nest("$or", 50, leaf))) == 40
+    alt = leaf
+    for i in range(50):  # and/or alternating: nothing to flatten
+        alt = {("$and", "$or")[i % 2]: [alt, {"plan_name": ("count", "nope")[i % 2]}]}
+    assert list(cat.search(alt)) == [uids[4]]
+    notnot = {"$gte": 4}
+    for _ in range(50):  # an even number of $not
+        notnot = {"$not": notnot}
+    assert list(cat.search({"scan_id": {"$lt": 6, **notnot}})) == uids[4:6]
+    nor = {"scan_id": 9}
+    for _ in range(51):
+        nor = {"$nor": [nor]}
+    assert len(cat.search(nor)) == 39
+    nested_dict: dict = {"s": 1}
+    for i in range(60):
+        nested_dict = {f"k{i}": nested_dict}
+    assert len(cat.search(nested_dict)) == 0
+
+
+def test_a_query_too_deep_to_mean_anything_is_invalid(many):
+    cat, _ = many
+    deep: dict = {"scan_id": 1}
+    for _ in range(100_000):
+        deep = {"$and": [deep]}
+    with pytest.raises(InvalidQuery, match="nested more than"):
+        cat.search(deep)
+
+
+@pytest.mark.parametrize("query, name", [
+    ({"tags": {"$elemMatch": {"$eq": "all"}}}, "$elemMatch"),
+    ({"tags": {"$all": ["all"]}}, "$all"),
+    ({"$where": "1"}, "$where"),
+    ({"$expr": {"$eq": [1, 1]}}, "$expr"),
+    ({"scan_id": {"$type": "int"}}, "$type"),
+    ({"sample.name": {"$options": "i"}}, "$options"),
+    ({"$text": {"$search": "x", "$foo": 1}}, "$foo"),
+    ({"$text": "x"}, "$text"),
+    ({"$and": [{"scan_id": 1}, {"x": {"$size": 2}}]}, "$size"),
+    ({"$or": [{"scan_id": 1}, {"$comment": "x"}]}, "$comment"),
+    ({"scan_id": {"$not": 5}}, "$not"),
+])
+def test_unknown_operators_are_named_never_ignored(many, query, name):
+    cat, _ = many
+    with pytest.raises(InvalidQuery, match=re.escape(name)):
+        cat.search(query)
+
+
+# --- the stop document and full text -------------------------------------------
+
+@pytest.fixture(scope="module")
+def stops(tmp_path_factory) -> tuple[databroker_lite.Catalog, list[str]]:
+    cat = databroker_lite.open_catalog(tmp_path_factory.mktemp("stops") / "cat")
+    uids = []
+    for i, (status, reason) in enumerate([("success", ""), ("abort", "user pressed Ctrl-C"),
+                                          ("fail", "motor stalled"), ("success", "")]):
+        b = event_model.compose_run(time=T0 + i, metadata={
+            "scan_id": i, "sample": {"name": ["Cu foil", "Fe foil", "copper wire", "Ni"][i]},
+            "purpose": ["align", "measure", "measure", "dark current"][i]})
+        cat.insert("start", b.start_doc)
+        cat.insert("stop", b.compose_stop(exit_status=status, reason=reason, time=T0 + i + 1))
+        uids.append(b.start_doc["uid"])
+    return cat, uids
+
+
+def test_stop_document_keys_search_the_stop_document(stops):
+    cat, uids = stops
+    assert list(cat.search({"stop.exit_status": "success"})) == [uids[0], uids[3]]
+    assert list(cat.search({"stop.exit_status": {"$ne": "success"}})) == uids[1:3]
+    assert list(cat.search({"stop.exit_status": {"$in": ["abort", "fail"]}})) == uids[1:3]
+    assert list(cat.search({"stop.reason": {"$regex": "stall"}})) == [uids[2]]
+    assert list(cat.search({"stop.time": {"$gte": T0 + 3}})) == uids[2:]
+    assert list(cat.search(Q.Key("stop.exit_status") == "abort")) == [uids[1]]
+    assert list(cat.search({"start.scan_id": 2, "stop.exit_status": "fail"})) == [uids[2]]
+    assert list(cat.search({"exit_status": "success"})) == []  # a start key: no start has it
+    assert cat.search({"stop.exit_status": "success"})[-1].uid == uids[3]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("foil", [0, 1]),
+    ("FOIL", [0, 1]),  # any case
+    ("Fe foil", [1]),  # every word
+    ("foil Fe", [1]),
+    ("copper", [2]),
+    ("measure", [1, 2]),
+    ("stalled", [2]),  # the stop document too
+    ("success", [0, 3]),
+    ("dark-current", [3]),  # punctuation splits words, as it does in the documents
+    ("fo", []),  # whole words only
+    ('"foil" OR NOT AND * ( ) :', []),  # FTS5 syntax in the text is just text
+    ("nothing-here", []),
+])
+def test_full_text_search(stops, text, expected):
+    cat, uids = stops
+    assert list(cat.search(Q.FullText(text))) == [uids[i] for i in expected]
+    assert list(cat.search({"$text": {"$search": text}})) == [uids[i] for i in expected]
+
+
+def test_full_text_search_needs_a_word(stops):
+    cat, _ = stops
+    with pytest.raises(InvalidQuery, match="no word"):
+        cat.search(Q.FullText("  ... "))
+    with pytest.raises(InvalidQuery, match="case"):
+        cat.search({"$text": {"$search": "x", "$caseSensitive": True}})

@@ -16,6 +16,7 @@ import xarray as xr
 from conftest import insert_all, make_run_docs
 
 import databroker_lite
+from databroker_lite.remote import Unauthorized
 
 HAVE_SERVER = all(importlib.util.find_spec(m) is not None for m in ("tiled", "fastapi", "uvicorn"))
 needs_server = pytest.mark.skipif(
@@ -56,8 +57,9 @@ def _make_catalog(path: Path) -> databroker_lite.Catalog:
 
 
 @contextlib.contextmanager
-def _serving(tmp: Path, *catalogs: str):
-    """``databroker-lite serve CATALOGS`` on a free loopback port; yields its URL."""
+def _serving(tmp: Path, *catalogs: str, procs: list | None = None):
+    """``databroker-lite serve CATALOGS`` on a free loopback port; yields its URL
+    (and appends the server's Popen to ``procs``)."""
     import httpx
     (tmp / "key").write_text(KEY + "\n")
     port = _free_port()
@@ -66,6 +68,8 @@ def _serving(tmp: Path, *catalogs: str):
         proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
                                  "--port", str(port), "--api-key-file", str(tmp / "key")],
                                 stdout=log, stderr=subprocess.STDOUT)
+        if procs is not None:
+            procs.append(proc)
         try:
             for _ in range(240):  # the server imports tiled: up to a minute on a busy machine
                 if proc.poll() is not None:
@@ -338,3 +342,96 @@ def test_asking_a_one_catalog_server_for_another_name_is_refused(server) -> None
         databroker_lite.from_uri(url, api_key=KEY, catalog="not-this-one")
     name = databroker_lite.from_uri(url, api_key=KEY)._node.metadata["name"]
     assert len(databroker_lite.from_uri(url, api_key=KEY, catalog=name)) == len(local)
+
+
+@needs_server
+def test_every_failure_is_a_4xx_with_the_servers_message(server, remote) -> None:
+    """Zero-step, reversed and huge slices, absurd look-ups, bad paths and keys: each is
+    answered (never a bare 500 that the client would retry for half a minute)."""
+    import httpx
+    url, local = server
+    run = local[10]
+    i0, img = run.primary.read()["I0"].values, run.primary.read()["img"].values
+    auth = {"Authorization": f"Apikey {KEY}"}
+    base = f"{url}/api/v1/array/full/{run.uid}/primary/data"
+
+    def get(path: str, **params) -> httpx.Response:
+        return httpx.get(f"{base}/{path}", params=params, headers=auth, timeout=30)
+
+    r = get("I0", slice="::0")
+    assert r.status_code == 400 and "slice step cannot be zero" in r.text
+    r = get("img", slice="0,0,0,0")
+    assert r.status_code == 400 and "too many indices" in r.text
+    r = get("I0", slice=str(10**30))
+    assert r.status_code == 400 and "out of range for axis 0 of length 12" in r.text
+    r = get("I0", slice=f"0:{10**30}")  # a huge end is cut short, as in numpy
+    assert r.status_code == 200 and np.frombuffer(r.content, "<f8").tolist() == i0.tolist()
+    r = get("I0", slice="7:3")  # reversed bounds: empty, as in numpy
+    assert r.status_code == 200 and r.content == b""
+    np.testing.assert_array_equal(remote.load_array(10, "primary/I0", slices=(slice(7, 3),)), i0[7:3])
+    np.testing.assert_array_equal(remote.load_array(10, "primary/img", slices=(slice(None, None, -3),)),
+                                  img[::-3])
+    with pytest.raises(ValueError, match="step cannot be zero"):  # numpy says so, before any request
+        remote.load_array(10, "primary/I0", slices=(slice(0, 5, 0),))
+    with pytest.raises(databroker_lite.RunNotFound, match=f"no run has scan_id {10**30}"):
+        remote[10**30]
+    with pytest.raises(databroker_lite.RunNotFound, match="there is no"):
+        remote[-10**30]
+    assert len(remote.search({"scan_id": 10**30})) == 0
+    for bad in ("primary/data/I0", "../I0", "primary/..", "/I0", "primary/"):
+        with pytest.raises(ValueError, match="STREAM/FIELD"):
+            remote.load_array(10, bad)
+    with pytest.raises(databroker_lite.StreamNotFound, match="has no column 'nope'"):
+        remote.load_array(10, "primary/nope")
+    # a key with bytes outside ASCII is refused as a key (401), not a server failure
+    for header in ("Apikey sécret".encode(), "Apikey sécret".encode("latin-1"), b"Bearer \xff"):
+        r = httpx.get(f"{base}/I0", headers={"Authorization": header})
+        assert r.status_code == 401 and "not ASCII" in r.text and b"100" not in r.content
+    r = httpx.get(f"{base}/I0", params={"api_key": "sécret"})
+    assert r.status_code == 401 and "not ASCII" in r.text
+    with pytest.raises(Unauthorized, match="ASCII"):
+        databroker_lite.from_uri(url, api_key="sécret")
+    r = httpx.get(f"{url}/api/v1/search/", params={"filter[nosuch][condition][x]": "1"}, headers=auth)
+    assert r.status_code == 400 and "unknown query type 'nosuch'" in r.text
+
+
+@needs_server
+def test_oversized_request_is_refused_and_server_memory_stays_bounded(tmp_path: Path) -> None:
+    """A ~100 MB image stream asked for as JSON took the server from 0.5 to 5.4 GB; now it
+    is a 413 saying how to ask for less, and the server's peak RSS barely moves."""
+    import httpx
+    from test_external import _ad_run, _write_ad_file
+    n, frame = 200, (512, 512)  # uint16: 105 MB
+    root = tmp_path / "det"
+    _write_ad_file(str(root / "big.h5"), np.arange(n * frame[0] * frame[1], dtype="u2").reshape(n, *frame))
+    cat = databroker_lite.open_catalog(tmp_path / "big")
+    uid = _ad_run(cat, str(root), "big.h5", n=n, shape=list(frame))
+    procs: list = []
+    with _serving(tmp_path, str(tmp_path / "big"), procs=procs) as url:
+        auth = {"Authorization": f"Apikey {KEY}"}
+
+        def peak_kb() -> int:
+            status = Path(f"/proc/{procs[0].pid}/status").read_text()
+            return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+        one = httpx.get(f"{url}/api/v1/array/full/{uid}/primary/data/img", params={"slice": "3"},
+                        headers={**auth, "Accept": "application/octet-stream"}, timeout=60)
+        assert one.status_code == 200 and len(one.content) == frame[0] * frame[1] * 2
+        before = peak_kb()
+        for path, fmt in ((f"container/full/{uid}/primary", "application/json"),
+                          (f"container/full/{uid}/primary/data", "application/json"),
+                          (f"array/full/{uid}/primary/data/img", "application/json"),
+                          (f"container/full/{uid}", "application/json"),
+                          ("container/full/", "application/json")):
+            r = httpx.get(f"{url}/api/v1/{path}", params={"format": fmt}, headers=auth, timeout=60)
+            assert r.status_code == 413, (path, r.status_code, r.text[:300])
+            message = r.json()["detail"]["message"]
+            assert "slice" in message or "one run's stream" in message, message
+        grew_mb = (peak_kb() - before) / 1024
+        assert grew_mb < 50, f"the server's peak RSS grew by {grew_mb:.0f} MB"
+        r = httpx.get(f"{url}/api/v1/array/full/{uid}/primary/data/img", params={"format": "application/json"},
+                      headers={"Authorization": "Apikey wrong"}, timeout=60)
+        assert r.status_code == 401  # a stranger learns nothing about sizes
+        r = httpx.get(f"{url}/api/v1/array/full/{uid}/primary/data/img",
+                      params={"format": "application/json", "slice": "0:2,0:4,0:4"}, headers=auth)
+        assert r.status_code == 200 and np.asarray(r.json()).shape == (2, 4, 4)

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ..errors import DatabrokerLiteError, ExportError, UnknownExportFormat
-from ._common import ExportWriter, replay
+from ._common import ExportWriter, Run, replay
 from .csv import CSVWriter
 from .json import JSONWriter
 from .nexus import NexusWriter
 from .spec import SpecWriter
-
-if TYPE_CHECKING:
-    from ..run import Run
 
 #: Export formats and what ``dest`` may be for each (a directory always works).
 FORMATS = {"csv": "a directory",
@@ -102,15 +98,15 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
     fmt
         ``"csv"``, ``"json"``, ``"spec"`` or ``"nexus"``.
     dest
-        A directory, for every format (created if missing; the files are named after
-        each run's scan_id and uid, and one SPEC file holds all the runs). Or the file
-        itself: a SPEC file (any name with a suffix; an existing one is appended to), a
-        ``.json`` file or a ``.nxs``/``.h5`` file for one run.
+        A directory, for every format. It is created if missing, and the files in it
+        are named after the run (``scan<scan_id>_<uid8>``), one SPEC file holding all
+        the runs. Or the file itself where one file holds the export. That is a SPEC
+        file (any name with a suffix, appended to if it exists), or for one run a
+        ``.json`` file or a ``.nxs`` or ``.h5`` file.
     streams
         Only these streams (default: all).
     """
-    from ..run import Run as _Run
-    runs = [runs] if isinstance(runs, _Run) else list(runs)
+    runs = [runs] if isinstance(runs, Run) else list(runs)
     if not runs:
         return []
     writer = writer_for(fmt, dest, first_run=runs[0], n_runs=len(runs))

@@ -8,13 +8,32 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import event_model
 import numpy as np
 
-if TYPE_CHECKING:
-    from ..run import Run
+
+class StreamLike(Protocol):
+    """What the exporters read of a stream: its descriptors and its lazy Dataset."""
+
+    metadata: dict
+
+    def to_dask(self) -> Any: ...
+
+
+@runtime_checkable
+class Run(Protocol):
+    """What the exporters read of a run: the public API of :class:`databroker_lite.Run`
+    (a remote run has it too). A Protocol, so that the exporters (a tool) never import
+    the run module, which sits below them."""
+
+    uid: str
+    metadata: dict
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __getitem__(self, name: str) -> StreamLike: ...
 
 #: Bytes of bulk data one exported block may hold (image stacks are read this much at a time).
 BLOCK_BYTES = 32 * 2**20

@@ -9,41 +9,33 @@ from __future__ import annotations
 import json
 import numbers
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-from fastapi import HTTPException
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
 from tiled.structures.array import ArrayStructure
 from tiled.structures.core import Spec
 
-from ..catalogs import Catalog, DuplicateScanIDWarning
+from .. import lookup
+from ..catalogs import Catalog
 from ..errors import DatabrokerLiteError, InvalidQuery, RunNotFound
 from ..run import Run
 from ..storage.files import StampedCache
 from ..storage.lazy import LazyDataset
 from ..stream import Stream
 from .queries import RunKey
-
-# databroker 2's specs (its MongoDB layout, version 1) select its client classes;
-# ours follow, for our own client.
-CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="1")
-RUN_SPEC = Spec("BlueskyRun", version="1")
-STREAM_SPEC = Spec("BlueskyEventStream", version="1")
-LITE_CATALOG_SPEC = Spec("databroker_lite_catalog")
-LITE_RUN_SPEC = Spec("databroker_lite_run")
-
-
-def error(status: int, exc_or_name: Exception | str, message: str | None = None) -> HTTPException:
-    """An HTTP error whose JSON detail names our exception type, for the client to re-raise."""
-    if isinstance(exc_or_name, Exception):
-        name, message = type(exc_or_name).__name__, str(exc_or_name)
-    else:
-        name = exc_or_name
-    return HTTPException(status_code=status, detail={"error": name, "message": message})
+from .specs import (  # noqa: F401 - also the names other modules and old code take from here
+    CATALOG_SPEC,
+    LITE_CATALOG_SPEC,
+    LITE_RUN_SPEC,
+    RUN_SPEC,
+    STREAM_SPEC,
+    error,
+)
 
 
 # --- arrays ---------------------------------------------------------------------
@@ -63,6 +55,9 @@ def _check_selection(sel: tuple, shape: tuple, name: str) -> None:
                 raise error(400, "IndexError", f"{name}: index {int(item)} is out of range for "
                                                f"axis {axis} of length {n} (shape {shape})")
         elif isinstance(item, slice):
+            if item.step == 0:
+                raise error(400, "IndexError", f"{name}: slice step cannot be zero "
+                                               f"(axis {axis}); use a step of 1 or more, or -1")
             start, step = item.start, item.step or 1
             if step > 0 and start is not None and start >= n and n > 0 and item.stop != start:
                 raise error(400, "IndexError", f"{name}: slice {start}:{item.stop} starts past "
@@ -93,7 +88,8 @@ def _direct(sel: tuple, shape: tuple) -> tuple | None:
         if isinstance(item, slice):
             if item.step is not None and item.step < 1:
                 return None
-            out.append(item)
+            start, stop, step = item.indices(shape[axis])  # huge or negative ends made concrete
+            out.append(slice(start, max(start, stop), step))
         else:
             out.append(int(item) % shape[axis] if shape[axis] else int(item))
         axis += 1
@@ -125,6 +121,9 @@ class ChunkedArrayAdapter(ArrayAdapter):
     def read(self, slice: Any = ...) -> np.ndarray:  # noqa: A002 - tiled's signature
         sel = tuple(slice) if slice not in (None, ...) and slice else ()
         _check_selection(sel, self._structure.shape, self._name)
+        shape = np.broadcast_to(np.empty((), np.uint8), self._structure.shape)[sel].shape
+        if 0 in shape:  # an empty selection (e.g. 7:3) reads nothing
+            return np.empty(shape, self._structure.data_type.to_numpy_dtype())
         return self._get(sel)
 
     def read_block(self, block: Any, slice: Any = ...) -> np.ndarray:  # noqa: A002
@@ -267,6 +266,7 @@ class RunAdapter(MapAdapter):
     """A run (spec ``BlueskyRun``, version 1): its streams; ``/documents`` serves its documents."""
 
     run: Run
+    live: bool  # no stop document yet
 
 
 def run_adapter(run: Run) -> RunAdapter:
@@ -278,16 +278,35 @@ def run_adapter(run: Run) -> RunAdapter:
     streams = _Lazy(factories, where, "stream",
                     hidden={"_stream_names": lambda: MapAdapter(streams)})
     a = RunAdapter(streams, metadata=run_summary_metadata(run), specs=[RUN_SPEC, LITE_RUN_SPEC])
-    a.run = run
+    a.run, a.live = run, a.metadata()["stop"] is None
     return a
 
 
 _RUNS = StampedCache(256)
+_LIVE: dict[str, tuple[int, RunAdapter]] = {}
+_LIVE_LOCK = threading.Lock()
+#: A run being written is served as a snapshot renewed at most this often (seconds):
+#: a client reads a structure, then the data, in two requests, and both should see
+#: the same events. (Array reads carry the shape the client expects and are exact
+#: whatever the timing; see ``limits._live_slice``.)
+LIVE_SNAPSHOT_SECONDS = 1.0
 
 
 def cached_run_adapter(run: Run) -> RunAdapter:
-    """The adapter of a run, kept until its file changes (LRU of 256 runs)."""
-    return _RUNS.get(run.path, lambda: run_adapter(run))
+    """The adapter of a run, kept until its file changes (LRU of 256 runs); a run being
+    written is renewed at most every ``LIVE_SNAPSHOT_SECONDS``."""
+    a = _RUNS.get(run.path, lambda: run_adapter(run))
+    if not a.live:
+        return a
+    tick = int(time.monotonic() / LIVE_SNAPSHOT_SECONDS)
+    with _LIVE_LOCK:
+        prev = _LIVE.get(run.path)
+        if prev is not None and prev[0] == tick:
+            return prev[1]
+        _LIVE[run.path] = (tick, a)
+        while len(_LIVE) > 256:
+            _LIVE.pop(next(iter(_LIVE)))
+    return a
 
 
 # --- catalogs --------------------------------------------------------------------
@@ -375,12 +394,17 @@ def _lookup(catalog: Catalog, query: RunKey) -> list[str]:
         raise error(400, "InvalidQuery", f"run key {query.key!r} is not JSON") from None
     try:
         if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+            if key >= 2**63:
+                raise RunNotFound(lookup.no_scan_id(key))
             found = list(catalog.search({"scan_id": key}))
             if not found:
-                raise RunNotFound(f"no run has scan_id {key}")
+                raise RunNotFound(lookup.no_scan_id(key))
             return found[::-1]  # newest first, as the local look-up picks
+        if isinstance(key, int) and not isinstance(key, bool) and key < -2**62:
+            raise RunNotFound(f"the catalog has {len(catalog)} run(s); there is no {key} "
+                              "(most recent is -1)")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DuplicateScanIDWarning)
+            warnings.simplefilter("ignore", lookup.DuplicateScanIDWarning)
             return [catalog[key].uid]
     except RunNotFound as exc:
         raise error(404, exc) from None

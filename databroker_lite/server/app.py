@@ -12,6 +12,7 @@ from ..config import as_catalog
 from ..errors import CatalogError
 from . import queries  # noqa: F401 - registers our query types before the app is built
 from .adapters import CatalogsAdapter, catalog_adapter
+from .limits import DEFAULT_RESPONSE_LIMIT
 
 try:  # databroker 2's query types (scan_id, partial_uid, ...), which older clients send
     import bluesky_tiled_plugins.queries  # noqa: F401
@@ -52,12 +53,14 @@ def read_api_key(path: str | os.PathLike) -> str:
 
 
 def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
-              config: Any = None) -> Any:
+              config: Any = None, response_limit: int = DEFAULT_RESPONSE_LIMIT) -> Any:
     """A tiled (FastAPI) app serving the catalogs; every request needs ``api_key``,
     or, with ``config`` (:func:`databroker_lite.server.auth.load_serve_config`), a user
     login or a user's key, and sees only what the config's access policy allows.
 
     One catalog is served at the root; several are served side by side, by name.
+    A data request whose response would take more than ``response_limit`` bytes of
+    server memory is refused (413) with a message saying how to ask for less.
     """
     from tiled.config import Authentication
     if (api_key is None) == (config is None):
@@ -69,7 +72,7 @@ def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
     else:
         tree = CatalogsAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
     from .documents import router as documents_router
-    from .limits import FilterCheck
+    from .limits import Guards
     if config is not None:
         app = _tiled_app(tree, config.authentication, server_settings=config.server_settings(),
                          access_policy=config.access_policy, include_routers=[documents_router])
@@ -77,8 +80,45 @@ def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
         auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
         app = _tiled_app(tree, auth, server_settings={}, include_routers=[documents_router])
     _apply_dependency_overrides(app)
-    app.add_middleware(FilterCheck)
+    app.add_middleware(Guards, root=tree, limit=response_limit,
+                       api_key=api_key if config is None else None)
+    _add_error_handlers(app)
     return app
+
+
+def error_status(exc: Exception) -> int:
+    """The HTTP status of one of our errors raised while serving a request.
+
+    A run that cannot be served as asked (data of another shape than its descriptor
+    says, a damaged file, missing external data) is a 422, not a 5xx: tiled's client
+    retries a 5xx for half a minute, and asking again cannot help.
+    """
+    from ..errors import CatalogNotFound, InvalidQuery, RunNotFound, StreamNotFound
+    if isinstance(exc, (RunNotFound, StreamNotFound, CatalogNotFound)):
+        return 404
+    if isinstance(exc, InvalidQuery):
+        return 400
+    return 422
+
+
+def _add_error_handlers(app: Any) -> None:
+    """Our exceptions, and any other, as JSON ``{"detail": {"error", "message"}}``."""
+    from starlette.responses import JSONResponse
+
+    from ..errors import DatabrokerLiteError
+
+    def ours(request: Any, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": {"error": type(exc).__name__, "message": str(exc)}},
+                            status_code=error_status(exc))
+
+    def other(request: Any, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": {"error": type(exc).__name__,
+                                        "message": f"the server failed on {request.url.path}: "
+                                                   f"{type(exc).__name__}: {exc}"}},
+                            status_code=500)
+
+    app.add_exception_handler(DatabrokerLiteError, ours)
+    app.add_exception_handler(Exception, other)
 
 
 class _AppliedOverrides(dict):
@@ -119,8 +159,9 @@ def _apply_dependency_overrides(app: Any) -> None:
 
 
 def serve(catalogs: Sequence[str | Catalog], *, api_key: str | None = None, config: Any = None,
-          host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
+          host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
+          response_limit: int = DEFAULT_RESPONSE_LIMIT) -> None:
     """Serve catalogs over HTTP until interrupted (blocks); see :func:`build_app`."""
     import uvicorn
-    app = build_app(catalogs, api_key, config=config)
+    app = build_app(catalogs, api_key, config=config, response_limit=response_limit)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

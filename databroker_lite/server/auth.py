@@ -129,15 +129,18 @@ def remove_user(path: str | os.PathLike, name: str) -> None:
 class _Reloading:
     """A file's parsed content, read again when its size or mtime changes."""
 
-    def __init__(self, path: str, parse: Any) -> None:
-        self.path, self._parse = path, parse
+    def __init__(self, path: str, parse: Any, what: str) -> None:
+        self.path, self._parse, self._what = path, parse, what
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._value: Any = None
         self.get()  # a bad file fails at startup
 
     def get(self) -> Any:
-        st = os.stat(self.path)
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise ServerConfigError(f"cannot read {self._what} {self.path}: {exc}") from None
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             if stamp != self._stamp:
@@ -156,7 +159,7 @@ class PasswordFileAuthenticator(InternalAuthenticator):
     def __init__(self, path: str, confirmation_message: str = "") -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.confirmation_message = confirmation_message
-        self._users = _Reloading(self.path, read_users_file)
+        self._users = _Reloading(self.path, read_users_file, "the users file")
         self._dummy = hash_password(secrets.token_hex(16))
 
     async def authenticate(self, username: str, password: str) -> UserSessionState | None:
@@ -314,7 +317,7 @@ class ProposalAccessPolicy(AccessPolicy):
             if policy:
                 raise ServerConfigError("give the access policy in a file or inline, not both")
             self._file: _Reloading | None = _Reloading(os.path.abspath(policy_file),
-                                                       read_policy_file)
+                                                       read_policy_file, "the access policy")
             self._fixed: Policy | None = None
         else:
             self._file, self._fixed = None, Policy.from_dict(policy, "access policy")
@@ -416,7 +419,8 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
     """Read a ``serve --config`` YAML file; relative file names are beside it.
 
     Sections: ``authentication`` (tiled's own: ``providers``, ``tiled_admins``, token
-    and session ages; default provider: a users file ``users.txt``), ``database``
+    and session ages, with ``${VAR}`` taken from the environment; default provider: a
+    users file ``users.txt``), ``database``
     (tiled's authentication database; default ``auth.sqlite``), ``secret_keys_file``
     (default ``secret_keys``, made when missing) and ``access`` (the policy, inline
     or as ``policy_file``; required).
@@ -433,7 +437,11 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
         extra = sorted(set(d) - _CONFIG_KEYS) if isinstance(d, Mapping) else d
         raise ServerConfigError(f"{path}: unknown entries {extra}; a serve config has "
                                 f"{sorted(_CONFIG_KEYS)}")
-    authn = dict(d.get("authentication") or {})
+    from tiled.utils import expand_environment_variables
+    authn = d.get("authentication") or {}
+    if not isinstance(authn, Mapping):
+        raise ServerConfigError(f"{path}: authentication is a mapping (tiled's section)")
+    authn = dict(expand_environment_variables(dict(authn)))  # ${VAR}, as tiled's config does
     if authn.get("allow_anonymous_access"):
         raise ServerConfigError(f"{path}: allow_anonymous_access is not supported: every "
                                 "request must come from a user the access policy names")

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from ..catalogs import Catalog
-from .adapters import CATALOG_SPEC, LITE_RUN_SPEC, RUN_SPEC, error
+from .specs import CATALOG_SPEC, LITE_RUN_SPEC, RUN_SPEC, error
 
 _CMP = {"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte", "eq": "$eq"}
 _SUMMARY = {"uid": "uid", "scan_id": "scan_id", "plan_name": "plan_name", "timestamp": "time"}
@@ -138,24 +138,22 @@ def _by_name(query: Any, catalog: Catalog) -> dict | None:  # noqa: C901 - one b
                     "Like, ScanID, PartialUID or TimeRange")
 
 
-def _check_ints(value: Any, where: str) -> None:
-    """Integers the index can compare (SQLite's 64 bits); a bigger one is a 400, not a 500."""
+def _fit_ints(value: Any) -> Any:
+    """``value`` with integers beyond SQLite's 64 bits made floats (which compare right
+    and match nothing stored as an integer), so that ``scan_id == 10**30`` finds no
+    run instead of failing."""
     if isinstance(value, bool):
-        return
+        return value
     if isinstance(value, int) and not -2**63 <= value < 2**63:
-        raise bad_query(f"{where}: {value} is out of range (integers in queries must fit "
-                        "in 64 bits); no run has such a value")
+        return float(value)
     if isinstance(value, dict):
-        for k, v in value.items():
-            _check_ints(v, f"{where}.{k}" if not str(k).startswith("$") else where)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _check_ints(v, where)
+        return {k: _fit_ints(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_fit_ints(v) for v in value]
+    return value
 
 
 def as_mongo(query: Any, catalog: Catalog) -> dict | None:
     """The MongoDB-style query of ``query`` (None: it keeps every run)."""
     mongo = _by_name(query, catalog)
-    if mongo is not None:
-        _check_ints(mongo, "query")
-    return mongo
+    return _fit_ints(mongo) if mongo is not None else None

@@ -1,0 +1,301 @@
+"""The PostgreSQL index: a real server started by the test session (tests/conftest.py).
+
+The search and index tests of tests/test_query.py and tests/test_index.py run again on
+PostgreSQL in tests/test_postgres_query.py and tests/test_postgres_index.py, and the
+catalog contract in tests/test_conformance.py; here is what only PostgreSQL has: several
+catalogs in one database, hosts sharing it, the YAML entry, reindex, serve, and the
+translation of $regex into PostgreSQL's syntax.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import event_model
+import numpy as np
+import pytest
+from conftest import insert_all, make_run_docs, serving
+from test_shared_storage import _hosts
+
+import databroker_lite
+from databroker_lite import backends, index_pg
+from databroker_lite.dialects import python_to_posix_regex
+from databroker_lite.errors import CatalogError, InvalidQuery
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXTS = ["Cu foil", "cu powder", "Fe foil", "line one\nline two", "x.y", "a+b", "tab\there",
+         "ünïcode ß", "", "abc123", "ABC", "foo bar baz", "end\n", "hex\x41B"]
+
+
+def _add(cat, **md) -> str:
+    b = event_model.compose_run(metadata=md)
+    cat.insert("start", b.start_doc)
+    cat.insert("stop", b.compose_stop())
+    return b.start_doc["uid"]
+
+
+# --- $regex: Python's syntax, PostgreSQL's engine ----------------------------------
+
+@pytest.mark.parametrize("pattern, flags, expected", [
+    ("^Cu", 0, "(?s)^Cu"),
+    ("foil$", re.I, r"(?si)foil(?=\n?$)"),
+    ("foil$", re.M, "(?w)foil$"),
+    ("a.b", re.S, "(?s)a.b"),
+    ("a.b", 0, r"(?s)a[^\n]b"),
+    ("^line", re.M | re.S, "(?w)^line"),
+    (r"\bfoil\b", 0, r"(?s)\yfoil\y"),
+    (r"\Bo", 0, r"(?s)\Yo"),
+    (r"[\b.]", 0, r"(?s)[\u0008.]"),
+    (r"\x41B", 0, r"(?s)\u0041B"),
+    (r"(?P<metal>Cu|Fe) foil (?P=metal)", 0, r"(?s)(Cu|Fe) foil \1"),
+    (r"(a)(b)\2", 0, r"(?s)(a)(b)\2"),
+    ("(?i)cu", 0, "(?si)cu"),
+    (r"(?:ab)+(?=c)(?!d)(?<=e)(?<!f)", 0, r"(?s)(?:ab)+(?=c)(?!d)(?<=e)(?<!f)"),
+    (r"[]a]\d{2,3}", re.X, r"(?sx)[]a]\d{2,3}"),
+    ("a(?#comment)b", 0, "(?s)ab"),
+])
+def test_python_regex_becomes_posix_regex(pattern, flags, expected):
+    assert python_to_posix_regex(pattern, flags) == expected
+
+
+@pytest.mark.parametrize("pattern, what", [
+    (r"(?>ab)c", "the group '(?>a'"),
+    ("a++", "a possessive repeat"),
+    (r"\0", "an octal escape or a back-reference past \\9"),
+    (r"[\D]", r"\D inside [...]"),
+    ("a(?i:b)", "the group '(?i:'"),
+    (r"\N{BULLET}", r"the escape \N"),
+])
+def test_regex_without_a_postgresql_equivalent_is_refused(pattern, what):
+    with pytest.raises(InvalidQuery, match=re.escape(f"{what} has no PostgreSQL equivalent")):
+        python_to_posix_regex(pattern)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, postgres_url):
+    """The same directory indexed by SQLite and by PostgreSQL."""
+    directory = tmp_path_factory.mktemp("both") / "cat"
+    lite = databroker_lite.open_catalog(directory, index="beside")
+    for i, text in enumerate(TEXTS):
+        _add(lite, scan_id=i, plan_name=("count", "scan")[i % 2], text=text, n=i * 1.5,
+             tags=[text, "common"], nested={"deep": {"v": i}}, flag=bool(i % 3),
+             mixed=[i, str(i), None])
+    _add(lite, scan_id=2**40, text=None, big=2**70)
+    pg = databroker_lite.open_catalog(directory, index=postgres_url)
+    assert pg._index.kind == "postgresql" and lite._index.kind == "sqlite"
+    return lite, pg
+
+
+REGEXES = [("^cu", ""), ("^cu", "i"), ("foil$", ""), ("o.l", ""), (r"\bfoil\b", ""), (r"\d{3}$", ""),
+           ("^line two", "m"), ("one.line", "s"), ("one.line", ""), (r"x\.y", ""), (r"a\+b", ""),
+           (r"\s", ""), ("ß", ""), ("^$", ""), ("[A-C]{3}", ""), ("[^a-z ]", ""), (r"\x41B", ""),
+           ("(?P<w>o)(?P=w)", ""), ("(?P<w>o)(?P=w)?", ""), ("(?i)abc", ""), ("b(?=a)", ""), ("(?<=hex)A", ""),
+           ("d$", ""), ("o$", "m"), (".$", ""), ("^.*$", ""), ("^.*$", "s")]
+
+
+@pytest.mark.parametrize("pattern, options", REGEXES)
+def test_regex_finds_the_same_runs_on_both(both, pattern, options):
+    lite, pg = both
+    q = {"text": {"$regex": pattern, "$options": options}}
+    try:
+        expected = sorted(lite.search(q))
+    except InvalidQuery as exc:  # refused (a back-reference): refused on PostgreSQL too
+        with pytest.raises(InvalidQuery, match=re.escape(str(exc))):
+            pg.search(q)
+        return
+    assert sorted(pg.search(q)) == expected
+    assert sorted(pg.search({"tags": {"$regex": pattern, "$options": options}})) == \
+        sorted(lite.search({"tags": {"$regex": pattern, "$options": options}}))
+
+
+QUERIES = [
+    {}, {"text": "Cu foil"}, {"tags": "common"}, {"tags": "Fe foil"}, {"n": 3}, {"n": 3.0},
+    {"n": {"$gt": 4, "$lte": 12}}, {"text": {"$gte": "a", "$lt": "f"}}, {"text": {"$gt": "Z"}},
+    {"nested.deep.v": 4}, {"nested": {"deep": {"v": 5}}}, {"nested.deep": {"v": 6}},
+    {"flag": True}, {"flag": False}, {"flag": 1}, {"text": None}, {"text": {"$exists": False}},
+    {"big": {"$exists": True}}, {"big": 2**70}, {"scan_id": 2**40}, {"scan_id": {"$gte": 10}},
+    {"scan_id": {"$lt": "T"}}, {"scan_id": {"$in": [1, 2, 2**40, "1"]}}, {"mixed": "3"}, {"mixed": 3},
+    {"mixed": None}, {"tags": ["Cu foil", "common"]}, {"tags": ["common", "Cu foil"]},
+    {"text": {"$ne": "Cu foil"}}, {"text": {"$nin": ["Cu foil", "ABC"]}},
+    {"$or": [{"n": 0}, {"text": "ABC"}]}, {"$nor": [{"plan_name": "count"}]},
+    {"n": {"$not": {"$gt": 5}}}, {"plan_name": {"$regex": "^sc"}}, {"uid": {"$gt": "8"}},
+    {"time": {"$gt": 0}}, {"stop.exit_status": "success"}, {"start.text": "ABC"},
+    {"n": float("nan")}, {"n": {"$lt": float("inf")}}, {"n": {"$gt": float("inf")}},
+    {"n": {"$gt": -(10**400)}}, {"text": "it's \"odd\"; --"}, {'we"ird': 1}, {"text": "a\x00b"},
+]
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[json.dumps(q, default=str)[:60] for q in QUERIES])
+def test_every_operator_finds_the_same_runs_on_both(both, query):
+    lite, pg = both
+    expected = list(lite.search(query))
+    assert list(pg.search(query)) == expected
+    assert len(pg.search(query)) == len(expected)
+    assert [pg.search(query)[-k].metadata["start"]["uid"] for k in range(1, min(3, len(expected)) + 1)] == \
+        expected[::-1][:3]
+
+
+def test_lookups_agree_on_both(both):
+    lite, pg = both
+    for key in (0, 5, 2**40, -1, -3, list(lite)[4][:8]):
+        assert pg[key].metadata["start"]["uid"] == lite[key].metadata["start"]["uid"]
+    assert pg.summaries(list(lite)) == lite.summaries(list(lite))
+    with pytest.raises(databroker_lite.RunNotFound, match="no run has scan_id 999"):
+        pg[999]
+
+
+# --- several catalogs, several hosts, one database ---------------------------------
+
+def test_several_catalogs_share_one_database_apart(tmp_path, postgres_url):
+    a = databroker_lite.open_catalog(tmp_path / "45id", index=postgres_url)
+    b = databroker_lite.open_catalog(tmp_path / "46id", index=postgres_url)
+    ua = [_add(a, scan_id=1, beamline="45id"), _add(a, scan_id=2, beamline="45id")]
+    ub = _add(b, scan_id=1, beamline="46id")
+    assert list(a) == ua and list(b) == [ub]
+    assert a._index.schema != b._index.schema
+    assert a[1].metadata["start"]["beamline"] == "45id" and b[1].metadata["start"]["beamline"] == "46id"
+    assert len(b.search({"beamline": "45id"})) == 0
+    a.reindex()
+    assert list(b) == [ub] and list(a) == ua
+    import psycopg
+    with psycopg.connect(postgres_url) as conn:
+        names = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dbl_%'")}
+        assert {a._index.schema, b._index.schema} <= names
+        meta = dict(conn.execute(f'SELECT key, value FROM "{a._index.schema}".meta').fetchall())
+    assert meta["directory"] == str(tmp_path / "45id") and meta["catalog_key"] == str(tmp_path / "45id")
+
+
+def test_a_catalog_key_names_the_catalog_whatever_the_mount_point(tmp_path, postgres_url):
+    """Hosts mount the same storage at different paths; ?catalog= keeps one index."""
+    (tmp_path / "gpfs").mkdir()
+    os.symlink(tmp_path / "gpfs", tmp_path / "mnt")
+    url = postgres_url + "&catalog=45id-2026"
+    acq = databroker_lite.open_catalog(tmp_path / "gpfs" / "45id", index=url)
+    ana = databroker_lite.open_catalog(str(tmp_path / "mnt" / "45id"), mode="r", index=url)
+    assert acq._index.schema == ana._index.schema and acq._index.key == "45id-2026"
+    uid = _add(acq, scan_id=11)
+    assert ana[11].metadata["start"]["uid"] == uid and len(ana) == 1
+    named = databroker_lite.open_catalog(tmp_path / "gpfs" / "45id", index=postgres_url, name="45id-2026")
+    assert named._index.schema == acq._index.schema
+
+
+def test_hosts_sharing_one_postgresql_index_see_every_run(tmp_path, postgres_url):
+    directory, written, reports = _hosts(tmp_path, {backends.INDEX_ENV: postgres_url + "&catalog=hosts"})
+    for host, rep in reports.items():
+        assert rep["errors"] == [], f"{host}: " + "\n".join(rep["errors"])
+        assert rep["kind"] == "postgresql" and set(rep["verified"]) == set(written["uids"])
+    assert not os.path.exists(os.path.join(directory, ".databroker_lite", "index.sqlite"))
+
+
+def test_values_jsonb_cannot_hold_are_stored_and_the_file_keeps_them(tmp_path, postgres_url):
+    cat = databroker_lite.open_catalog(tmp_path / "cat", index=postgres_url)
+    uid = _add(cat, scan_id=1, nan=float("nan"), inf=float("-inf"), nul="a\x00b", keep="yes",
+               arr=np.arange(3))
+    assert list(cat.search({"keep": "yes"})) == [uid]
+    assert list(cat.search({"arr": 2})) == [uid]
+    start = cat[uid].metadata["start"]  # from the run file: unchanged
+    assert math.isnan(start["nan"]) and start["inf"] == -math.inf and start["nul"] == "a\x00b"
+    assert cat._index.row(uid)["start"]["nan"] is None  # the index's copy: null
+
+
+# --- configuration, command line, server -------------------------------------------
+
+def test_yaml_entry_names_the_index_and_reindex_fills_it(tmp_path, postgres_url, monkeypatch):
+    directory = tmp_path / "data" / "45id"
+    lite = databroker_lite.open_catalog(directory)
+    uids = [_add(lite, scan_id=i) for i in range(1, 4)]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "45id.yml").write_text(
+        "sources:\n  45id:\n    driver: databroker_lite\n"
+        f"    args: {{path: {directory}, index: '{postgres_url}'}}\n")
+    monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(conf))
+    cat = databroker_lite.catalog["45id"]
+    assert cat._index.kind == "postgresql" and cat._index.key == "45id"
+    assert list(cat) == uids
+    proc = subprocess.run([sys.executable, "-m", "databroker_lite", "reindex", "45id"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("45id: 3 runs indexed (3 read, 0 unreadable)")
+    (conf / "45id.yml").write_text(
+        f"sources:\n  45id:\n    driver: databroker_lite\n    args: {{path: {directory}, index: 5}}\n")
+    with pytest.raises(CatalogError, match="index must be 'auto', 'beside', 'host' or a postgresql"):
+        databroker_lite.catalog["45id"]
+
+
+def test_reindex_command_fills_a_postgresql_index_from_the_files(tmp_path, postgres_url):
+    directory = tmp_path / "cat"
+    lite = databroker_lite.open_catalog(directory)
+    insert_all(lite, make_run_docs(3, metadata={"scan_id": 5, "plan_name": "count"}))
+    _add(lite, scan_id=6)
+    (directory / "junk.h5").write_bytes(b"not hdf5")
+    url = postgres_url + "&catalog=cli"
+    proc = subprocess.run([sys.executable, "-m", "databroker_lite", "reindex", str(directory),
+                           "--index", url], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 runs indexed (2 read, 1 unreadable)" in proc.stdout and "junk.h5" in proc.stdout
+    pg = databroker_lite.open_catalog(directory, mode="r", index=url)
+    assert pg._index.count([]) == 2 and list(pg) == list(lite)
+    assert set(pg.bad_files) == {"junk.h5"}
+
+
+needs_server = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("tiled", "fastapi", "uvicorn")),
+    reason="tiled[server] is not installed (pip install 'databroker_lite[server]')")
+
+
+@needs_server
+def test_serve_a_postgresql_indexed_catalog(tmp_path, postgres_url, monkeypatch):
+    directory = tmp_path / "cat"
+    local = databroker_lite.open_catalog(directory, index=postgres_url)
+    insert_all(local, make_run_docs(4, metadata={"scan_id": 7, "plan_name": "count", "sample": "Cu"}))
+    _add(local, scan_id=8, sample="Fe")
+    monkeypatch.setenv(backends.INDEX_ENV, postgres_url)  # the server process's default
+    key = "0123456789abcdef"
+    with serving(tmp_path, key, str(directory)) as url:
+        remote = databroker_lite.from_uri(url, api_key=key)
+        assert list(remote) == list(local)
+        assert remote[7].uid == local[7].metadata["start"]["uid"]
+        assert list(remote.search({"sample": "Fe"})) == list(local.search({"sample": "Fe"}))
+        np.testing.assert_array_equal(remote[7].primary.read()["x"].values,
+                                      local[7].primary.read()["x"].values)
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log
+
+
+# --- errors a facility meets ---------------------------------------------------------
+
+def test_an_unreachable_server_is_a_catalog_error_without_the_password(tmp_path):
+    url = f"postgresql://beamline:s3cret@/nodb?host={tmp_path}&connect_timeout=2"
+    with pytest.raises(CatalogError, match="cannot connect to the PostgreSQL index at "
+                       r"postgresql://beamline:\*\*\*@/nodb") as info:
+        databroker_lite.open_catalog(tmp_path / "cat", index=url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_without_psycopg_the_message_says_what_to_install(tmp_path, monkeypatch, postgres_url):
+    monkeypatch.setattr(index_pg, "psycopg", None)
+    with pytest.raises(CatalogError, match=r"pip install 'databroker_lite\[postgres\]'"):
+        databroker_lite.open_catalog(tmp_path / "cat", index=postgres_url)
+
+
+def test_a_regex_postgresql_rejects_is_an_invalid_query(both):
+    _, pg = both
+    with pytest.raises(InvalidQuery, match="has no PostgreSQL equivalent"):
+        pg.search({"text": {"$regex": "(?>a)"}})
+    with pytest.raises(InvalidQuery, match="PostgreSQL cannot use this pattern"):
+        list(pg.search({"text": {"$regex": "x{1,300}"}}))  # PostgreSQL's bound is 255
+
+
+def test_dropping_the_schema_and_reindexing_gives_the_same_catalog(tmp_path, postgres_url):
+    cat = databroker_lite.open_catalog(tmp_path / "cat", index=postgres_url)
+    uids = [_add(cat, scan_id=i) for i in range(3)]
+    cat._index.drop()
+    again = databroker_lite.open_catalog(tmp_path / "cat", index=postgres_url)
+    assert list(again) == uids  # a new schema, filled from the files
+    assert again.reindex() == {"added": 3, "updated": 0, "removed": 0, "bad": 0}
