@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from . import documents as _docs
 from . import lookup
 from .errors import StreamNotFound
 from .storage import RunReader
@@ -60,12 +61,15 @@ def _public(obj: object) -> list[str]:
 class Run(StreamAttributes):
     """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
 
-    def __init__(self, catalog: CatalogLike, uid: str, path: str) -> None:
+    def __init__(self, catalog: CatalogLike, uid: str, path: str, *,
+                 _indexed: tuple | None = None) -> None:
         self.catalog = catalog
         self.uid = uid
         self.path = path
         self.__reader: RunReader | None = None
         self._streams: dict[str, Stream] = {}
+        self._md: tuple | None = None  # (file stamp, metadata from the index)
+        self._row = _indexed  # ((mtime_ns, size), start JSON, stop JSON) from the look-up
 
     def _reader(self) -> RunReader:
         r = self.__reader
@@ -81,16 +85,46 @@ class Run(StreamAttributes):
     @property
     def metadata(self) -> dict:
         """``{"start": ..., "stop": ...}``; stop is None while (or if) the run has no stop."""
+        md = self._indexed()
+        if md is not None:
+            return dict(md)
         r = self._reader()
         return {"start": r.start, "stop": r.stop}
 
+    def _indexed(self) -> dict | None:
+        """Start and stop from the catalog's index row, if it describes the file as it is.
+
+        The index keeps both documents and the file's (mtime, size) when it read them: while
+        the file still has that stamp, they are the file's, and no HDF5 file is opened.
+        """
+        if self.__reader is not None and self.__reader.finished:
+            return None  # already open: the reader has them
+        try:
+            stamp = self._stamp
+        except OSError:
+            return None
+        if self._md is not None and self._md[0] == stamp:
+            return self._md[1]
+        got, self._row = self._row, None
+        if got is None or got[0] != stamp:
+            index = getattr(self.catalog, "_index", None)
+            got = (index.run_documents(self.uid, os.path.basename(self.path))
+                   if index is not None else None)
+        if got is None or got[0] != stamp:
+            return None
+        md = {"start": _docs.loads(got[1]), "stop": _docs.loads(got[2]) if got[2] else None}
+        self._md = (stamp, md)
+        return md
+
     @property
     def start(self) -> dict:
-        return self._reader().start
+        md = self._indexed()
+        return md["start"] if md is not None else self._reader().start
 
     @property
     def stop(self) -> dict | None:
-        return self._reader().stop
+        md = self._indexed()
+        return md["stop"] if md is not None else self._reader().stop
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._reader().stream_names)
