@@ -597,11 +597,9 @@ class Index:
         if self.kind != "sqlite":  # jsonb holds the documents re-encoded: not the file's text
             return [(*r, None) for r in self.locate(queries, key=key, value=value, prefix=prefix,
                                                     limit=limit, newest_first=newest_first)]
-        where, params = self._match(queries, key, value, prefix)
-        order = " ORDER BY time DESC" if newest_first else ""
-        rows = self.conn.execute(
-            f"SELECT uid, file, mtime_ns, size, start, stop FROM runs WHERE {where}{order} LIMIT ?",
-            [*params, limit]).fetchall()
+        order = "ORDER BY time DESC" if newest_first else ""
+        rows = self._query(queries, "SELECT uid, file, mtime_ns, size, start, stop FROM runs",
+                           f"{order} LIMIT ?", extra=self._match(key, value, prefix), more=[limit])
         return [(u, f, ((m, n), a, b)) for u, f, m, n, a, b in rows]
 
     def row(self, uid: str) -> dict | None:
