@@ -199,7 +199,7 @@ class ArrayColumn:
             parts.append(self._segment(i, seg, m, slice(first - lo, last - lo + 1, want.step), inner))
         if not parts:
             shape = (0, *(len(range(n)[s]) for s, n in zip(inner, self.shape[1:])))
-            return np.zeros(shape, dtype=object if self._col.variable else self.dtype)
+            return np.zeros(shape, dtype=object if self._col.variable or self._col.json else self.dtype)
         out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
         if self._text or self._col.variable or self._col.json:
             return out

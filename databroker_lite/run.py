@@ -150,16 +150,20 @@ class Run(StreamAttributes):
         for name in self:
             yield name, self[name]
 
-    def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
+    def documents(self, fill: bool | str = False) -> Iterator[tuple[str, dict]]:
         """The run's documents, as inserted (pages as single documents).
 
-        With ``fill=True`` the run comes out as if its detectors had put their data in
-        the events: each event carries the values of its external keys (read one event at
-        a time), descriptors no longer mark those keys external, and the resource and
-        datum documents are left out. Runs with stream resources cannot be filled yet.
+        With ``fill=True`` (or databroker's ``"yes"``) the run comes out as if its
+        detectors had put their data in the events: each event carries the values of its
+        external keys (read one event at a time), descriptors no longer mark those keys
+        external, and the resource and datum documents are left out. ``fill="delayed"``
+        does the same with dask arrays that read on ``compute()``. ``False`` / ``"no"``
+        gives the documents as inserted. Runs with stream resources cannot be filled yet.
+        Any other value raises :class:`~databroker_lite.InvalidArgument`.
         """
+        mode = _fill_mode(fill)
         docs = self._reader().documents()
-        return _filled(self, docs) if fill else docs
+        return _filled(self, docs, delayed=mode == "delayed") if mode != "no" else docs
 
     def resources(self) -> list[dict]:
         """The run's resource and stream_resource documents (where its external data is)."""
@@ -195,7 +199,18 @@ class Run(StreamAttributes):
         return hash((self.uid, self.path))
 
 
-def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+def _fill_mode(fill: Any) -> str:
+    """``"yes"``, ``"no"`` or ``"delayed"`` from a bool or databroker's spellings."""
+    if fill is True or fill is False:
+        return "yes" if fill else "no"
+    if isinstance(fill, str) and fill in ("yes", "no", "delayed"):
+        return fill
+    from .errors import InvalidArgument
+    raise InvalidArgument(f"fill={fill!r}: use True or 'yes' (read external data into the "
+                          "events), 'delayed' (dask arrays), or False or 'no' (as inserted)")
+
+
+def _filled(run: Run, docs: Iterator[tuple[str, dict]], delayed: bool = False) -> Iterator[tuple[str, dict]]:
     """``docs`` with external data read into the events (see :meth:`Run.documents`)."""
     import json
 
@@ -204,6 +219,7 @@ def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, d
     resources: dict[str, dict] = {}
     datums: dict[str, dict] = {}
     external: dict[str, dict[str, tuple]] = {}  # descriptor uid -> {key: shape}
+    dtypes: dict[str, dict] = {}  # descriptor uid -> {key: numpy dtype}, for fill="delayed"
     for name, doc in docs:
         if name == "resource":
             resources[doc["uid"]] = doc
@@ -219,6 +235,8 @@ def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, d
                     if dk.get("external")}
             if keys:
                 external[doc["uid"]] = keys
+                from .storage.layout import declared_dtype
+                dtypes[doc["uid"]] = {k: declared_dtype(doc["data_keys"][k]) for k in keys}
                 doc = {**doc, "data_keys": {
                     k: {f: v for f, v in dk.items() if f != "external" or k not in keys}
                     for k, dk in doc["data_keys"].items()}}
@@ -232,7 +250,20 @@ def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, d
                                             "resource was never inserted")
                 ref = ExternalRef(*resource_location(res, run.catalog.root_map),
                                   json.dumps(datum.get("datum_kwargs", {}), sort_keys=True), res["uid"])
-                data[key] = load_external(ref, shape, key, run.uid)
+                if delayed and None not in shape:
+                    data[key] = _delayed_external(ref, shape, key, run.uid, dtypes[doc["descriptor"]][key])
+                else:
+                    data[key] = load_external(ref, shape, key, run.uid)
                 filled.pop(key, None)
-            doc = {**doc, "data": data, "filled": filled}
+            doc = {**doc, "data": data, **({"filled": filled} if "filled" in doc else {})}
         yield name, doc
+
+
+def _delayed_external(ref: Any, shape: tuple, key: str, run_uid: str, dtype: Any) -> Any:
+    """One external value as a dask array that reads it on compute (``fill="delayed"``)."""
+    import dask
+    import dask.array as da
+
+    from .storage.handlers import load_external
+    return da.from_delayed(dask.delayed(load_external, pure=True)(ref, shape, key, run_uid),
+                           shape=shape, dtype=dtype)
