@@ -328,3 +328,96 @@ def test_empty_streams_with_large_keys_and_an_empty_stream_datum(tmp_path, cat):
         assert got["cam"].shape == (0, 64, 64) and got["cam"].dtype == np.uint16
     assert run.primary["cam"].shape == (0, 64, 64)
     assert [n for n, _ in run.documents()].count("stream_datum") == 1
+
+
+# --- bluesky plans across the board: documents out == documents in ------------------
+
+def _singles(docs):
+    import event_model
+    out = []
+    for name, doc in docs:
+        if name == "event_page":
+            out += [("event", e) for e in event_model.unpack_event_page(doc)]
+        elif name == "datum_page":
+            out += [("datum", d) for d in event_model.unpack_datum_page(doc)]
+        else:
+            out.append((name, doc))
+    return out
+
+
+def _plans(hw):
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    import bluesky.preprocessors as bpp
+    from bluesky.utils import FailedStatus  # noqa: F401 - the kind of failure a plan raises
+
+    def failing():
+        yield from bps.open_run()
+        yield from bps.trigger_and_read([hw.det])
+        raise RuntimeError("the plan fails mid-run")
+
+    def empty_streams():
+        yield from bps.open_run()
+        yield from bps.declare_stream(hw.det, name="never_read")
+        yield from bps.close_run()
+
+    def monitored():
+        return (yield from bpp.monitor_during_wrapper(bp.count([hw.det], num=3, delay=0.05),
+                                                      [hw.rand]))
+
+    return {
+        "count": lambda: bp.count([hw.det, hw.img], num=3),
+        "scan": lambda: bp.scan([hw.det], hw.motor, -1, 1, 5),
+        "grid_scan": lambda: bp.grid_scan([hw.det4], hw.motor1, -1, 1, 3, hw.motor2, -1, 1, 2),
+        "fly": lambda: bp.fly([hw.trivial_flyer]),
+        "monitor": monitored,
+        "failing": failing,
+        "empty_streams": empty_streams,
+    }
+
+
+@pytest.mark.parametrize("plan", ["count", "scan", "grid_scan", "fly", "monitor", "failing",
+                                  "empty_streams", "aborted"])
+def test_bluesky_plans_round_trip_exactly(RE, hw, cat, plan):  # noqa: N803
+    from conftest import normalise
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE.subscribe(cat.writer)
+    if hasattr(hw.rand, "start_simulation"):
+        hw.rand.start_simulation()
+    if plan == "aborted":
+        import bluesky.plan_stubs as bps
+
+        def pausing():
+            yield from bps.open_run()
+            yield from bps.trigger_and_read([hw.det])
+            yield from bps.checkpoint()
+            yield from bps.pause()
+            yield from bps.trigger_and_read([hw.det])
+            yield from bps.close_run()
+        from bluesky.utils import RunEngineInterrupted
+        with pytest.raises(RunEngineInterrupted):
+            RE(pausing())
+        assert RE.state == "paused"
+        RE.abort("stopped by the user")
+        status = "abort"
+    elif plan == "failing":
+        with pytest.raises(RuntimeError, match="fails mid-run"):
+            RE(_plans(hw)[plan]())
+        status = "fail"
+    else:
+        RE(_plans(hw)[plan]())
+        status = "success"
+    if hasattr(hw.rand, "stop_simulation"):
+        hw.rand.stop_simulation()
+    starts = [d for n, d in docs if n == "start"]
+    assert len(starts) == 1
+    run = cat[starts[0]["uid"]]
+    assert run.metadata["stop"]["exit_status"] == status
+    got = normalise(list(run.documents()))
+    want = normalise(_singles(docs))  # pages come out as their single documents (SPEC 2)
+    assert [n for n, _ in got] == [n for n, _ in want]
+    assert got == want
+    for name in run:  # every stream reads, empty or not
+        ds = run[name].read()
+        assert ds.sizes.get("time", 0) == len(run[name])
