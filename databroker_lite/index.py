@@ -631,6 +631,22 @@ class Index:
         return self._query(queries, "SELECT uid, file FROM runs", f"{order} LIMIT ?",
                            extra=self._match(key, value, prefix), more=[limit])
 
+    def locate_with_documents(self, queries: list[Mapping], *, key: str, value: Any = None,
+                              prefix: str | None = None, limit: int = 50,
+                              newest_first: bool = True) -> list[tuple]:
+        """:meth:`locate`, each row followed by ``((mtime_ns, size), start JSON, stop JSON)``.
+
+        One more page of the table per run found: the look-up that hands out a run also
+        hands its metadata (see :meth:`run_documents`), so ``cat[uid].metadata`` costs one query.
+        """
+        if self.kind != "sqlite":  # jsonb holds the documents re-encoded: not the file's text
+            return [(*r, None) for r in self.locate(queries, key=key, value=value, prefix=prefix,
+                                                    limit=limit, newest_first=newest_first)]
+        order = "ORDER BY time DESC" if newest_first else ""
+        rows = self._query(queries, "SELECT uid, file, mtime_ns, size, start, stop FROM runs",
+                           f"{order} LIMIT ?", extra=self._match(key, value, prefix), more=[limit])
+        return [(u, f, ((m, n), a, b)) for u, f, m, n, a, b in rows]
+
     def row(self, uid: str) -> dict | None:
         r = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)}, start, stop FROM runs WHERE uid = ?",
                               (uid,)).fetchone()
@@ -641,6 +657,14 @@ class Index:
         out["stop"] = json.loads(out["stop"]) if out["stop"] else None
         out["streams"] = json.loads(out["streams"])
         return out
+
+    def run_documents(self, uid: str, file: str) -> tuple[tuple[int, int], str, str | None] | None:
+        """((mtime_ns, size) of the file when indexed, start JSON, stop JSON or None)."""
+        if self.kind != "sqlite":
+            return None
+        r = self.conn.execute("SELECT mtime_ns, size, start, stop FROM runs WHERE uid = ? AND file = ?",
+                              (uid, file)).fetchone()
+        return None if r is None else ((r[0], r[1]), r[2], r[3])
 
     def summaries(self, uids: list[str]) -> list[dict]:
         out = []

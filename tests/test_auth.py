@@ -2,7 +2,7 @@
 
 Two proposals, three users: alice reads proposal 2024-001, bob (through a group) reads
 proposal 301234 (an int in the start documents), carol is staff and reads everything,
-including a run with no proposal at all.
+including a run with no proposal at all; erin can log in but is in no proposal.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ HAVE_SERVER = all(importlib.util.find_spec(m) is not None
                   for m in ("tiled", "fastapi", "uvicorn", "argon2"))
 pytestmark = pytest.mark.skipif(not HAVE_SERVER, reason="needs the server extra")
 
-PASSWORDS = {"alice": "alice-pw-1", "bob": "bøb-pässwörd", "carol": "carol-staff-pw"}
+PASSWORDS = {"alice": "alice-pw-1", "bob": "bøb-pässwörd", "carol": "carol-staff-pw",
+             "erin": "erin-has-no-proposal"}
 P1, P2 = "2024-001", 301234
 POLICY = f"""\
 key: proposal_id
@@ -115,6 +116,8 @@ def _login(url: str, name: str) -> databroker_lite.remote.RemoteCatalog:
 def _expected(local: databroker_lite.Catalog, name: str) -> list[str]:
     if name == "carol":
         return list(local)
+    if name == "erin":  # can log in, is in no proposal
+        return []
     return list(local.search({"proposal_id": {"alice": P1, "bob": P2}[name]}))
 
 
@@ -136,12 +139,12 @@ def test_site_files_hold_no_password(site) -> None:
     assert (tmp / "secret_keys").read_text().strip() not in log
 
 
-@pytest.mark.parametrize("name", ["alice", "bob", "carol"])
+@pytest.mark.parametrize("name", ["alice", "bob", "carol", "erin"])
 def test_each_user_sees_exactly_their_runs(site, name: str) -> None:
     url, local, _ = site
     cat = _login(url, name)
     expected = _expected(local, name)
-    assert len(expected) == {"alice": 2, "bob": 2, "carol": 5}[name]
+    assert len(expected) == {"alice": 2, "bob": 2, "carol": 5, "erin": 0}[name]
     assert list(cat) == expected and len(cat) == len(expected)
     assert list(cat.search({"plan_name": "count"})) == expected
     assert list(cat.search({"scan_id": {"$gte": 0}})) == expected
@@ -363,3 +366,195 @@ def test_policy_changes_apply_without_restart(site) -> None:
     finally:
         policy.write_text(POLICY)
     assert list(_login(url, "alice")) == _expected(local, "alice")
+
+
+# --- without a server: the users file, the policy, the config ------------------------
+def test_users_file_holds_argon2id_hashes_and_changes_atomically(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+
+    from databroker_lite.server.auth import read_users_file, remove_user, set_password
+    f = tmp_path / "users.txt"
+    set_password(f, "alice", "first")
+    set_password(f, "bob", "ünïcødé ✓")
+    first = read_users_file(str(f))["alice"]
+    set_password(f, "alice", "second")
+    users = read_users_file(str(f))
+    assert sorted(users) == ["alice", "bob"] and users["alice"] != first
+    assert PasswordHasher().verify(users["alice"], "second")
+    assert PasswordHasher().verify(users["bob"], "ünïcødé ✓")
+    if os.name == "posix":
+        assert f.stat().st_mode & 0o777 == 0o600
+    remove_user(f, "bob")
+    assert sorted(read_users_file(str(f))) == ["alice"]
+    assert [p.name for p in tmp_path.iterdir()] == ["users.txt"]  # no partial file left
+    with pytest.raises(databroker_lite.errors.ServerConfigError, match="has no user 'bob'"):
+        remove_user(f, "bob")
+    for bad in ("al ice", "a:b", "", "tab\there"):
+        with pytest.raises(databroker_lite.errors.ServerConfigError, match="user name"):
+            set_password(f, bad, "pw")
+    with pytest.raises(databroker_lite.errors.ServerConfigError, match="non-empty"):
+        set_password(f, "carol", "")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("alice:plaintext\n", "line 1: expected 'name:\\$argon2id"),
+    ("# users\nalice:$argon2id$x\nalice:$argon2id$y\n", "line 3: user 'alice' is listed twice"),
+    ("al ice:$argon2id$x\n", "line 1: user name"),
+])
+def test_a_bad_users_file_names_its_line(tmp_path: Path, text: str, match: str) -> None:
+    from databroker_lite.server.auth import read_users_file
+    (tmp_path / "users.txt").write_text(text)
+    with pytest.raises(databroker_lite.errors.ServerConfigError, match=match):
+        read_users_file(str(tmp_path / "users.txt"))
+
+
+def test_authenticator_checks_hashes_and_rereads_the_file(tmp_path: Path) -> None:
+    import asyncio
+
+    from databroker_lite.server.auth import PasswordFileAuthenticator, set_password
+    f = tmp_path / "users.txt"
+    set_password(f, "alice", "pw-a")
+    auth = PasswordFileAuthenticator(str(f))
+    assert asyncio.run(auth.authenticate("alice", "pw-a")).user_name == "alice"
+    for name, pw in [("alice", "pw-b"), ("bob", "pw-a"), ("alice", ""), (None, "pw-a"),
+                     ("alice", None), ("alice", b"pw-a"), ("ålice", "pw-a")]:
+        assert auth._check(name, pw) is None, (name, pw)
+    set_password(f, "bob", "pw-b")  # a new user: no restart
+    assert auth._check("bob", "pw-b").user_name == "bob"
+    f.write_text("garbage\n")  # a broken file refuses logins (and says so in the log)
+    assert auth._check("alice", "pw-a") is None
+    f.unlink()
+    assert auth._check("alice", "pw-a") is None
+
+
+def _principal(name: str, provider: str = "local"):
+    from types import SimpleNamespace
+    return SimpleNamespace(identities=[SimpleNamespace(id=name, provider=provider)],
+                           type="user")
+
+
+def test_policy_is_one_more_condition_in_the_index_query(tmp_path: Path) -> None:
+    import asyncio
+
+    from tiled.access_control.access_policies import NO_ACCESS
+
+    from databroker_lite.server.adapters import catalog_adapter
+    from databroker_lite.server.auth import ProposalAccessPolicy
+    local = _make_catalog(tmp_path / "cat")
+    import yaml
+    policy = ProposalAccessPolicy(**yaml.safe_load(POLICY))
+    adapter = catalog_adapter(local)
+    scopes = {"read:metadata"}
+    for name in ("alice", "bob"):
+        filters = asyncio.run(policy.filters(adapter, _principal(name), None, set(), scopes))
+        filtered = adapter
+        for q in filters:
+            filtered = filtered.search(q)
+        runs = filtered._mapping
+        assert list(runs) == _expected(local, name)
+        assert runs.catalog._queries == (
+            {"proposal_id": {"$in": {"alice": [P1], "bob": [str(P2), P2]}[name]}},)
+    assert asyncio.run(policy.filters(adapter, _principal("carol"), None, set(), scopes)) == []
+    nobody = asyncio.run(policy.filters(adapter, _principal("erin"), None, set(), scopes))
+    assert len(adapter.search(nobody[0])) == 0  # no proposals: nothing, not everything
+    assert asyncio.run(policy.filters(adapter, None, None, set(), scopes)) is NO_ACCESS
+    # write scopes are never granted, to staff either: the catalogs are served read-only
+    assert asyncio.run(policy.filters(adapter, _principal("carol"), None, set(),
+                                      {"write:metadata"})) is NO_ACCESS
+    # a run reached by any other path is checked too
+    run_adapter = adapter._mapping[_others(local, "alice")[0]]
+    assert asyncio.run(policy.allowed_scopes(run_adapter, _principal("alice"), None, set())) \
+        == frozenset()
+    mine = adapter._mapping[_expected(local, "alice")[0]]
+    assert "read:data" in asyncio.run(policy.allowed_scopes(mine, _principal("alice"), None,
+                                                            set()))
+
+
+def test_policy_names_groups_staff_and_providers() -> None:
+    from databroker_lite.server.auth import Policy
+    p = Policy.from_dict({"key": "proposal.id", "staff": ["carol"], "provider": "pam",
+                          "users": {"alice": ["A", 7]},
+                          "groups": {"g": {"members": ["bob", "alice"], "proposals": ["B"]},
+                                     "s": {"members": ["dave"], "staff": True}}}, "here")
+    assert p.access(_principal("alice", "pam")) == (False, frozenset({"A", "7", "B"}))
+    assert p.access(_principal("bob", "pam")) == (False, frozenset({"B"}))
+    assert p.access(_principal("dave", "pam"))[0] and p.access(_principal("carol", "pam"))[0]
+    assert p.access(_principal("carol", "local")) == (False, frozenset())  # other provider
+    assert p.access(None) == (False, frozenset())
+    assert p.allows_run({"proposal": {"id": 7}}, frozenset({"7"}))
+    assert p.allows_run({"proposal": {"id": ["X", "B"]}}, frozenset({"B"}))
+    assert not p.allows_run({"proposal": {"id": True}}, frozenset({"True"}))
+    assert not p.allows_run({"proposal_id": "B"}, frozenset({"B"}))  # the configured key only
+    assert p.query_values({"7", "B", "007"}) == ["007", "7", 7, "B"]
+
+
+@pytest.mark.parametrize("policy, match", [
+    ({"users": ["alice"]}, "'users' maps user names"),
+    ({"userz": {}}, r"unknown access policy entries \['userz'\]"),
+    ({"users": {"alice": {"x": 1}}}, "users.alice: expected a list"),
+    ({"groups": {"g": {"members": ["a"], "staf": True}}}, "groups.g: expected"),
+    ({"groups": {"g": {"members": ["a"], "staff": "yes"}}}, "groups.g.staff: true or false"),
+    ({"key": "$where"}, "'key' is the start-document key"),
+    ([], "the access policy is a mapping"),
+])
+def test_a_bad_policy_says_what_is_wrong(policy, match: str) -> None:
+    from databroker_lite.server.auth import Policy
+    with pytest.raises(databroker_lite.errors.ServerConfigError, match=match):
+        Policy.from_dict(policy, "policy.yml")
+
+
+def test_serve_config_defaults_and_refusals(tmp_path: Path, monkeypatch) -> None:
+    from databroker_lite.server.auth import load_serve_config, set_password
+    ServerConfigError = databroker_lite.errors.ServerConfigError
+    cfg = tmp_path / "serve.yml"
+    set_password(tmp_path / "users.txt", "alice", "pw")
+    cfg.write_text("access: {users: {alice: [A]}}\n")
+    config = load_serve_config(cfg)
+    assert config.database_uri == f"sqlite:///{tmp_path / 'auth.sqlite'}"
+    assert config.users_file == str(tmp_path / "users.txt")
+    keys = (tmp_path / "secret_keys").read_text().split()
+    assert len(keys) == 1 and len(keys[0]) == 64
+    assert config.authentication.secret_keys == keys
+    assert config.authentication.allow_anonymous_access is False
+    assert keys[0] not in config.describe()
+    if os.name == "posix":
+        (tmp_path / "secret_keys").chmod(0o644)
+        with pytest.raises(ServerConfigError, match="others can read it: chmod 600"):
+            load_serve_config(cfg)
+        (tmp_path / "secret_keys").chmod(0o600)
+    for text, match in [
+        ("{}\n", "needs an 'access' section"),
+        ("access: {}\nauthentication: {allow_anonymous_access: true}\n", "anonymous"),
+        ("access: {}\nauthentication: {single_user_api_key: abc}\n", "--api-key-file mode"),
+        ("access: {}\nextra: 1\n", r"unknown entries \['extra'\]"),
+        ("access: {}\nauthentication:\n  providers:\n  - provider: pam\n"
+         "    authenticator: tiled.authenticators:PAMAuthenticator\n", "pamela"),
+        ("access: {}\nauthentication:\n  providers:\n  - provider: x\n"
+         "    authenticator: no.such.module:Auth\n", "authentication"),
+        ("access: {policy_file: missing.yml}\n", "cannot read the access policy"),
+        ("access: [\n", "cannot read the serve config"),
+    ]:
+        cfg.write_text(text)
+        with pytest.raises(ServerConfigError, match=match):
+            load_serve_config(cfg)
+    monkeypatch.setenv("DBL_TEST_USERS", str(tmp_path / "users.txt"))
+    cfg.write_text("access: {staff: [alice]}\nauthentication:\n  providers:\n"
+                   "  - provider: site\n"
+                   "    authenticator: databroker_lite.server.auth:PasswordFileAuthenticator\n"
+                   "    args: {path: \"${DBL_TEST_USERS}\"}\n")
+    assert load_serve_config(cfg).users_file == str(tmp_path / "users.txt")
+
+
+def test_passwd_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    import io
+
+    from databroker_lite.cli import main
+    from databroker_lite.server.auth import PasswordFileAuthenticator
+    f = tmp_path / "users.txt"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret pässword\n"))
+    assert main(["passwd", str(f), "alice", "--password-stdin"]) == 0
+    assert "set the password of alice" in capsys.readouterr().out
+    assert PasswordFileAuthenticator(str(f))._check("alice", "s3cret pässword").user_name == "alice"
+    assert main(["passwd", str(f), "alice", "--remove"]) == 0
+    assert main(["passwd", str(f), "alice", "--remove"]) == 1
+    assert "has no user 'alice'" in capsys.readouterr().err

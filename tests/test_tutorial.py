@@ -255,3 +255,20 @@ def test_demo_shows_the_tutorial(tutorial_env: Path, capsys: pytest.CaptureFixtu
     assert "uid='777b44a7-" in out
     assert "dask.array<chunksize=" in out and "Synced_saxs_image" in out
     assert re.search(r"Synced_saxs_image: \d+ MB if loaded, in \d+ chunks?, each read only", out)
+
+
+def test_generation_says_what_it_makes_and_how_big(fresh_env: Path, capsys) -> None:
+    tutorial_utils.fetch_RSOXS_example()
+    out, err = capsys.readouterr()
+    params = tutorial_utils._parameters()["RSOXS"]
+    h, w = params["small_shape"]
+    n = params["n_frames"] + params["n_dark"]
+    line = out.splitlines()[0]
+    assert line.startswith("Making the tutorial catalog 'bluesky-tutorial-RSOXS': 1 run, "
+                           f"{n} detector frames of {h}x{w} uint16, about ")
+    assert str(fresh_env / "data" / "bluesky-tutorial-RSOXS") in line
+    assert f"{n}/{n}" in err  # the tqdm bar is left showing that it finished
+    tutorial_utils.fetch_RSOXS_example()
+    assert capsys.readouterr().out == ""  # nothing is made the second time
+    tutorial_utils.fetch_BMM_example(progress=False)
+    assert capsys.readouterr().out == ""

@@ -98,10 +98,11 @@ def export(runs: Run | Iterable[Run], fmt: str, dest: str | os.PathLike,
     fmt
         ``"csv"``, ``"json"``, ``"spec"`` or ``"nexus"``.
     dest
-        A directory, for every format (created if missing; the files are named after
-        each run's scan_id and uid, and one SPEC file holds all the runs). Or the file
-        itself: a SPEC file (any name with a suffix; an existing one is appended to), a
-        ``.json`` file or a ``.nxs``/``.h5`` file for one run.
+        A directory, for every format. It is created if missing, and the files in it
+        are named after the run (``scan<scan_id>_<uid8>``), one SPEC file holding all
+        the runs. Or the file itself where one file holds the export. That is a SPEC
+        file (any name with a suffix, appended to if it exists), or for one run a
+        ``.json`` file or a ``.nxs`` or ``.h5`` file.
     streams
         Only these streams (default: all).
     """

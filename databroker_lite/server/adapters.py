@@ -15,36 +15,27 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-from fastapi import HTTPException
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.mapping import MapAdapter
 from tiled.structures.array import ArrayStructure
 from tiled.structures.core import Spec
 
-from ..catalogs import Catalog, DuplicateScanIDWarning
+from .. import lookup
+from ..catalogs import Catalog
 from ..errors import DatabrokerLiteError, InvalidQuery, RunNotFound
 from ..run import Run
 from ..storage.files import StampedCache
 from ..storage.lazy import LazyDataset
 from ..stream import Stream
 from .queries import RunKey
-
-# databroker 2's specs (its MongoDB layout, version 1) select its client classes;
-# ours follow, for our own client.
-CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="1")
-RUN_SPEC = Spec("BlueskyRun", version="1")
-STREAM_SPEC = Spec("BlueskyEventStream", version="1")
-LITE_CATALOG_SPEC = Spec("databroker_lite_catalog")
-LITE_RUN_SPEC = Spec("databroker_lite_run")
-
-
-def error(status: int, exc_or_name: Exception | str, message: str | None = None) -> HTTPException:
-    """An HTTP error whose JSON detail names our exception type, for the client to re-raise."""
-    if isinstance(exc_or_name, Exception):
-        name, message = type(exc_or_name).__name__, str(exc_or_name)
-    else:
-        name = exc_or_name
-    return HTTPException(status_code=status, detail={"error": name, "message": message})
+from .specs import (  # noqa: F401 - also the names other modules and old code take from here
+    CATALOG_SPEC,
+    LITE_CATALOG_SPEC,
+    LITE_RUN_SPEC,
+    RUN_SPEC,
+    STREAM_SPEC,
+    error,
+)
 
 
 # --- arrays ---------------------------------------------------------------------
@@ -404,16 +395,16 @@ def _lookup(catalog: Catalog, query: RunKey) -> list[str]:
     try:
         if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
             if key >= 2**63:
-                raise RunNotFound(f"no run has scan_id {key}")
+                raise RunNotFound(lookup.no_scan_id(key))
             found = list(catalog.search({"scan_id": key}))
             if not found:
-                raise RunNotFound(f"no run has scan_id {key}")
+                raise RunNotFound(lookup.no_scan_id(key))
             return found[::-1]  # newest first, as the local look-up picks
         if isinstance(key, int) and not isinstance(key, bool) and key < -2**62:
             raise RunNotFound(f"the catalog has {len(catalog)} run(s); there is no {key} "
                               "(most recent is -1)")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DuplicateScanIDWarning)
+            warnings.simplefilter("ignore", lookup.DuplicateScanIDWarning)
             return [catalog[key].uid]
     except RunNotFound as exc:
         raise error(404, exc) from None

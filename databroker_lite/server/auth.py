@@ -129,15 +129,18 @@ def remove_user(path: str | os.PathLike, name: str) -> None:
 class _Reloading:
     """A file's parsed content, read again when its size or mtime changes."""
 
-    def __init__(self, path: str, parse: Any) -> None:
-        self.path, self._parse = path, parse
+    def __init__(self, path: str, parse: Any, what: str) -> None:
+        self.path, self._parse, self._what = path, parse, what
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._value: Any = None
         self.get()  # a bad file fails at startup
 
     def get(self) -> Any:
-        st = os.stat(self.path)
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise ServerConfigError(f"cannot read {self._what} {self.path}: {exc}") from None
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             if stamp != self._stamp:
@@ -156,7 +159,7 @@ class PasswordFileAuthenticator(InternalAuthenticator):
     def __init__(self, path: str, confirmation_message: str = "") -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.confirmation_message = confirmation_message
-        self._users = _Reloading(self.path, read_users_file)
+        self._users = _Reloading(self.path, read_users_file, "the users file")
         self._dummy = hash_password(secrets.token_hex(16))
 
     async def authenticate(self, username: str, password: str) -> UserSessionState | None:
@@ -314,7 +317,7 @@ class ProposalAccessPolicy(AccessPolicy):
             if policy:
                 raise ServerConfigError("give the access policy in a file or inline, not both")
             self._file: _Reloading | None = _Reloading(os.path.abspath(policy_file),
-                                                       read_policy_file)
+                                                       read_policy_file, "the access policy")
             self._fixed: Policy | None = None
         else:
             self._file, self._fixed = None, Policy.from_dict(policy, "access policy")

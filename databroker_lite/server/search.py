@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from ..catalogs import Catalog
-from .adapters import CATALOG_SPEC, LITE_RUN_SPEC, RUN_SPEC, error
+from .specs import CATALOG_SPEC, LITE_RUN_SPEC, RUN_SPEC, error
 
 _CMP = {"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte", "eq": "$eq"}
 _SUMMARY = {"uid": "uid", "scan_id": "scan_id", "plan_name": "plan_name", "timestamp": "time"}

@@ -65,10 +65,13 @@ def _small() -> bool:
 
 # --- install once, regenerate when half made ------------------------------------
 def _fetch(name: str, params: dict, generate: Callable[[Catalog, bool], None],
-           progress: bool) -> Catalog:
+           progress: bool, summary: str = "") -> Catalog:
     target = tutorial_data_dir() / name
     target_s = os.fspath(target)
     if not _complete(target, params):
+        if progress:  # one line before the bar: what is made, how big, where
+            print(f"Making the tutorial catalog {name!r}: {summary}, in {target} (once: later "
+                  "calls reuse it)", flush=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         for stale in target.parent.glob(f".{name}.partial-*"):  # an interrupted earlier call
             shutil.rmtree(stale, ignore_errors=True)
@@ -133,7 +136,8 @@ def _uids(*parts: Any) -> Iterator[str]:
 
 def _bar(total: int, desc: str, progress: bool):
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="event", disable=not progress, leave=False)
+    # leave=True: in a notebook the finished bar stays, showing 100%, in the saved output too
+    return tqdm(total=total, desc=desc, unit="event", disable=not progress, leave=True)
 
 
 # --- BMM: X-ray absorption spectroscopy -------------------------------------------
@@ -151,7 +155,10 @@ def fetch_BMM_example(*, progress: bool = True) -> Catalog:  # noqa: N802 - data
     progress : show a progress bar while generating.
     """
     params = _parameters()["BMM"]
-    return _fetch(params["catalog"], params, lambda cat, p: _make_bmm(cat, params, p), progress)
+    n_events = sum(len(_xafs_grid(params)) if r["kind"] == "xafs" else r["num"] for r in params["runs"])
+    summary = f"{len(params['runs'])} runs, {n_events} events of scalars, under 1 MB"
+    return _fetch(params["catalog"], params, lambda cat, p: _make_bmm(cat, params, p), progress,
+                  summary)
 
 
 def _xafs_grid(p: dict) -> np.ndarray:
@@ -319,7 +326,12 @@ def fetch_RSOXS_example(*, progress: bool = True) -> Catalog:  # noqa: N802 - da
     """
     params = dict(_parameters()["RSOXS"])
     params["image_shape"] = params["small_shape"] if _small() else params["shape"]
-    return _fetch(params["catalog"], params, lambda cat, p: _make_rsoxs(cat, params, p), progress)
+    h, w = params["image_shape"]
+    frames = params["n_frames"] + params["n_dark"]
+    summary = (f"1 run, {frames} detector frames of {h}x{w} uint16, about "
+               f"{max(1, round(frames * h * w * 2 / 1e6))} MB")
+    return _fetch(params["catalog"], params, lambda cat, p: _make_rsoxs(cat, params, p), progress,
+                  summary)
 
 
 def _saxs_model(p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
