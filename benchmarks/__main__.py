@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import catalog, index_backends, ingest, pack, peer, reads
         n, h, w = cfg["stack"]
         plan = {
-            "scalar": lambda: reads.bench_scalar(tmp, repeat, rng),
+            "scalar": lambda: (reads.bench_scalar(tmp, repeat, rng)
+                               + reads.bench_distinct(tmp, repeat, args.quick, args.workers)),
             "images": lambda: reads.bench_images(tmp, repeat, n, h, w, rng),
             "ingest": lambda: ingest.bench_ingest(tmp, repeat, n, h, w, cfg["scalar_events"], rng),
             "catalog": lambda: catalog.bench_catalog(tmp, repeat, n_runs, args.workers, rng),

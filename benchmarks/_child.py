@@ -117,6 +117,28 @@ def task_reduce(kind: str, how: str, directory: str = "", uid: str = "", path: s
     return out
 
 
+def task_first_read(kind: str, directory: str, uid: str) -> dict:
+    """The first read of a fresh process: ours after import + open_catalog, or h5py's."""
+    if kind == "ours":
+        import databroker_lite
+        cat = databroker_lite.open_catalog(directory, "r")
+        t0 = time.perf_counter()
+        ds = cat[uid].primary.read()
+        return {"seconds": time.perf_counter() - t0, "n": int(ds.sizes["time"])}
+    import os
+    import sqlite3
+
+    import h5py
+    conn = sqlite3.connect(os.path.join(directory, ".databroker_lite", "index.sqlite"))
+    t0 = time.perf_counter()
+    file = conn.execute("SELECT file FROM runs WHERE uid = ?", (uid,)).fetchone()[0]
+    with h5py.File(os.path.join(directory, file), "r") as f:
+        g = f["streams/primary/0"]
+        n = len(g["time"][:])
+        [g["data"][k][:] for k in g["data"]]
+    return {"seconds": time.perf_counter() - t0, "n": n}
+
+
 def task_ingest(kind: str, directory: str, n: int, h: int, w: int) -> dict:
     """Write an n x h x w uint16 stack through cat.writer (ours) or raw h5py."""
     import os
@@ -168,7 +190,7 @@ def task_pack(src: str, dest: str) -> dict:
     return _measure(lambda: databroker_lite.pack(src, dest, all=True, quiet=True))
 
 
-TASKS = {"pack": task_pack, "read": task_read, "reduce": task_reduce, "ingest": task_ingest, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
+TASKS = {"pack": task_pack, "read": task_read, "reduce": task_reduce, "first_read": task_first_read, "ingest": task_ingest, "open_catalog": task_open_catalog, "open_sqlite": task_open_sqlite}
 
 
 def main(argv: list[str]) -> None:

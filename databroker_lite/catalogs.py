@@ -86,14 +86,14 @@ class Catalog(Mapping):
     def keys(self):  # noqa: D102 - a list is more useful than a view here
         return list(self)
 
-    def _run(self, uid: str, file: str) -> Run:
+    def _run(self, uid: str, file: str, indexed: tuple | None = None) -> Run:
         if not plain_run_file(file):
             # the index is derived and may have been written by someone else: a row that
             # names a path (absolute, '..', a sub-directory) is never followed
             raise CatalogError(f"{self._index.path}: the index row of run {uid} names the file "
                                f"{file!r}, which is not a run file name in {self.directory}; "
                                f"run 'databroker-lite reindex {self.directory}'")
-        return Run(self, uid, os.path.join(self.directory, file))
+        return Run(self, uid, os.path.join(self.directory, file), _indexed=indexed)
 
     def __getitem__(self, key: Any) -> Run:
         """A run by scan_id, -k, uid or unique uid prefix (the rules: :mod:`.lookup`)."""
@@ -107,8 +107,8 @@ class Catalog(Mapping):
                 uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key <= n else []
                 if not uids:
                     raise RecentRunNotFound(lookup.no_kth(n, -key, where) + self._bad_note())
-                return self._run(*index.locate(q, key="uid", value=uids[0], limit=1)[0])
-            found = index.locate(q, key="scan_id", value=key, limit=2)
+                return self._run(*index.locate_with_documents(q, key="uid", value=uids[0], limit=1)[0])
+            found = index.locate_with_documents(q, key="scan_id", value=key, limit=2)
             if not found:
                 self._not_found(lookup.no_scan_id(key, where), scan_id=key)
             if len(found) > 1:
@@ -116,9 +116,11 @@ class Catalog(Mapping):
                 lookup.warn_shared_scan_id(key, rows[0]["uid"],
                                            [lookup.describe(r) for r in rows[1:]])
             return self._run(*found[0])
-        found = index.locate(q, key="uid", prefix=key, limit=2, newest_first=False) if key else []
+        found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
+                                            newest_first=False) if key else []
         if len(found) > 1:  # a whole uid that also starts others is still that run
-            found = index.locate(q, key="uid", value=key, limit=1, newest_first=False) or found
+            found = index.locate_with_documents(q, key="uid", value=key, limit=1,
+                                                newest_first=False) or found
         if len(found) == 1:
             return self._run(*found[0])
         if not key:

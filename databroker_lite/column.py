@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .storage.files import cached_h5, open_h5
+from .storage.files import cached_h5, known_datasets
 from .storage.handlers import _h5_dataset
 from .storage.lazy import ExternalStack, needs_post, split_selection
 from .storage.reader import read_dataset
@@ -59,11 +59,11 @@ class ArrayColumn:
         self._reader = stream._reader
         self._segs = list(stream.segments)
         self._rows = [stream._rows(s) for s in self._segs]
-        self._text = col.dtype.kind == "O" and not col.variable
+        self._text = col.dtype.kind == "O" and not col.variable and not col.json
         info = next((self._reader.dataset_info(s, key) for s in self._segs
                      if not col.external and key in s.descriptor["data_keys"]
                      and self._reader.dataset_info(s, key) is not None), None)
-        if col.variable:
+        if col.variable or col.json:
             row: tuple = ()
         elif info is not None:
             row = tuple(info[1][1:])
@@ -75,8 +75,6 @@ class ArrayColumn:
             self.dtype = np.result_type(col.dtype, "f8")  # NaN where a descriptor lacks the key
         self._fast: Any = _UNSET  # see _plan()
         self._dsname = info[0] if info is not None else None
-        self._file: Any = None
-        self._ds: Any = None
         self._stacks: dict[int, ExternalStack] = {}
 
     # --- array-like --------------------------------------------------------
@@ -130,9 +128,11 @@ class ArrayColumn:
         """
         self._fast = None
         col, reader = self._col, self._reader
-        if len(self._segs) != 1 or self._text or col.variable or not reader.finished:
+        if len(self._segs) != 1 or self._text or col.variable or col.json or not reader.finished:
             return None
         if self._dsname is not None:
+            with reader.h5() as f:
+                reader._dataset(f, self._dsname, self._segs[0])  # its rows checked once
             self._fast = (reader.path, self._dsname, 0, 1, None)
         elif col.external and not str(col.external).startswith("STREAM:") and None not in col.shape:
             from .storage.handlers import _consecutive_points, _handler
@@ -152,9 +152,9 @@ class ArrayColumn:
     def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
         path, name, first, fpp, frame = fast
         f = cached_h5(path)
-        if f is not self._file:
-            self._file, self._ds = f, f[name]
-        ds = self._ds
+        ds = known_datasets(f).get(name)
+        if ds is None:
+            ds = known_datasets(f)[name] = f[name]
         if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
             n = self.shape[0]
             k = int(sel) + (n if sel < 0 else 0)
@@ -199,15 +199,19 @@ class ArrayColumn:
             parts.append(self._segment(i, seg, m, slice(first - lo, last - lo + 1, want.step), inner))
         if not parts:
             shape = (0, *(len(range(n)[s]) for s, n in zip(inner, self.shape[1:])))
-            return np.zeros(shape, dtype=object if self._col.variable else self.dtype)
+            return np.zeros(shape, dtype=object if self._col.variable or self._col.json else self.dtype)
         out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-        return out if self._text or self._col.variable else out.astype(self.dtype, copy=False)
+        if self._text or self._col.variable or self._col.json:
+            return out
+        return out.astype(self.dtype, copy=False)
 
     def _segment(self, i: int, seg: Segment, n: int, rows: slice, inner: tuple) -> np.ndarray:
         col, stream = self._col, self.stream
         box = (rows, *inner)
         if self.key not in seg.descriptor["data_keys"]:
             return stream._filler(n, col, False)[box]
+        if col.json:  # values that disagreed with the descriptor: objects, as read() has them
+            return stream._segment_column(seg, col, False)[box]
         if col.external:
             fixed = None not in col.shape and not str(col.external).startswith("STREAM:")
             if not fixed:
@@ -217,11 +221,9 @@ class ArrayColumn:
         if info is None:
             return np.zeros((0, *self.shape[1:]), dtype=self.dtype)
         sel = rows if col.variable else box
-        if self._reader.finished:
-            out = read_dataset(cached_h5(self._reader.path), info[0], sel, self._reader.path)
-        else:
-            with open_h5(self._reader.path, "r") as f:
-                out = read_dataset(f, info[0], sel, self._reader.path)
+        with self._reader.h5() as f:
+            out = read_dataset(f, info[0], sel, self._reader.path,
+                               ds=self._reader._dataset(f, info[0], seg))
         if self._text:
             return out.astype(str) if out.size else np.zeros(out.shape, dtype="U1")
         return out

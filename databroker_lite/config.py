@@ -100,8 +100,9 @@ class CatalogEntry:
         if index is not None and not isinstance(index, str):
             raise CatalogError(f"{where}: index must be 'auto', 'beside', 'host' or a "
                                f"postgresql:// URL, got {index!r}")
-        return open_catalog(path, mode, root_map=check_root_map(self.args.get("root_map"), where),
-                            name=self.name, index=index)
+        root_map = check_root_map(self.args.get("root_map"), where,
+                                  base_dir=os.path.dirname(self.config_file))
+        return open_catalog(path, mode, root_map=root_map, name=self.name, index=index)
 
 
 def resolve_path(path: Any, base_dir: str | None, *, where: str) -> str:
@@ -128,15 +129,22 @@ def check_directory(path: str, mode: str | None, *, where: str) -> tuple[str, st
     return path, mode
 
 
-def check_root_map(root_map: Any, where: str) -> dict[str, str]:
-    """Validate a ``root_map`` arg: a mapping of str to str (or nothing)."""
+def check_root_map(root_map: Any, where: str, base_dir: str | None = None) -> dict[str, str]:
+    """Validate a ``root_map`` arg: a mapping of str to str (or nothing).
+
+    With ``base_dir`` (the YAML file's directory) a relative new root, or one using
+    ``{{ CATALOG_DIR }}``, is resolved against it, as databroker does.
+    """
     if root_map is None:
         return {}
     if not isinstance(root_map, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in root_map.items()):
         raise CatalogError(f"{where}: root_map must map old root (str) to new root (str), "
                            f"got {root_map!r}")
-    return dict(root_map)
+    if base_dir is None:
+        return dict(root_map)
+    return {old: resolve_path(new, base_dir, where=f"{where}: root_map[{old!r}]") if new else new
+            for old, new in root_map.items()}
 
 
 def _yaml_files(directory: str) -> list[str]:

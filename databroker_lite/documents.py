@@ -106,6 +106,43 @@ def validate(name: str, doc: Any, run_uid: str | None = None) -> None:
             where = "/".join(str(p) for p in error.absolute_path)
             msg = error.message if not where else f"at {where!r}: {error.message}"
             raise InvalidDocument(msg, run_uid=run_uid, name=name, doc_uid=doc_uid(name, doc))
+        _check_json(name, doc, run_uid)
+
+
+def _check_json(name: str, doc: Mapping, run_uid: str | None) -> None:
+    """Refuse, before anything is written, a document with a value JSON cannot hold."""
+    try:
+        dumps(doc)
+    except (TypeError, ValueError, RecursionError) as exc:
+        where = _unjsonable_path(doc)
+        at = f" at {'/'.join(where)!r}" if where else ""
+        raise InvalidDocument(f"a value{at} cannot be stored: it has no JSON form ({exc}); "
+                              "metadata must be JSON (numbers, strings, lists, dicts, numpy "
+                              "values)", run_uid=run_uid, name=name,
+                              doc_uid=doc_uid(name, doc)) from None
+
+
+def _unjsonable_path(value: Any, path: tuple = ()) -> list[str] | None:
+    """The keys leading to the first value :func:`dumps` refuses, or None."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                return [*path, repr(k)]
+            found = _unjsonable_path(v, (*path, str(k)))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _unjsonable_path(v, (*path, str(i)))
+            if found is not None:
+                return found
+        return None
+    try:
+        dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return list(path)
+    return None
 
 
 def _jsonable(doc: Any) -> Any:

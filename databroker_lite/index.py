@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import documents as _docs
+from .dialects import field_rows
 from .errors import CatalogError, CorruptRunFile, InvalidQuery
 from .query import HOIST_LEVEL, SQLITE, compile_queries, db_regexp, sql_value
 from .storage import RunSummary
@@ -27,7 +28,8 @@ from .storage.files import not_a_run_file
 
 INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 2  # 2: runs_text (full text), bad_files.uid/scan_id (what a bad file held)
+# 2: runs_text (full text), bad_files.uid/scan_id (what a bad file held); 3: fields
+SCHEMA_VERSION = 3
 RUN_SUFFIX = ".h5"
 RECHECK_RUNNING_FOR = 86400.0  # s: how long a network FS catalog re-reads a run without a stop
 
@@ -66,6 +68,28 @@ _TEXT_SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS runs_text_gone AFTER DELETE ON runs BEGIN "
     "DELETE FROM runs_text WHERE rowid = old.rowid; END",
 )
+
+# Every scalar of each run's documents, for look-ups on any key (see dialects.field_rows).
+_FIELDS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS fields (key TEXT NOT NULL, value NOT NULL, run INTEGER NOT NULL, "
+    "PRIMARY KEY (key, value, run)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS fields_run ON fields(run)",
+    "CREATE TRIGGER IF NOT EXISTS fields_gone AFTER DELETE ON runs BEGIN "
+    "DELETE FROM fields WHERE run = old.rowid; END",
+)
+
+
+def _field_rows(rowid: int, start: Any, stop: Any) -> list[tuple]:
+    rows = []
+    for name, doc in (("start", start), ("stop", stop)):
+        if isinstance(doc, str):
+            try:
+                doc = json.loads(doc)
+            except ValueError:
+                continue
+        rows.extend((k, v, rowid) for k, v in field_rows(name, doc))
+    return rows
+
 
 # what SQLite says of a statement nested deeper than its parser or expression limits
 _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many levels")
@@ -190,7 +214,8 @@ class Index:
         """Bring an index of an older schema up to this one, from its own rows (the run
         files are not read again). Several processes may try at once: one does it."""
         conn = self.conn
-        if int(self._meta("schema_version") or 0) >= SCHEMA_VERSION and self._has_text():
+        if int(self._meta("schema_version") or 0) >= SCHEMA_VERSION and self._has_text() \
+                and self._has("fields"):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -211,6 +236,13 @@ class Index:
                     for rowid, start, stop in conn.execute("SELECT rowid, start, stop FROM runs").fetchall():
                         conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
                                      (rowid, _text_of(start, stop)))
+            if not self._has("fields"):
+                for stmt in _FIELDS_SCHEMA:
+                    conn.execute(stmt)
+                for rowid, start, stop in conn.execute("SELECT rowid, start, stop FROM runs").fetchall():
+                    conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)",
+                                     _field_rows(rowid, start, stop))
+                self._fields_ok = True
             if version < SCHEMA_VERSION:
                 self._set_meta("schema_version", SCHEMA_VERSION)
             conn.execute("COMMIT")
@@ -219,6 +251,14 @@ class Index:
                 with contextlib.suppress(sqlite3.OperationalError):
                     conn.execute("ROLLBACK")
             raise
+
+    def _has(self, table: str) -> bool:
+        if getattr(self, f"_{table}_ok", False):
+            return True
+        has = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+        if has:
+            setattr(self, f"_{table}_ok", True)
+        return has
 
     def _has_text(self) -> bool:
         if self.kind != "sqlite":
@@ -421,6 +461,8 @@ class Index:
         with self._updating(), conn:
             if self._has_text():
                 conn.execute("DELETE FROM runs_text")
+            if self.kind == "sqlite":
+                conn.execute("DELETE FROM fields")
             conn.execute("DELETE FROM runs")
             conn.execute("DELETE FROM bad_files")
         return self.refresh(full=True, held=held)
@@ -466,6 +508,9 @@ class Index:
             if self._has_text():
                 conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
                              (cur.lastrowid, _text_of(start, stop)))
+            if self.kind == "sqlite":
+                conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)",
+                                 _field_rows(cur.lastrowid, start, stop))
         except BaseException:
             if conn.in_transaction:  # (SQLite itself rolls back on some errors, a full disk)
                 with contextlib.suppress(sqlite3.OperationalError):
@@ -586,6 +631,22 @@ class Index:
         return self._query(queries, "SELECT uid, file FROM runs", f"{order} LIMIT ?",
                            extra=self._match(key, value, prefix), more=[limit])
 
+    def locate_with_documents(self, queries: list[Mapping], *, key: str, value: Any = None,
+                              prefix: str | None = None, limit: int = 50,
+                              newest_first: bool = True) -> list[tuple]:
+        """:meth:`locate`, each row followed by ``((mtime_ns, size), start JSON, stop JSON)``.
+
+        One more page of the table per run found: the look-up that hands out a run also
+        hands its metadata (see :meth:`run_documents`), so ``cat[uid].metadata`` costs one query.
+        """
+        if self.kind != "sqlite":  # jsonb holds the documents re-encoded: not the file's text
+            return [(*r, None) for r in self.locate(queries, key=key, value=value, prefix=prefix,
+                                                    limit=limit, newest_first=newest_first)]
+        order = "ORDER BY time DESC" if newest_first else ""
+        rows = self._query(queries, "SELECT uid, file, mtime_ns, size, start, stop FROM runs",
+                           f"{order} LIMIT ?", extra=self._match(key, value, prefix), more=[limit])
+        return [(u, f, ((m, n), a, b)) for u, f, m, n, a, b in rows]
+
     def row(self, uid: str) -> dict | None:
         r = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)}, start, stop FROM runs WHERE uid = ?",
                               (uid,)).fetchone()
@@ -596,6 +657,14 @@ class Index:
         out["stop"] = json.loads(out["stop"]) if out["stop"] else None
         out["streams"] = json.loads(out["streams"])
         return out
+
+    def run_documents(self, uid: str, file: str) -> tuple[tuple[int, int], str, str | None] | None:
+        """((mtime_ns, size) of the file when indexed, start JSON, stop JSON or None)."""
+        if self.kind != "sqlite":
+            return None
+        r = self.conn.execute("SELECT mtime_ns, size, start, stop FROM runs WHERE uid = ? AND file = ?",
+                              (uid, file)).fetchone()
+        return None if r is None else ((r[0], r[1]), r[2], r[3])
 
     def summaries(self, uids: list[str]) -> list[dict]:
         out = []

@@ -28,7 +28,8 @@ class IntakeCatalog(Catalog):
     Parameters
     ----------
     path : the catalog directory; relative paths are taken from the YAML file's directory.
-    root_map : ``{old_root: new_root}`` for external files that moved.
+    root_map : ``{old_root: new_root}`` for external files that moved; relative new roots
+        are taken from the YAML file's directory too.
     mode : "a" or "r"; by default "a" when the directory is writable, else "r".
     metadata, CATALOG_DIR, storage_options : passed by intake.
     """
@@ -44,9 +45,12 @@ class IntakeCatalog(Catalog):
                  CATALOG_DIR: str | None = None,  # noqa: N803 - intake's spelling
                  storage_options: Any = None) -> None:
         where = f"intake source databroker_lite (path={path!r})"
-        directory = resolve_path(path, CATALOG_DIR or None, where=where)
+        # intake gives the YAML file's directory as CATALOG_DIR or in metadata["catalog_dir"]
+        base = CATALOG_DIR or (metadata or {}).get("catalog_dir") or None
+        directory = resolve_path(path, base, where=where)
         directory, mode = check_directory(directory, mode, where=where)
-        super().__init__(directory, mode=mode, root_map=check_root_map(root_map, where))
+        root_map = check_root_map(root_map, where, base_dir=base)
+        super().__init__(directory, mode=mode, root_map=root_map)
         self.metadata = dict(metadata or {})
         self.description: str | None = None
         self.user_parameters: dict = {}

@@ -565,8 +565,7 @@ class RemoteStream:
     def _array(self, field: str) -> Any:
         with _translate(self.run.catalog.url):
             if field not in self._node:
-                raise StreamNotFound(f"stream {self.name!r} of run {self.run.uid} has no column "
-                                     f"{field!r}; it has {self.fields()}")
+                lookup.select_fields([field], self.fields(), self.name, self.run.uid)  # raises
             return self._node[field]
 
     def read(self, fields: Iterable[str] | str | None = None) -> xr.Dataset:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from . import documents as _docs
 from . import lookup
 from .errors import StreamNotFound
 from .storage import RunReader
@@ -60,12 +61,15 @@ def _public(obj: object) -> list[str]:
 class Run(StreamAttributes):
     """One Bluesky run. ``run.primary`` or ``run["primary"]`` is a :class:`Stream`."""
 
-    def __init__(self, catalog: CatalogLike, uid: str, path: str) -> None:
+    def __init__(self, catalog: CatalogLike, uid: str, path: str, *,
+                 _indexed: tuple | None = None) -> None:
         self.catalog = catalog
         self.uid = uid
         self.path = path
         self.__reader: RunReader | None = None
         self._streams: dict[str, Stream] = {}
+        self._md: tuple | None = None  # (file stamp, metadata from the index)
+        self._row = _indexed  # ((mtime_ns, size), start JSON, stop JSON) from the look-up
 
     def _reader(self) -> RunReader:
         r = self.__reader
@@ -81,16 +85,46 @@ class Run(StreamAttributes):
     @property
     def metadata(self) -> dict:
         """``{"start": ..., "stop": ...}``; stop is None while (or if) the run has no stop."""
+        md = self._indexed()
+        if md is not None:
+            return dict(md)
         r = self._reader()
         return {"start": r.start, "stop": r.stop}
 
+    def _indexed(self) -> dict | None:
+        """Start and stop from the catalog's index row, if it describes the file as it is.
+
+        The index keeps both documents and the file's (mtime, size) when it read them: while
+        the file still has that stamp, they are the file's, and no HDF5 file is opened.
+        """
+        if self.__reader is not None and self.__reader.finished:
+            return None  # already open: the reader has them
+        try:
+            stamp = self._stamp
+        except OSError:
+            return None
+        if self._md is not None and self._md[0] == stamp:
+            return self._md[1]
+        got, self._row = self._row, None
+        if got is None or got[0] != stamp:
+            index = getattr(self.catalog, "_index", None)
+            got = (index.run_documents(self.uid, os.path.basename(self.path))
+                   if index is not None else None)
+        if got is None or got[0] != stamp:
+            return None
+        md = {"start": _docs.loads(got[1]), "stop": _docs.loads(got[2]) if got[2] else None}
+        self._md = (stamp, md)
+        return md
+
     @property
     def start(self) -> dict:
-        return self._reader().start
+        md = self._indexed()
+        return md["start"] if md is not None else self._reader().start
 
     @property
     def stop(self) -> dict | None:
-        return self._reader().stop
+        md = self._indexed()
+        return md["stop"] if md is not None else self._reader().stop
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._reader().stream_names)
@@ -116,16 +150,20 @@ class Run(StreamAttributes):
         for name in self:
             yield name, self[name]
 
-    def documents(self, fill: bool = False) -> Iterator[tuple[str, dict]]:
+    def documents(self, fill: bool | str = False) -> Iterator[tuple[str, dict]]:
         """The run's documents, as inserted (pages as single documents).
 
-        With ``fill=True`` the run comes out as if its detectors had put their data in
-        the events: each event carries the values of its external keys (read one event at
-        a time), descriptors no longer mark those keys external, and the resource and
-        datum documents are left out. Runs with stream resources cannot be filled yet.
+        With ``fill=True`` (or databroker's ``"yes"``) the run comes out as if its
+        detectors had put their data in the events: each event carries the values of its
+        external keys (read one event at a time), descriptors no longer mark those keys
+        external, and the resource and datum documents are left out. ``fill="delayed"``
+        does the same with dask arrays that read on ``compute()``. ``False`` / ``"no"``
+        gives the documents as inserted. Runs with stream resources cannot be filled yet.
+        Any other value raises :class:`~databroker_lite.InvalidArgument`.
         """
+        mode = _fill_mode(fill)
         docs = self._reader().documents()
-        return _filled(self, docs) if fill else docs
+        return _filled(self, docs, delayed=mode == "delayed") if mode != "no" else docs
 
     def resources(self) -> list[dict]:
         """The run's resource and stream_resource documents (where its external data is)."""
@@ -161,7 +199,18 @@ class Run(StreamAttributes):
         return hash((self.uid, self.path))
 
 
-def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+def _fill_mode(fill: Any) -> str:
+    """``"yes"``, ``"no"`` or ``"delayed"`` from a bool or databroker's spellings."""
+    if fill is True or fill is False:
+        return "yes" if fill else "no"
+    if isinstance(fill, str) and fill in ("yes", "no", "delayed"):
+        return fill
+    from .errors import InvalidArgument
+    raise InvalidArgument(f"fill={fill!r}: use True or 'yes' (read external data into the "
+                          "events), 'delayed' (dask arrays), or False or 'no' (as inserted)")
+
+
+def _filled(run: Run, docs: Iterator[tuple[str, dict]], delayed: bool = False) -> Iterator[tuple[str, dict]]:
     """``docs`` with external data read into the events (see :meth:`Run.documents`)."""
     import json
 
@@ -170,6 +219,7 @@ def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, d
     resources: dict[str, dict] = {}
     datums: dict[str, dict] = {}
     external: dict[str, dict[str, tuple]] = {}  # descriptor uid -> {key: shape}
+    dtypes: dict[str, dict] = {}  # descriptor uid -> {key: numpy dtype}, for fill="delayed"
     for name, doc in docs:
         if name == "resource":
             resources[doc["uid"]] = doc
@@ -185,6 +235,8 @@ def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, d
                     if dk.get("external")}
             if keys:
                 external[doc["uid"]] = keys
+                from .storage.layout import declared_dtype
+                dtypes[doc["uid"]] = {k: declared_dtype(doc["data_keys"][k]) for k in keys}
                 doc = {**doc, "data_keys": {
                     k: {f: v for f, v in dk.items() if f != "external" or k not in keys}
                     for k, dk in doc["data_keys"].items()}}
@@ -198,7 +250,20 @@ def _filled(run: Run, docs: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, d
                                             "resource was never inserted")
                 ref = ExternalRef(*resource_location(res, run.catalog.root_map),
                                   json.dumps(datum.get("datum_kwargs", {}), sort_keys=True), res["uid"])
-                data[key] = load_external(ref, shape, key, run.uid)
+                if delayed and None not in shape:
+                    data[key] = _delayed_external(ref, shape, key, run.uid, dtypes[doc["descriptor"]][key])
+                else:
+                    data[key] = load_external(ref, shape, key, run.uid)
                 filled.pop(key, None)
-            doc = {**doc, "data": data, "filled": filled}
+            doc = {**doc, "data": data, **({"filled": filled} if "filled" in doc else {})}
         yield name, doc
+
+
+def _delayed_external(ref: Any, shape: tuple, key: str, run_uid: str, dtype: Any) -> Any:
+    """One external value as a dask array that reads it on compute (``fill="delayed"``)."""
+    import dask
+    import dask.array as da
+
+    from .storage.handlers import load_external
+    return da.from_delayed(dask.delayed(load_external, pure=True)(ref, shape, key, run_uid),
+                           shape=shape, dtype=dtype)

@@ -166,7 +166,9 @@ class Stream:
     def _stream_rows(self, seg: Segment) -> int:
         sd = [d for _, d, _ in self._reader.side_documents("stream_datum")
               if d["descriptor"] == seg.descriptor_uid]
-        return max((d["seq_nums"]["stop"] - 1 for d in sd), default=0)
+        # seq_nums count from 1; an empty stream_datum (stop == start) covers no row
+        return max((d["seq_nums"]["stop"] - 1 for d in sd
+                    if d["seq_nums"]["stop"] > d["seq_nums"]["start"]), default=0)
 
     def _segment_column(self, seg: Segment, col: Column, lazy: bool):
         n = self._rows(seg)
@@ -306,7 +308,8 @@ class Stream:
                 dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, col.dtype.str)
                 row_chunks.append(1)
         if not row_chunks:
-            return _da().zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
+            zshape = (0, *(s or 0 for s in shape))  # explicit chunks: dask's "auto" divides by 0
+            return _da().zeros(zshape, dtype=col.dtype, chunks=tuple((d,) for d in zshape))
         chunks = (tuple(row_chunks), *((s,) for s in shape))
         from dask.highlevelgraph import HighLevelGraph
 

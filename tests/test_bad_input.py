@@ -366,3 +366,13 @@ def test_start_uid_that_cannot_be_a_file_name(cat, uid):
     with pytest.raises(InvalidDocument, match="uid cannot be used as a file name"):
         cat.insert("start", start)
     assert len(cat) == 0 and not [f for f in os.listdir(cat.directory) if f.endswith(".h5")]
+
+
+def test_a_key_kept_as_json_reads_through_stream_getitem(half_run):
+    cat, docs = half_run
+    ev = _store_odd_event(cat, docs, "vec", [1.0, 2.0], "(2,)")
+    vals = _finish_odd(cat, docs, ev, "vec")
+    col = cat[2].primary["vec"]
+    assert col.shape == (5,) and col.dtype == object
+    assert col[2].tolist() == [1.0, 2.0] and col[0].tolist() == vals[0].tolist()
+    assert [v.tolist() for v in col[1:3]] == [vals[1].tolist(), [1.0, 2.0]]

@@ -179,6 +179,8 @@ def test_databroker_queries(client, local) -> None:
     assert uids(client.search(TimeRange(since=t - 1e-3, until=t + 1e-3))) == [local[1].uid]
     assert uids(client.search(Key("sample") == "Au").search(Key("scan_id") == 2)) == [list(local)[-1]]
     assert client.search(Key("sample") == "Au")[-1].start["uid"] == list(local)[-1]
+    assert uids(client.search(Key("stop.exit_status") == "success")) == list(local)  # stop documents
+    assert uids(client.search(Key("stop.num_events.primary") == 5)) == [local[-3].uid]
 
 
 def test_old_clients_query_types_run_on_the_server(client, local) -> None:

@@ -368,3 +368,40 @@ def test_cli_catalogs_reports_broken_entry(tmp_path, search_dir, capsys):
     assert main(["catalogs"]) == 0
     row = capsys.readouterr().out.splitlines()[1]
     assert row.startswith("gone") and "not a directory" in row
+
+
+def test_relative_root_map_targets_resolve_against_the_yaml_directory(tmp_path, search_dir, monkeypatch):
+    # a run whose external frames were written under /old/place, now moved next to the YAML
+    import event_model
+    data = np.arange(2 * 3 * 4, dtype="<u2").reshape(2, 3, 4)
+    moved = search_dir / "frames"
+    moved.mkdir(parents=True)
+    import h5py
+    with h5py.File(moved / "det.h5", "w") as f:
+        f["entry/data/data"] = data
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    b = event_model.compose_run()
+    d = b.compose_descriptor(name="primary", data_keys={"img": {
+        "source": "s", "dtype": "array", "shape": [3, 4], "dtype_numpy": "<u2", "external": "FILESTORE:"}})
+    res = b.compose_resource(spec="AD_HDF5", root="/old/place", resource_path="det.h5",
+                             resource_kwargs={"frame_per_point": 1})
+    docs = [("start", b.start_doc), ("descriptor", d.descriptor_doc), ("resource", res.resource_doc)]
+    for i in range(2):
+        datum = res.compose_datum(datum_kwargs={"point_number": i})
+        docs += [("datum", datum), ("event", d.compose_event(
+            data={"img": datum["datum_id"]}, timestamps={"img": 1.0}, seq_num=i + 1))]
+    insert_all(cat, [*docs, ("stop", b.compose_stop())])
+    f = write_yaml(search_dir / "moved.yml", f"""\
+        sources:
+          moved: {{driver: databroker_lite, args: {{path: {tmp_path / 'cat'}, root_map: {{/old/place: frames}}}}}}
+          tmpl: {{driver: databroker_lite, args: {{path: {tmp_path / 'cat'}, root_map: {{/old/place: "{{{{ CATALOG_DIR }}}}/frames"}}}}}}
+        """)
+    monkeypatch.chdir("/")  # not the YAML's directory: a relative target must not depend on it
+    for name in ("moved", "tmpl"):
+        named = databroker_lite.catalog[name]
+        assert named.root_map == {"/old/place": str(moved)}
+        np.testing.assert_array_equal(named[-1].primary.read()["img"].values, data)
+    intake = pytest.importorskip("intake")
+    icat = intake.open_catalog(str(f))
+    assert icat["moved"].root_map == {"/old/place": str(moved)}
+    np.testing.assert_array_equal(icat["moved"][-1].primary.read()["img"].values, data)

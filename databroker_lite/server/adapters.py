@@ -20,7 +20,8 @@ from tiled.adapters.mapping import MapAdapter
 from tiled.structures.array import ArrayStructure
 from tiled.structures.core import Spec
 
-from ..catalogs import Catalog, DuplicateScanIDWarning
+from .. import lookup
+from ..catalogs import Catalog
 from ..errors import DatabrokerLiteError, InvalidQuery, RunNotFound
 from ..run import Run
 from ..storage.files import StampedCache
@@ -394,16 +395,16 @@ def _lookup(catalog: Catalog, query: RunKey) -> list[str]:
     try:
         if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
             if key >= 2**63:
-                raise RunNotFound(f"no run has scan_id {key}")
+                raise RunNotFound(lookup.no_scan_id(key))
             found = list(catalog.search({"scan_id": key}))
             if not found:
-                raise RunNotFound(f"no run has scan_id {key}")
+                raise RunNotFound(lookup.no_scan_id(key))
             return found[::-1]  # newest first, as the local look-up picks
         if isinstance(key, int) and not isinstance(key, bool) and key < -2**62:
             raise RunNotFound(f"the catalog has {len(catalog)} run(s); there is no {key} "
                               "(most recent is -1)")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DuplicateScanIDWarning)
+            warnings.simplefilter("ignore", lookup.DuplicateScanIDWarning)
             return [catalog[key].uid]
     except RunNotFound as exc:
         raise error(404, exc) from None

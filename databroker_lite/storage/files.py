@@ -412,6 +412,9 @@ def journaled_h5(path: str | os.PathLike, *, sync: bool = False) -> Iterator[h5p
         fobj.discard()
 
 
+_KEEP_DATASETS = 8  # files whose looked-up h5py datasets are kept (see known_datasets)
+
+
 class _FileCache:
     """Read-only h5py handles, one per path per process, reopened if the file changed."""
 
@@ -438,10 +441,16 @@ class _FileCache:
             self._files[path] = (stamp, f)
             while len(self._files) > self.maxsize:
                 self._drop(next(iter(self._files)))
+            if len(self._files) > _KEEP_DATASETS:
+                # h5py's File.close() walks every h5py object alive in the process: keep the
+                # looked-up datasets of the most recently opened files only.
+                older = list(self._files.values())[-_KEEP_DATASETS - 1][1]
+                known_datasets(older).clear()
             return f
 
     def _drop(self, path: str) -> None:
         _, f = self._files.pop(path)
+        known_datasets(f).clear()  # h5py's close() is slower for every object still open
         try:
             f.close()
         except Exception:  # noqa: BLE001 - closing a stale handle must not fail a read
@@ -486,6 +495,15 @@ class StampedCache:
                 while len(self._items) > self.maxsize:
                     self._items.popitem(last=False)
         return value
+
+
+def known_datasets(f: h5py.File) -> dict[str, Any]:
+    """Datasets looked up in the open handle ``f``, by name: kept with the handle and
+    dropped before the cache closes it (an h5py look-up costs ~20 us, a read ~10 us)."""
+    known = getattr(f, "_databroker_lite_datasets", None)
+    if known is None:
+        known = f._databroker_lite_datasets = {}
+    return known
 
 
 def cached_h5(path: str) -> h5py.File:

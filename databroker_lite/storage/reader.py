@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import documents as _docs
 from ..errors import CorruptRunFile, ShapeMismatch, StreamNotFound, UnsupportedLayout
-from .files import cached_h5, open_h5
+from .files import FILE_CACHE, JOURNAL_SUFFIX, cached_h5, known_datasets, open_h5
 from .layout import (
     LAYOUT_ATTR,
     LAYOUT_VERSION,
@@ -71,15 +71,24 @@ class RunReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
+        self._side: dict[str, list[tuple[int, dict, str]]] | None = None
+        self._memo: dict[tuple, Any] = {}
         try:
-            with self._open_fresh() as f:
+            # Opened once, through the file cache: a finished run keeps this handle for
+            # its reads; one still being written gives it back so the writer can lock.
+            if os.path.exists(self.path + JOURNAL_SUFFIX):
+                FILE_CACHE.forget(self.path)  # open_h5 deals with it (undo, or set aside)
+            f = FILE_CACHE.get(self.path)
+            try:
                 self._load(f)
+            finally:
+                if not getattr(self, "finished", False):
+                    FILE_CACHE.forget(self.path)
         except (CorruptRunFile, FileNotFoundError):
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError too
+            FILE_CACHE.forget(self.path)
             raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
-        self._side: dict[str, list[tuple[int, dict, str]]] | None = None
-        self._memo: dict[tuple, Any] = {}
 
     @contextlib.contextmanager
     def _open_fresh(self):
@@ -102,16 +111,40 @@ class RunReader:
         self.start, self.stop, self.uid = _read_head(f, self.path)
         self.finished = self.stop is not None
         self.segments: dict[str, list[Segment]] = {}
-        for sname, sg in f["streams"].items():
+        # Segments are listed with h5py's low-level calls (a high-level Group or Dataset
+        # costs ~20 us to build, and a run of one stream used to build ~60). Each column's
+        # rows are checked against doc_index when it is read (_dataset), not here.
+        streams = h5py.h5g.open(f.id, b"streams")
+        for sname in _children(streams):
+            sg = h5py.h5g.open(streams, sname)
             segs = []
-            for i in sorted(sg, key=int):
-                g = sg[i]
-                desc = _docs.loads(g["descriptor"][()])
-                n = g["doc_index"].shape[0] if "doc_index" in g else 0
-                if n:
-                    _check_rows(g, n, self.path)
-                segs.append((int(g.attrs["doc_index"]), Segment(unh5name(sname), g.name.lstrip("/"), desc, n)))
-            self.segments[unh5name(sname)] = [s for _, s in sorted(segs, key=lambda t: t[0])]
+            for i in sorted(_children(sg), key=int):
+                g = h5py.h5g.open(sg, i)
+                desc = _docs.loads(_read_scalar(g, b"descriptor"))
+                n = h5py.h5d.open(g, b"doc_index").shape[0] if g.links.exists(b"doc_index") else 0
+                at = h5py.h5a.open(g, b"doc_index")
+                idx = np.zeros(at.shape, dtype=at.dtype)
+                at.read(idx)
+                name = unh5name(sname.decode())
+                group = f"streams/{sname.decode()}/{i.decode()}"
+                segs.append((int(idx), Segment(name, group, desc, n)))
+            self.segments[unh5name(sname.decode())] = [s for _, s in sorted(segs, key=lambda t: t[0])]
+
+    def _dataset(self, f: h5py.File, name: str, seg: Segment | None = None) -> Any:
+        """``f[name]``, remembered with the open handle ``f`` (see :func:`known_datasets`);
+        with ``seg``, its rows are checked against the segment's event count first."""
+        known = known_datasets(f)
+        ds = known.get(name)
+        if ds is None:
+            try:
+                ds = f[name]
+            except KeyError:
+                raise CorruptRunFile(f"{self.path}: dataset {name!r} is missing") from None
+            if seg is not None and ds.shape[0] < seg.n_events:
+                raise CorruptRunFile(f"{self.path}: /{name} has {ds.shape[0]} rows where "
+                                     f"/{seg.group}/doc_index counts {seg.n_events}: the file is damaged")
+            known[name] = ds
+        return ds
 
     # --- streams ----------------------------------------------------------
     @property
@@ -133,17 +166,22 @@ class RunReader:
         out: dict[str, Column] = {}
         for seg in self.stream_segments(stream):
             with self.h5() as f:
-                g = f[seg.group]
+                data = f.get(f"{seg.group}/data")
                 for key, dk in seg.descriptor["data_keys"].items():
-                    stored = g["data"].get(h5name(key)) if "data" in g else None
+                    name = f"{seg.group}/data/{h5name(key)}"
+                    stored = data.get(h5name(key)) if data is not None else None
+                    if stored is None and seg.n_events and not is_stream_external(dk):
+                        # every event stores every key: a segment with events and no dataset
+                        # for one is damaged (a flipped bit in the group's B-tree, say)
+                        raise CorruptRunFile(f"{self.path}: /{name} is missing although "
+                                             f"/{seg.group} holds {seg.n_events} events: "
+                                             "the file is damaged")
+                    if self.finished:  # dataset_info's answer, found on the way
+                        self._memo[("info", seg.group, key)] = (
+                            None if stored is None else (name, stored.shape, stored.chunks))
                     col = column_from_data_key(key, dk)
-                    if stored is not None and not col.external and "dtype" in stored.attrs:
-                        dt = stored.attrs["dtype"]
-                        if dt == "json":
-                            col = json_column(key, dk)
-                        else:
-                            col = Column(key, np.dtype(object) if dt == "str" else np.dtype(dt),
-                                         col.shape, col.dims, col.external, col.data_key)
+                    if stored is not None and not col.external:
+                        col = _stored_dtype(col, stored)
                     prev = out.get(key)
                     if prev is not None and (prev.json or col.json):
                         if col.json and not prev.json:  # one descriptor's values are JSON: all are
@@ -193,11 +231,11 @@ class RunReader:
         """time, seq_num, uid or doc_index of a segment's events."""
         n = self.n_events(seg)
         sel = slice(*sel.indices(n))
+        name = f"{seg.group}/{field}"
         with self.h5() as f:
-            g = f[seg.group]
-            if field not in g:
+            if not n and name not in f:
                 return np.zeros(0, dtype="f8" if field == "time" else "i8")
-            ds = g[field]
+            ds = self._dataset(f, name, seg)
             return ds.asstr()[sel].astype(object) if field == "uid" else ds[sel]
 
     def read_column(self, seg: Segment, key: str, sel: slice = slice(None)) -> np.ndarray:
@@ -206,14 +244,16 @@ class RunReader:
         sel = slice(*sel.indices(n))
         name = f"{seg.group}/data/{h5name(key)}"
         with self.h5() as f:
-            return read_dataset(f, name, sel, self.path)
+            return read_dataset(f, name, sel, self.path, ds=self._dataset(f, name, seg))
 
     def read_timestamps(self, seg: Segment, key: str, sel: slice = slice(None)) -> np.ndarray:
         n = self.n_events(seg)
         sel = slice(*sel.indices(n))
         with self.h5() as f:
             name = f"{seg.group}/timestamps/{h5name(key)}"
-            return f[name][sel] if name in f else np.full(len(range(n)[sel]), np.nan)
+            if name not in f:
+                return np.full(len(range(n)[sel]), np.nan)
+            return self._dataset(f, name, seg)[sel]
 
     def read_filled(self, seg: Segment, sel: slice = slice(None)) -> dict[str, np.ndarray]:
         n = self.n_events(seg)
@@ -222,7 +262,13 @@ class RunReader:
             g = f[seg.group]
             if "filled" not in g:
                 return {}
-            return {ds.attrs["key"]: ds[sel] for ds in g["filled"].values()}
+            out = {}
+            for ds in g["filled"].values():
+                if ds.shape[0] < n:
+                    raise CorruptRunFile(f"{self.path}: {ds.name} has {ds.shape[0]} rows where "
+                                         f"/{seg.group}/doc_index counts {n}: the file is damaged")
+                out[ds.attrs["key"]] = ds[sel]
+            return out
 
     # --- side documents ----------------------------------------------------
     def side_documents(self, name: str) -> list[tuple[int, dict, str]]:
@@ -294,22 +340,38 @@ class RunReader:
             return g["no_filled"][sel] if "no_filled" in g else None
 
 
-def _check_rows(g: h5py.Group, n: int, path: str) -> None:
-    """Every per-event dataset of a segment holds at least its n complete rows.
+def _children(gid: Any) -> list[bytes]:
+    """Link names of a low-level group, in HDF5's order."""
+    names: list[bytes] = []
+    gid.links.iterate(names.append)
+    return names
 
-    The writer extends them all before doc_index, so fewer rows means damage (a flipped
-    bit in a dataspace, say): say so now rather than hand out ragged columns.
+
+def _read_scalar(gid: Any, name: bytes) -> Any:
+    """A scalar string dataset (a JSON document) of a low-level group."""
+    ds = h5py.Dataset(h5py.h5d.open(gid, name))
+    return ds[()]
+
+
+def _stored_dtype(col: Column, stored: h5py.Dataset) -> Column:
+    """The column with the dtype its values were stored with (what read() gives back).
+
+    Plain numbers are stored in the dtype users get: the dataset's own dtype says it,
+    without reading the ``dtype`` attribute (an HDF5 attribute read per column per run
+    was a tenth of a loop over runs). Text and ragged values keep the attribute's word.
     """
-    for sub in ("data", "timestamps", "shapes", "filled"):
-        if sub in g:
-            for ds in g[sub].values():
-                if ds.shape[0] < n:
-                    raise CorruptRunFile(f"{path}: {ds.name} has {ds.shape[0]} rows where "
-                                         f"{g.name}/doc_index counts {n}: the file is damaged")
-    for name in ("time", "seq_num", "uid"):
-        if name not in g or g[name].shape[0] < n:
-            raise CorruptRunFile(f"{path}: {g.name}/{name} is missing or shorter than "
-                                 f"{g.name}/doc_index ({n} rows): the file is damaged")
+    dt = stored.dtype
+    if dt.kind in "biufc" and dt.fields is None:
+        if dt == col.dtype:
+            return col
+        return Column(col.key, dt, col.shape, col.dims, col.external, col.data_key)
+    if "dtype" not in stored.attrs:
+        return col
+    at = stored.attrs["dtype"]
+    if at == "json":
+        return json_column(col.key, col.data_key)
+    return Column(col.key, np.dtype(object) if at == "str" else np.dtype(at),
+                  col.shape, col.dims, col.external, col.data_key)
 
 
 def _plain(v: Any) -> Any:
@@ -320,12 +382,13 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def read_dataset(f: h5py.File, name: str, sel: Any, path: str) -> np.ndarray:
+def read_dataset(f: h5py.File, name: str, sel: Any, path: str, ds: Any = None) -> np.ndarray:
     """Read ``f[name][sel]`` as users see it: text as str objects, ragged rows reshaped."""
-    try:
-        ds = f[name]
-    except KeyError:
-        raise CorruptRunFile(f"{path}: dataset {name!r} is missing") from None
+    if ds is None:
+        try:
+            ds = f[name]
+        except KeyError:
+            raise CorruptRunFile(f"{path}: dataset {name!r} is missing") from None
     try:
         dt = ds.dtype
         if dt.kind != "O":  # plain numbers: the common, fast case
