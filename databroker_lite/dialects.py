@@ -62,6 +62,62 @@ def kind_of(value: Any) -> str:
     return "text"
 
 
+# --- the SQLite index's field table ----------------------------------------------
+# Every scalar of a run's start and stop documents is a row (key, value, run) of the
+# table ``fields``, whose primary key makes equality, $in, ranges and $regex on any key,
+# nested or not, an index look-up instead of parsing every run's JSON. The key names the
+# document ('s' start, 'e' stop), the kind (N number, T text, B bool; lower case for an
+# element of an array at that key) and the path (a JSON list, so dots in key names stay
+# apart from nesting).
+_KIND_CHAR = {"number": "N", "text": "T", "bool": "B"}
+_START_COLUMNS = frozenset(COLUMNS)  # start keys kept in their own columns: not repeated
+
+
+def field_key(doc: str, kind: str, parts: tuple[str, ...] | list[str], element: bool = False) -> str:
+    char = _KIND_CHAR[kind]
+    return (("s" if doc == "start" else "e") + (char.lower() if element else char)
+            + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":")))
+
+
+def _field_scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int))  # bool is an int
+
+
+def field_rows(doc_name: str, doc: Any) -> list[tuple[str, Any]]:
+    """The (key, value) rows of one document for the ``fields`` table."""
+    out: list[tuple[str, Any]] = []
+
+    def walk(value: Any, parts: tuple[str, ...]) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not parts and doc_name == "start" and k in _START_COLUMNS:
+                    continue
+                walk(v, (*parts, str(k)))
+        elif isinstance(value, list):
+            for v in value:
+                if _field_scalar(v):
+                    out.append((field_key(doc_name, kind_of(v), parts, element=True), _stored(v)))
+        elif parts and _field_scalar(value):
+            out.append((field_key(doc_name, kind_of(value), parts), _stored(value)))
+
+    if isinstance(doc, dict):
+        walk(doc, ())
+    return out
+
+
+def _stored(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        try:
+            return float(value)  # as SQLite's JSON functions read it
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
+
+
 class SQLiteDialect:
     """SQLite's JSON1 functions; ``db_regexp`` is a Python function the connection registers."""
 
@@ -108,27 +164,26 @@ class SQLiteDialect:
             if isinstance(value, bool):
                 return self.false  # no column holds a bool (True is not 1)
             return f"({self.value(c, ref)} = {c.p(value)})"
-        if not self.addressable(ref):
-            return self.false
         kind = kind_of(value)
-        # A string can only match if its JSON form appears in the stored document:
-        # instr() skips most rows without parsing their JSON, which json_extract must do.
-        prefilter = (f"instr({ref.doc}, {c.p(json.dumps(value))}) > 0 AND "
-                     if kind == "text" else "")
-        return (f"({prefilter}(({self.is_kind(self.type_of(c, ref), kind)} AND "
-                f"{self.value(c, ref)} = {c.p(value)}) OR "
-                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
-                f"json_each({ref.doc}, {c.p(_path(ref.parts))}) WHERE value = {c.p(value)} AND "
-                f"{self.is_kind('type', kind)}))))")
+        keys = (field_key(ref.doc, kind, ref.parts), field_key(ref.doc, kind, ref.parts, element=True))
+        return (f"(rowid IN (SELECT run FROM fields WHERE key IN ({c.p(keys[0])}, {c.p(keys[1])}) "
+                f"AND value = {c.p(value)}))")
 
     def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
         """The key is a number (or string) and ``key <op> value`` (op: < <= > >=)."""
-        return (f"({self.is_kind(self.type_of(c, ref), kind_of(value))} AND "
-                f"{self.value(c, ref)} {op} {c.p(value)})")
+        if ref.column:
+            return (f"({self.is_kind(self.type_of(c, ref), kind_of(value))} AND "
+                    f"{self.value(c, ref)} {op} {c.p(value)})")
+        return (f"(rowid IN (SELECT run FROM fields WHERE key = "
+                f"{c.p(field_key(ref.doc, kind_of(value), ref.parts))} AND value {op} {c.p(value)}))")
 
     def regex(self, c: _Compiler, ref: Ref, pattern: str, flags: int) -> str:
-        return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
-                f"db_regexp({c.p(pattern)}, {c.p(flags)}, {self.value(c, ref)}))")
+        if ref.column:
+            return (f"({self.is_kind(self.type_of(c, ref), 'text')} AND "
+                    f"db_regexp({c.p(pattern)}, {c.p(flags)}, {self.value(c, ref)}))")
+        return (f"(rowid IN (SELECT run FROM fields WHERE key = "
+                f"{c.p(field_key(ref.doc, 'text', ref.parts))} AND "
+                f"db_regexp({c.p(pattern)}, {c.p(flags)}, value)))")
 
     def in_scalars(self, c: _Compiler, ref: Ref, kind: str, values: list) -> str:
         """The key equals one of these values (all of one kind), or is an array holding
@@ -138,13 +193,9 @@ class SQLiteDialect:
                 return self.false  # no column holds a bool (True is not 1)
             return (f"({self.is_kind(f'typeof({ref.column})', kind)} AND {ref.column} IN "
                     f"(SELECT value FROM json_each({c.p(json.dumps(values))})))")
-        if not self.addressable(ref):
-            return self.false
-        return (f"(({self.is_kind(self.type_of(c, ref), kind)} AND {self.value(c, ref)} IN "
-                f"(SELECT value FROM json_each({c.p(json.dumps(values))}))) OR "
-                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
-                f"json_each({ref.doc}, {c.p(_path(ref.parts))}) AS e WHERE {self.is_kind('e.type', kind)} "
-                f"AND e.value IN (SELECT value FROM json_each({c.p(json.dumps(values))})))))")
+        keys = (field_key(ref.doc, kind, ref.parts), field_key(ref.doc, kind, ref.parts, element=True))
+        return (f"(rowid IN (SELECT run FROM fields WHERE key IN ({c.p(keys[0])}, {c.p(keys[1])}) "
+                f"AND value IN (SELECT value FROM json_each({c.p(json.dumps(values))}))))")
 
     def text_search(self, c: _Compiler, words: list[str]) -> str:
         """Runs whose start or stop document holds all these words (FTS5 table runs_text)."""

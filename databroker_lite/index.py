@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import documents as _docs
+from .dialects import field_rows
 from .errors import CatalogError, CorruptRunFile, InvalidQuery
 from .query import HOIST_LEVEL, SQLITE, compile_queries, db_regexp, sql_value
 from .storage import RunSummary
@@ -27,7 +28,8 @@ from .storage.files import not_a_run_file
 
 INDEX_DIR = ".databroker_lite"
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 2  # 2: runs_text (full text), bad_files.uid/scan_id (what a bad file held)
+# 2: runs_text (full text), bad_files.uid/scan_id (what a bad file held); 3: fields
+SCHEMA_VERSION = 3
 RUN_SUFFIX = ".h5"
 RECHECK_RUNNING_FOR = 86400.0  # s: how long a network FS catalog re-reads a run without a stop
 
@@ -66,6 +68,28 @@ _TEXT_SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS runs_text_gone AFTER DELETE ON runs BEGIN "
     "DELETE FROM runs_text WHERE rowid = old.rowid; END",
 )
+
+# Every scalar of each run's documents, for look-ups on any key (see dialects.field_rows).
+_FIELDS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS fields (key TEXT NOT NULL, value NOT NULL, run INTEGER NOT NULL, "
+    "PRIMARY KEY (key, value, run)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS fields_run ON fields(run)",
+    "CREATE TRIGGER IF NOT EXISTS fields_gone AFTER DELETE ON runs BEGIN "
+    "DELETE FROM fields WHERE run = old.rowid; END",
+)
+
+
+def _field_rows(rowid: int, start: Any, stop: Any) -> list[tuple]:
+    rows = []
+    for name, doc in (("start", start), ("stop", stop)):
+        if isinstance(doc, str):
+            try:
+                doc = json.loads(doc)
+            except ValueError:
+                continue
+        rows.extend((k, v, rowid) for k, v in field_rows(name, doc))
+    return rows
+
 
 # what SQLite says of a statement nested deeper than its parser or expression limits
 _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many levels")
@@ -190,7 +214,8 @@ class Index:
         """Bring an index of an older schema up to this one, from its own rows (the run
         files are not read again). Several processes may try at once: one does it."""
         conn = self.conn
-        if int(self._meta("schema_version") or 0) >= SCHEMA_VERSION and self._has_text():
+        if int(self._meta("schema_version") or 0) >= SCHEMA_VERSION and self._has_text() \
+                and self._has("fields"):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -211,6 +236,13 @@ class Index:
                     for rowid, start, stop in conn.execute("SELECT rowid, start, stop FROM runs").fetchall():
                         conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
                                      (rowid, _text_of(start, stop)))
+            if not self._has("fields"):
+                for stmt in _FIELDS_SCHEMA:
+                    conn.execute(stmt)
+                for rowid, start, stop in conn.execute("SELECT rowid, start, stop FROM runs").fetchall():
+                    conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)",
+                                     _field_rows(rowid, start, stop))
+                self._fields_ok = True
             if version < SCHEMA_VERSION:
                 self._set_meta("schema_version", SCHEMA_VERSION)
             conn.execute("COMMIT")
@@ -219,6 +251,14 @@ class Index:
                 with contextlib.suppress(sqlite3.OperationalError):
                     conn.execute("ROLLBACK")
             raise
+
+    def _has(self, table: str) -> bool:
+        if getattr(self, f"_{table}_ok", False):
+            return True
+        has = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+        if has:
+            setattr(self, f"_{table}_ok", True)
+        return has
 
     def _has_text(self) -> bool:
         if self.kind != "sqlite":
@@ -421,6 +461,8 @@ class Index:
         with self._updating(), conn:
             if self._has_text():
                 conn.execute("DELETE FROM runs_text")
+            if self.kind == "sqlite":
+                conn.execute("DELETE FROM fields")
             conn.execute("DELETE FROM runs")
             conn.execute("DELETE FROM bad_files")
         return self.refresh(full=True, held=held)
@@ -466,6 +508,9 @@ class Index:
             if self._has_text():
                 conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
                              (cur.lastrowid, _text_of(start, stop)))
+            if self.kind == "sqlite":
+                conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)",
+                                 _field_rows(cur.lastrowid, start, stop))
         except BaseException:
             if conn.in_transaction:  # (SQLite itself rolls back on some errors, a full disk)
                 with contextlib.suppress(sqlite3.OperationalError):

@@ -315,6 +315,8 @@ def _make_v1(cat: databroker_lite.Catalog) -> None:
     conn.commit()
     conn.execute("DROP TRIGGER runs_text_gone")
     conn.execute("DROP TABLE runs_text")
+    conn.execute("DROP TRIGGER fields_gone")
+    conn.execute("DROP TABLE fields")
     conn.execute("DROP TABLE bad_files")
     conn.execute("CREATE TABLE bad_files (file TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, "
                  "error TEXT)")
@@ -324,7 +326,7 @@ def _make_v1(cat: databroker_lite.Catalog) -> None:
 
 
 @pytest.mark.parametrize("mode", ["a", "r"])
-def test_an_index_of_schema_1_is_upgraded_in_place_without_reading_the_runs(four, monkeypatch, mode):
+def test_an_index_of_schema_1_or_2_is_upgraded_in_place_without_reading_the_runs(four, monkeypatch, mode):
     cat, uids = four
     if cat._index.kind != "sqlite":
         pytest.skip("the SQLite index's own schema upgrade")
@@ -335,8 +337,11 @@ def test_an_index_of_schema_1_is_upgraded_in_place_without_reading_the_runs(four
     monkeypatch.setattr(RunSummary, "__init__", no_reads)
     up = databroker_lite.open_catalog(cat.directory, mode=mode)
     assert list(up.search({"$text": {"$search": "Fe"}})) == uids[2:]
+    assert list(up.search({"sample.name": "Fe"})) == uids[2:]
+    assert list(up.search({"stop.exit_status": {"$in": ["success", "x", "y", "z"]}})) == uids
     assert list(up) == uids
-    assert up._index._meta("schema_version") == "2"
+    from databroker_lite.index import SCHEMA_VERSION
+    assert up._index._meta("schema_version") == str(SCHEMA_VERSION) == "3"
     monkeypatch.undo()
     with open(os.path.join(cat.directory, "junk.h5"), "wb") as f:
         f.write(b"junk")

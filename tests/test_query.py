@@ -559,3 +559,32 @@ def test_full_text_search_needs_a_word(stops):
         cat.search(Q.FullText("  ... "))
     with pytest.raises(InvalidQuery, match="case"):
         cat.search({"$text": {"$search": "x", "$caseSensitive": True}})
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> tuple[databroker_lite.Catalog, list[str]]:
+    cat = databroker_lite.open_catalog(tmp_path_factory.mktemp("shapes") / "cat")
+    mds = [{"a": 1, "flag": True, "vals": [1, 5], "big": 2**70},
+           {"a": {"b": 1}, "flag": 1, "vals": 5, "big": 3},
+           {"a": {"b": [1, 2]}, "flag": False, "vals": [[5]], "deep": {"x": [{"y": 1}]}}]
+    return cat, [_add(cat, T0 + i, md) for i, md in enumerate(mds)]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ({"a.b": 1}, [1, 2]),  # a dot is nesting
+    ({"a.b": 2}, [2]),
+    ({"a": {"b": 1}}, [1, 2]),
+    ({"flag": True}, [0]),  # True is not 1
+    ({"flag": 1}, [1]),
+    ({"flag": {"$in": [False, 7, 8, 9]}}, [2]),
+    ({"vals": 5}, [0, 1]),  # the value, or an element of an array
+    ({"vals": {"$gt": 3}}, [1]),  # comparisons look at the value itself
+    ({"vals": {"$in": [5, 6, 7, 8]}}, [0, 1]),
+    ({"deep.x.y": 1}, []),  # no reaching into documents inside arrays
+    ({"big": 2**70}, [0]),
+    ({"big": {"$gt": 10**20}}, [0]),
+    ({"a.b": {"$exists": True}}, [1, 2]),
+])
+def test_value_shapes_match_as_documented(shapes, query, expected):
+    cat, uids = shapes
+    assert list(cat.search(query)) == [uids[i] for i in expected]
