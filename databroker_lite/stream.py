@@ -155,7 +155,8 @@ class Stream:
                     arr = arr.rechunk(-1).map_blocks(_text_block, dtype=np.dtype("U1"))
             else:
                 arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-            data_vars[key] = _xr().Variable(_dims(col), arr, attrs=_attrs(col))
+            # fastpath: xarray would turn a None kept as it came into NaN
+            data_vars[key] = _xr().Variable(_dims(col), arr, attrs=_attrs(col), fastpath=col.json)
         return _xr().Dataset(data_vars, coords={"time": ("time", times)},
                           attrs={"stream_name": self.name, "uid": self.run.uid})
 
