@@ -147,17 +147,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
-    """``databroker-lite serve CATALOGS`` in a subprocess on a free loopback port; yields its URL."""
+def serve_subprocess(tmp: Path, *args: str, procs: list | None = None,
+                     wait: float = 60.0) -> Iterator[str]:
+    """``databroker-lite serve ARGS`` in a subprocess on a free loopback port; yields its URL.
+
+    The server's output goes to ``tmp/server.log``; its Popen is appended to ``procs``.
+    """
     import httpx
-    (tmp / "key").write_text(api_key + "\n")
     url = f"http://127.0.0.1:{free_port()}"
     with open(tmp / "server.log", "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
-                                 "--port", url.rsplit(":", 1)[1], "--api-key-file",
-                                 str(tmp / "key")], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *args,
+                                 "--port", url.rsplit(":", 1)[1]],
+                                stdout=log, stderr=subprocess.STDOUT)
+        if procs is not None:
+            procs.append(proc)
         try:
-            for _ in range(240):  # the server imports tiled: up to a minute on a busy machine
+            for _ in range(int(wait * 4)):  # the server imports tiled: slow on a busy machine
                 if proc.poll() is not None:
                     break
                 try:
@@ -166,7 +171,7 @@ def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
                 except httpx.TransportError:
                     time.sleep(0.25)
             else:
-                pytest.fail("the server did not answer within a minute")
+                pytest.fail(f"the server did not answer within {wait:.0f} s")
             if proc.poll() is not None:
                 log.seek(0)
                 pytest.fail(f"the server exited: {log.read()}")
@@ -177,6 +182,14 @@ def serving(tmp: Path, api_key: str, *catalogs: str) -> Iterator[str]:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, api_key: str, *catalogs: str, procs: list | None = None) -> Iterator[str]:
+    """``databroker-lite serve CATALOGS`` with ``api_key``; yields its URL."""
+    (tmp / "key").write_text(api_key + "\n")
+    with serve_subprocess(tmp, *catalogs, "--api-key-file", str(tmp / "key"), procs=procs) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

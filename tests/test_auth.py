@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import insert_all, make_run_docs
+from conftest import insert_all, make_run_docs, serve_subprocess
 
 import databroker_lite
 
@@ -51,43 +49,11 @@ def _make_catalog(path: Path) -> databroker_lite.Catalog:
     return cat
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serving(tmp: Path, *catalogs: str):
     """``databroker-lite serve CATALOGS --config tmp/serve.yml``; yields its URL."""
-    import httpx
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(tmp / "server.log", "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
-                                 "--port", str(port), "--config", str(tmp / "serve.yml")],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            for _ in range(480):  # tiled's import and database set-up, on a busy machine
-                if proc.poll() is not None:
-                    break
-                try:
-                    httpx.get(f"{url}/api/v1/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.25)
-            else:
-                pytest.fail("the server did not answer within two minutes")
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"the server exited: {log.read()}")
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve_subprocess(tmp, *catalogs, "--config", str(tmp / "serve.yml"), wait=120) as url:
+        yield url
 
 
 def _site(tmp: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import insert_all, make_run_docs
+from conftest import insert_all, make_run_docs, serving
 
 import databroker_lite
 from databroker_lite.remote import Unauthorized
@@ -35,12 +34,6 @@ def test_import_does_not_import_tiled() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _make_catalog(path: Path) -> databroker_lite.Catalog:
     cat = databroker_lite.open_catalog(path)
     t0 = time.time() - 100
@@ -58,39 +51,9 @@ def _make_catalog(path: Path) -> databroker_lite.Catalog:
 
 @contextlib.contextmanager
 def _serving(tmp: Path, *catalogs: str, procs: list | None = None):
-    """``databroker-lite serve CATALOGS`` on a free loopback port; yields its URL
-    (and appends the server's Popen to ``procs``)."""
-    import httpx
-    (tmp / "key").write_text(KEY + "\n")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(tmp / "server.log", "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "databroker_lite", "serve", *catalogs,
-                                 "--port", str(port), "--api-key-file", str(tmp / "key")],
-                                stdout=log, stderr=subprocess.STDOUT)
-        if procs is not None:
-            procs.append(proc)
-        try:
-            for _ in range(240):  # the server imports tiled: up to a minute on a busy machine
-                if proc.poll() is not None:
-                    break
-                try:
-                    httpx.get(f"{url}/api/v1/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.25)
-            else:
-                pytest.fail("the server did not answer within a minute")
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"the server exited: {log.read()}")
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """``databroker-lite serve CATALOGS`` with the test's API key; yields its URL."""
+    with serving(tmp, KEY, *catalogs, procs=procs) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
