@@ -186,6 +186,10 @@ class Index:
             else:
                 self.in_memory = True
             self._init_db()
+        self._check_schema_version()
+
+    def _check_schema_version(self) -> None:
+        """Refuse an index written by a newer release (its rows may mean something else)."""
         version = self._meta("schema_version")
         if version is not None and int(version) > SCHEMA_VERSION:
             raise CatalogError(f"{self.path}: index schema {version} is newer than this package "

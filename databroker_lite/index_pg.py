@@ -164,10 +164,7 @@ class PostgresIndex(Index):
         self._lock_id = int.from_bytes(hashlib.sha1(self.schema.encode()).digest()[:8], "big",
                                        signed=True)
         self._init_db()
-        version = self._meta("schema_version")
-        if version is not None and int(version) > SCHEMA_VERSION:
-            raise CatalogError(f"{self.path}: index schema {version} is newer than this package "
-                               f"knows; run 'databroker-lite reindex {self.directory}'")
+        self._check_schema_version()
 
     def _init_db(self) -> None:
         conn = self.conn
