@@ -108,9 +108,10 @@ def check(result: dict) -> list[str]:
     # Limits derived from each run's own size, so that a path holding the whole run (a
     # writer that never flushes, a to_dask() that loads everything) crosses them at any
     # size, CI's included: a fixed allowance for the libraries' own allocations plus a
-    # fraction of the run. Reading the scalar run touches one column of twenty.
+    # fraction of the run. Reading the scalar run touches one column of twenty (seen: 27-38
+    # MB added at CI size, limit 45; a to_dask() that loads everything: 66).
     scalar, image = result["scalar_mb"], result["image_mb"]
-    limits = (("write_scalar", 30 + scalar / 4), ("read_scalar", 30 + scalar / 4),
+    limits = (("write_scalar", 30 + scalar / 4), ("read_scalar", 30 + scalar / 2),
               ("write_image", 80 + image / 2), ("read_image", 40 + image / 2))
     for task, limit in limits:
         if result[task]["added_mb"] > limit:
