@@ -303,6 +303,26 @@ class PostgresDialect:
                 f"({self.is_kind(self.type_of(c, ref), 'array')} AND "
                 f"{self._at(c, ref)} @> {c.p('[' + as_json + ']')}::jsonb)))")
 
+    def in_scalars(self, c: _Compiler, ref: Ref, kind: str, values: list) -> str:
+        """The key equals one of these values (all of one kind), or is an array holding
+        one: ``= ANY`` of a single array parameter, however many values."""
+        values = [pg_json(v) for v in values
+                  if not (isinstance(v, float) and not math.isfinite(v))]  # no jsonb holds them
+        if not values:
+            return self.false
+        if ref.column and ref.column != "scan_id":
+            if not self._column_ok(ref, kind):
+                return self.false
+            if ref.column == "time":
+                return f"(time = ANY({c.p([float(v) for v in values])}::float8[]))"
+            return f"({ref.column} = ANY({c.p(values)}::text[]))"
+        as_json = [json.dumps(v) for v in values]
+        if ref.column == "scan_id":
+            return f"(scan_id = ANY({c.p(as_json)}::jsonb[]))"
+        return (f"({self._at(c, ref)} = ANY({c.p(as_json)}::jsonb[]) OR "
+                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
+                f"jsonb_array_elements({self._at(c, ref)}) AS e(v) WHERE e.v = ANY({c.p(as_json)}::jsonb[]))))")
+
     def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
         kind = kind_of(value)
         if ref.column and ref.column != "scan_id":

@@ -127,6 +127,14 @@ QUERIES = [
     {"time": {"$gt": 0}}, {"stop.exit_status": "success"}, {"start.text": "ABC"},
     {"n": float("nan")}, {"n": {"$lt": float("inf")}}, {"n": {"$gt": float("inf")}},
     {"n": {"$gt": -(10**400)}}, {"text": "it's \"odd\"; --"}, {'we"ird': 1}, {"text": "a\x00b"},
+    # $in of more than three values: one array parameter (json_each, = ANY) on each kind of key
+    {"scan_id": {"$in": [1, 2, 3, 4, 2**40, "1", 7.0]}}, {"plan_name": {"$in": ["a", "b", "c", "scan"]}},
+    {"text": {"$in": ["Cu foil", "ABC", "abc123", "ünïcode ß", "none", "a\x00b"]}},
+    {"tags": {"$in": ["x", "y", "z", "Fe foil"]}}, {"n": {"$in": [0, 1.5, 3, 4.5, float("nan")]}},
+    {"mixed": {"$in": ["1", 2, "3", 4, None]}}, {"flag": {"$in": [True, 5, 6, 7]}},
+    {"nested.deep.v": {"$in": [1, 2, 3, 4, 5]}}, {"time": {"$in": [1.0, 2.0, 3.0, 4.0]}},
+    {"text": {"$nin": ["Cu foil", "ABC", "abc123", "x.y"]}},
+    {"uid": {"$in": ["a", "b", "c", "d"]}}, {"big": {"$in": [1, 2, 3, 2**70]}},
 ]
 
 
