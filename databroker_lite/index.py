@@ -91,6 +91,7 @@ def _field_rows(rowid: int, start: Any, stop: Any) -> list[tuple]:
     return rows
 
 
+
 # what SQLite says of a statement nested deeper than its parser or expression limits
 _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many levels")
 
@@ -456,13 +457,23 @@ class Index:
         for f, u, s in conn.execute("SELECT file, uid, scan_id FROM bad_files WHERE uid IS NOT NULL"):
             held.setdefault(f, (u, s))
         with self._updating(), conn:
-            if self._has_text():
-                conn.execute("DELETE FROM runs_text")
-            if self.kind == "sqlite":
-                conn.execute("DELETE FROM fields")
-            conn.execute("DELETE FROM runs")
-            conn.execute("DELETE FROM bad_files")
+            self._forget_all()
         return self.refresh(full=True, held=held)
+
+    def _forget_all(self) -> None:
+        """Empty the tables (in the caller's transaction). Without their triggers for the
+        while, so that SQLite drops the rows in one go instead of one by one."""
+        conn = self.conn
+        conn.execute("DELETE FROM bad_files")  # (opens the transaction: DDL does not)
+        text = self._has_text()
+        conn.execute("DROP TRIGGER IF EXISTS runs_text_gone")
+        conn.execute("DROP TRIGGER IF EXISTS fields_gone")
+        if text:
+            conn.execute("DROP TABLE runs_text")
+        conn.execute("DELETE FROM fields")
+        conn.execute("DELETE FROM runs")
+        for stmt in (*(_TEXT_SCHEMA if text else ()), *_FIELDS_SCHEMA):
+            conn.execute(stmt)
 
     @contextlib.contextmanager
     def _updating(self) -> Iterator[None]:
@@ -530,8 +541,9 @@ class Index:
                              [(base + i, r.text if r.text is not None else _text_of(
                                  json.loads(r.row[10]), r.row[11] and json.loads(r.row[11])))
                               for i, r in enumerate(runs)])
-        conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)",
-                         [(k, v, base + i) for i, r in enumerate(runs) for k, v in r.fields])
+        rows = [(k, v, base + i) for i, r in enumerate(runs) for k, v in r.fields]
+        rows.sort()  # in key order (one kind of value per key): the B-tree fills page by page
+        conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)", rows)
         conn.executemany("DELETE FROM bad_files WHERE file = ?", [(r.file,) for r in runs])
 
     def record_run(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,

@@ -13,6 +13,7 @@ not answer for are read here: the result is the same, only slower.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -166,14 +167,16 @@ def _in_workers(directory: str, kind: str, with_text: bool, todo: list, n: int) 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # this very package, whatever the working directory holds (``-c`` puts it first)
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            "from databroker_lite.index_fill import worker; worker()")
     procs: list[subprocess.Popen] = []
     results: queue.Queue = queue.Queue()
     try:
         for i in range(n):
             try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", "from databroker_lite.index_fill import worker; worker()"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=env)
             except OSError:
                 break
             procs.append(proc)
@@ -193,7 +196,8 @@ def _in_workers(directory: str, kind: str, with_text: bool, todo: list, n: int) 
             proc.wait()
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
-                    pipe.close()
+                    with contextlib.suppress(OSError):  # a dead worker's pipe
+                        pipe.close()
 
 
 def _feed_and_read(proc: subprocess.Popen, task: tuple, results: queue.Queue) -> None:

@@ -259,6 +259,9 @@ class PostgresIndex(Index):
                          [r.row for r in runs])
         conn.executemany("DELETE FROM bad_files WHERE file = ?", [(r.file,) for r in runs])
 
+    def _forget_all(self) -> None:
+        self.conn.execute("TRUNCATE runs, bad_files")
+
     def refresh(self, *, full: bool = False, **kwargs: Any) -> dict[str, int]:
         counts = super().refresh(full=full, **kwargs)
         if counts["added"] + counts["updated"] + counts["removed"] >= 1000 and not self.conn._tx:

@@ -135,6 +135,9 @@ QUERIES = [
     {"nested.deep.v": {"$in": [1, 2, 3, 4, 5]}}, {"time": {"$in": [1.0, 2.0, 3.0, 4.0]}},
     {"text": {"$nin": ["Cu foil", "ABC", "abc123", "x.y"]}},
     {"uid": {"$in": ["a", "b", "c", "d"]}}, {"big": {"$in": [1, 2, 3, 2**70]}},
+    {"text": {"$in": [*TEXTS[::2], *(f"v{i}" for i in range(40))]}},
+    {"tags": {"$in": [*(f"v{i}" for i in range(40)), "Fe foil"]}},
+    {"n": {"$in": [*range(100, 140), 3, 4.5]}}, {"mixed": {"$nin": [*map(str, range(40)), 5]}},
 ]
 
 
@@ -333,3 +336,14 @@ def test_a_writer_outlives_its_database_and_the_index_catches_up(tmp_path):
     with TempPostgres() as again:
         back = databroker_lite.open_catalog(tmp_path / "cat", index=again.url)
         assert back[9].uid == run.uid and back[9].primary.read()["x"].shape == (25,)
+
+
+def test_a_long_in_is_one_array_parameter_on_postgresql():
+    """$in of many values compiles to ``= ANY(array)``: one parameter, however many values."""
+    from databroker_lite.index_pg import POSTGRES
+    from databroker_lite.query import compile_queries
+    values = [f"p{i}" for i in range(1000)]
+    for key in ("plan_name", "scan_id", "proposal_id"):
+        _, where, params = compile_queries([{key: {"$in": values}}], POSTGRES)
+        assert "= ANY(?::" in where and where.count("?") <= 6, where
+        assert any(isinstance(p, list) and len(p) == 1000 for p in params)

@@ -47,6 +47,7 @@ class RunSummary:
 
 
 _VLEN_TEXT = np.dtype(object)
+_LAYOUT_NAME = LAYOUT_ATTR.encode()
 
 
 def _fast_head(path: str) -> tuple[dict, dict | None, str, list[str]] | None:
@@ -63,23 +64,30 @@ def _fast_head(path: str) -> tuple[dict, dict | None, str, list[str]] | None:
     try:
         if os.path.exists(path + JOURNAL_SUFFIX):
             return None  # a dead writer's journal: open_h5 undoes it
-        attr = h5py.h5a.open(fid, LAYOUT_ATTR.encode())
-        version = np.empty(attr.shape, attr.dtype)
+        attr = h5py.h5a.open(fid, _LAYOUT_NAME)
+        if attr.dtype.kind not in "iu" or attr.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
+            return None
+        version = np.empty((), attr.dtype)
         attr.read(version)
-        if version.shape != () or version.dtype.kind not in "iu" or int(version) > LAYOUT_VERSION:
+        if int(version) > LAYOUT_VERSION:
             return None
         docs = []
         for name in (b"start", b"stop"):
-            if name not in fid:
+            try:
+                dset = h5py.h5d.open(fid, name)
+            except KeyError:
+                if name == b"start":
+                    return None
                 docs.append(None)
                 continue
-            dset = h5py.h5d.open(fid, name)
-            if dset.shape != () or dset.get_type().get_class() != h5py.h5t.STRING \
-                    or not dset.get_type().is_variable_str():
-                return None
+            if dset.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
+                return None  # (a one-element buffer must not meet a larger dataset)
             buf = np.empty((), _VLEN_TEXT)
             dset.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
-            docs.append(_docs.loads(buf[()]))
+            text = buf[()]
+            if not isinstance(text, bytes):
+                return None
+            docs.append(_docs.loads(text))
         start, stop = docs
         if not isinstance(start, dict) or not isinstance(start.get("uid"), str):
             return None
