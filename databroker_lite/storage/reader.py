@@ -24,6 +24,7 @@ from .layout import (
     json_column,
     unh5name,
 )
+from .side import side_documents_of
 
 
 class RunSummary:
@@ -274,17 +275,8 @@ class RunReader:
     def side_documents(self, name: str) -> list[tuple[int, dict, str]]:
         """(doc_index, document, id) of every resource, datum, stream_resource or stream_datum."""
         if self._side is None or not self.finished:
-            side: dict[str, list] = {}
             with self.h5() as f:
-                docs = f["documents"]
-                for kind in docs:
-                    g = docs[kind]
-                    n = g["doc_index"].shape[0]
-                    js = g["json"].asstr()[:n]
-                    ids = g["id"].asstr()[:n]
-                    idx = g["doc_index"][:n]
-                    side[kind] = [(int(i), _docs.loads(j), d) for i, j, d in zip(idx, js, ids)]
-            self._side = side
+                self._side = side_documents_of(f)
         return self._side.get(name, [])
 
     # --- documents -------------------------------------------------------
