@@ -68,18 +68,27 @@ def _tiled():
     return queries
 
 
+def _detail(resp: Any) -> Any:
+    """The ``detail`` of a tiled error response (its reason phrase if it is not JSON)."""
+    try:
+        return resp.json().get("detail", "")
+    except ValueError:
+        return resp.reason_phrase
+
+
 @contextlib.contextmanager
 def _translate(url: str) -> Iterator[None]:
     """tiled/httpx errors -> our exception types, keeping the server's message."""
     import httpx
+    from tiled.client.auth import CannotRefreshAuthentication
     try:
         yield
+    except CannotRefreshAuthentication:
+        raise Unauthorized(f"{url} no longer accepts this session (401) and it cannot be "
+                           "renewed: log in again with from_uri(url, username=...)") from None
     except httpx.HTTPStatusError as exc:
         resp = exc.response
-        try:
-            detail = resp.json().get("detail", "")
-        except ValueError:
-            detail = resp.reason_phrase
+        detail = _detail(resp)
         if resp.status_code == 401:
             raise Unauthorized(f"{url}: the server refused the API key (401: {detail})") from None
         if isinstance(detail, dict) and "error" in detail:
@@ -169,6 +178,9 @@ def _login(url: str, username: str, password: str | None, provider: str | None) 
             if exc.response.status_code in (401, 422):  # 422: an empty field
                 raise Unauthorized(f"{url} refused the login of {username!r}: wrong user "
                                    "name or password") from None
+            if exc.response.status_code == 429:
+                raise Unauthorized(f"{url} refused the login of {username!r} for now: "
+                                   f"{_detail(exc.response)}") from None
             raise
         context.configure_auth(tokens, remember_me=False)
         return from_context(context, node_path_parts=parts, remember_me=False,

@@ -173,8 +173,7 @@ class Stream:
                 arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
             # fastpath: xarray would turn a None kept as it came into NaN
             data_vars[key] = _xr().Variable(_dims(col), arr, attrs=_attrs(col), fastpath=col.json)
-        return _xr().Dataset(data_vars, coords={"time": ("time", times)},
-                          attrs={"stream_name": self.name, "uid": self.run.uid})
+        return _dataset(data_vars, times, {"stream_name": self.name, "uid": self.run.uid})
 
     def _lazy_column(self, col: Column):
         """One key over every segment, as one dask array."""
@@ -407,6 +406,39 @@ def _from_arraylike(obj: Any, chunks: tuple, name: str, dtype: np.dtype):
         dsk[key] = Task(key, getter, node, DataNode(None, box))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     return _da().Array(graph, name, chunks, meta=np.zeros((0,) * len(chunks), dtype=dtype))
+
+
+def _dataset(data_vars: dict[str, Any], times: np.ndarray, attrs: dict) -> xr.Dataset:
+    """``xr.Dataset(data_vars, coords={"time": ("time", times)}, attrs=attrs)``, the same
+    Dataset built directly when the variables plainly fit: xarray's constructor (merging,
+    alignment, index building) costs ~0.2 ms, most of a small read, for nothing to do here.
+    Anything unusual (a key named ``time``, dimension sizes that disagree, another xarray)
+    goes through the constructor, which also raises its errors."""
+    xr = _xr()
+    sizes = {"time": len(times)}
+    plain = "time" not in data_vars
+    for v in data_vars.values():
+        if not plain:
+            break
+        plain = v.dims[:1] == ("time",) and "time" not in v.dims[1:]
+        for d, n in zip(v.dims, v.shape):
+            plain = plain and sizes.setdefault(d, n) == n
+    if plain:
+        try:
+            from xarray.core.indexes import PandasIndex
+
+            index = PandasIndex(_pd().Index(times, name="time"), "time")
+            coords = index.create_variables({"time": xr.Variable(("time",), times)})
+            return xr.Dataset._construct_direct({**data_vars, **coords}, {"time"}, sizes, attrs,
+                                                indexes={"time": index})
+        except (ImportError, AttributeError, TypeError):  # an xarray without these internals
+            pass
+    return xr.Dataset(data_vars, coords={"time": ("time", times)}, attrs=attrs)
+
+
+def _pd():
+    import pandas
+    return pandas
 
 
 def _is_text(col: Column) -> bool:

@@ -17,8 +17,8 @@ import os
 from ..catalogs import open_catalog
 from ..index import RUN_SUFFIX
 from .errors import PackError
-from .files import copy_hashed, sha256_file, write_text_atomic
-from .manifest import load_json, read_manifest, read_pack_root_map
+from .files import copy_hashed, write_text_atomic
+from .manifest import load_json, matches, read_manifest, read_pack_root_map
 from .paths import CATALOG_CONFIG, CATALOG_YML, INDEX_DIR, clean_partials, resolve
 from .reports import UnpackReport
 from .same import ABSENT, SAME, compare, run_uid
@@ -99,7 +99,7 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
         dst = resolve(rel, target, what="file")
         if not os.path.exists(dst):
             externals.append((resolve(rel, src), dst))
-        elif not os.path.isfile(dst) or sha256_file(dst) != e["sha256"]:
+        elif not os.path.isfile(dst) or not matches(dst, e):
             report.conflicts.append(f"{rel}: the catalog has a different file there (kept it)")
     existing = {}
     if os.path.isdir(target):

@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 
 from .errors import PackError
-from .files import sha256_file
-from .manifest import read_manifest
+from .manifest import matches, read_manifest
 from .paths import INDEX_DIR, MANIFEST, resolve
 from .reports import VerifyReport
 
@@ -42,7 +41,7 @@ def verify(dest: str | os.PathLike, *, quiet: bool = True) -> VerifyReport:
                 report.unsafe.append(rel)
             elif not os.path.isfile(full):
                 report.missing.append(rel)
-            elif os.path.getsize(full) != e["size"] or sha256_file(full) != e["sha256"]:
+            elif not matches(full, e):
                 report.changed.append(rel)
             bar.update(e["size"])
     for rel in walk_files(dest):
