@@ -46,7 +46,55 @@ def _attrs(col: Column) -> dict:
     return out
 
 
-class ArrayColumn:
+class ColumnLike:
+    """What every column array-like has, on top of its ``shape``, ``dtype``,
+    ``__getitem__`` (numpy-style, returning numpy) and ``_reduce(how, axis)``."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def read(self, slice: Any = Ellipsis) -> np.ndarray:  # noqa: A002 - tiled's spelling
+        """The values (all, or ``slice`` of them) as a numpy array."""
+        return self[slice]
+
+    def _reduce(self, how: str, axis: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def mean(self, axis: Any = 0) -> np.ndarray:
+        """Mean over events (``axis=0``), a few frames at a time (float64)."""
+        return self._reduce("mean", axis)
+
+    def sum(self, axis: Any = 0) -> np.ndarray:
+        """Sum over events, as ``numpy.sum`` gives it, a few frames at a time."""
+        return self._reduce("sum", axis)
+
+    def max(self, axis: Any = 0) -> np.ndarray:
+        """Largest value over events, a few frames at a time."""
+        return self._reduce("max", axis)
+
+    def min(self, axis: Any = 0) -> np.ndarray:
+        """Smallest value over events, a few frames at a time."""
+        return self._reduce("min", axis)
+
+
+class ArrayColumn(ColumnLike):
     """The values of one data key of a stream, all events, as an array-like.
 
     ``col[k]`` is event ``k``'s value, ``col[a:b, y0:y1]`` a box of frames, ``col[[1, 5]]``
@@ -82,14 +130,6 @@ class ArrayColumn:
 
     # --- array-like --------------------------------------------------------
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
     def dims(self) -> tuple[str, ...]:
         """Dimension names, as ``read()`` names them (the first is ``time``)."""
         return _dims(self._col)
@@ -98,20 +138,9 @@ class ArrayColumn:
     def attrs(self) -> dict:
         return _attrs(self._col)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return (f"<ArrayColumn {self.key!r} of stream {self.stream.name!r}: shape {self.shape}, "
                 f"dtype {self.dtype}>")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.read()
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def read(self, slice: Any = Ellipsis) -> np.ndarray:  # noqa: A002 - tiled's spelling
-        """The values (all, or ``slice`` of them) as a numpy array."""
-        return self[slice]
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         fast = self._fast if self._fast is not _UNSET else self._plan()
@@ -285,19 +314,3 @@ class ArrayColumn:
             for row in block:  # frames: in place, no temporary as big as the result
                 ufunc(acc, row, out=acc)
         return acc / n if how == "mean" else acc
-
-    def mean(self, axis: Any = 0) -> np.ndarray:
-        """Mean over events (``axis=0``), a few frames read at a time (float64)."""
-        return self._reduce("mean", axis)
-
-    def sum(self, axis: Any = 0) -> np.ndarray:
-        """Sum over events, as ``numpy.sum`` gives it, a few frames read at a time."""
-        return self._reduce("sum", axis)
-
-    def max(self, axis: Any = 0) -> np.ndarray:
-        """Largest value over events, a few frames read at a time."""
-        return self._reduce("max", axis)
-
-    def min(self, axis: Any = 0) -> np.ndarray:
-        """Smallest value over events, a few frames read at a time."""
-        return self._reduce("min", axis)

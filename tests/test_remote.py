@@ -175,6 +175,34 @@ def test_to_dask_fetches_only_touched_chunks(server, remote) -> None:
 
 
 @needs_server
+def test_a_remote_column_slices_in_one_request(server, remote) -> None:
+    """``remote_run.primary["img"]`` as the local ArrayColumn: a frame or a box is one
+    request of about its own size; reductions and text match the local ones."""
+    _, local = server
+    col, here = remote[10].primary["img"], local[10].primary["img"]
+    assert (col.shape, col.dtype, col.dims) == (here.shape, here.dtype, here.dims)
+    received: list = []
+    hooks = remote._node.context.http_client.event_hooks
+    hooks["response"].append(lambda r: received.append(r))
+    try:
+        frame, box = col[5], col[2:4, 10:20, ::2]
+    finally:
+        hooks["response"].pop()
+    np.testing.assert_array_equal(frame, here[5])
+    np.testing.assert_array_equal(box, here[2:4, 10:20, ::2])
+    assert len(received) == 2
+    assert int(received[0].headers.get("content-length", 0)) < 2 * frame.nbytes
+    for how in ("mean", "sum", "max", "min"):
+        np.testing.assert_allclose(getattr(col, how)(), getattr(here, how)())
+    assert remote[10].primary["mode"][:].tolist() == local[10].primary["mode"][:].tolist()
+    assert np.asarray(remote[10].primary["I0"]).tolist() == here.stream["I0"].read().tolist()
+    with pytest.raises(IndexError):
+        col[N_FRAMES]
+    with pytest.raises(databroker_lite.StreamNotFound, match="nope"):
+        remote[10].primary["nope"]
+
+
+@needs_server
 def test_load_array_has_numpy_slice_semantics(server, remote) -> None:
     _, local = server
     run = local[10]

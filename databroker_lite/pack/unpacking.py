@@ -17,7 +17,7 @@ import os
 from ..catalogs import open_catalog
 from ..index import RUN_SUFFIX
 from .errors import PackError
-from .files import copy_hashed, write_text_atomic
+from .files import byte_bar, copy_hashed, write_text_atomic
 from .manifest import load_json, matches, read_manifest, read_pack_root_map
 from .paths import CATALOG_CONFIG, CATALOG_YML, INDEX_DIR, clean_partials, resolve
 from .reports import UnpackReport
@@ -129,10 +129,8 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
     clean_partials(target, {d for _, d in externals} | {d for _, _, d in copies}
                    | {os.path.join(target, CATALOG_CONFIG)})
     merge_root_map(target, root_map)
-    from tqdm.auto import tqdm
     total = sum(os.path.getsize(s) for s, _ in externals) + sum(os.path.getsize(s) for _, s, _ in copies)
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unpack",
-              disable=quiet or not total) as bar:
+    with byte_bar(total, "unpack", quiet) as bar:
         for s, d in externals:  # the external files first: a listed run can read its data
             copy_hashed(s, d, bar)
         for uid, s, d in copies:

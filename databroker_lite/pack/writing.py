@@ -163,9 +163,7 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
                 conflicted.add(run_of.get(rel, rel))
         else:
             todo.append((rel, src, stamp))
-    from tqdm.auto import tqdm
-    bar = tqdm(total=sum(s[0] for _, _, s in todo), unit="B", unit_scale=True,
-               unit_divisor=1024, desc="pack", disable=quiet or not todo)
+    bar = _files.byte_bar(sum(s[0] for _, _, s in todo), "pack", quiet)
     with bar, open(os.path.join(dest, JOURNAL), "a", encoding="utf-8") as jf:
         for rec in reused:
             jf.write(json.dumps(rec) + "\n")

@@ -14,7 +14,6 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -146,6 +145,8 @@ def _entry_point(spec: str, group: str) -> Any | None:
         if key in _from_entry_points:
             return _from_entry_points[key]
     cls = None
+    from importlib.metadata import entry_points  # ~30 ms: only when a spec is looked up
+
     for ep in entry_points(group=group, name=spec):
         try:
             cls = ep.load()
