@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import lookup
+from .column import ColumnLike
 from .errors import (
     AmbiguousKey,
     CatalogNotFound,
@@ -524,7 +525,7 @@ def _document(record: bytes, unpack_datum_page: Any) -> Iterator[tuple[str, dict
         yield item["name"], item["doc"]
 
 
-class RemoteColumn:
+class RemoteColumn(ColumnLike):
     """One column of a remote stream as an array-like, as a local
     :class:`~databroker_lite.ArrayColumn`: ``col[k]`` or ``col[a:b, y0:y1]`` is one
     request for that box, returned as numpy; no dask or xarray in between."""
@@ -539,28 +540,9 @@ class RemoteColumn:
         self.dims: tuple[str, ...] = tuple(st.dims or ())
         self.attrs: dict = dict(self._arr.metadata.get("attrs", {}))
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return (f"<RemoteColumn {self.key!r} of stream {self.stream.name!r}: shape "
                 f"{self.shape}, dtype {self.dtype}>")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.read()
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def read(self, slice: Any = Ellipsis) -> np.ndarray:  # noqa: A002 - tiled's spelling
-        """The values (all, or ``slice`` of them) as a numpy array."""
-        return self[slice]
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         if self.dtype.kind == "U":  # text travels whole (it is small), as in read()
@@ -569,26 +551,11 @@ class RemoteColumn:
         return _RemoteArray(self._arr, self.shape, self.dtype, self._url)[sel]
 
     def _reduce(self, how: str, axis: Any) -> np.ndarray:
+        # dask over the server's chunks: a chunk at a time travels and is reduced
         if self.dtype.kind not in "biuf":
             return getattr(np, how)(self[...], axis=axis)
         return np.asarray(getattr(_lazy_variable(self._arr, self._url).data, how)(axis=axis)
                           .compute())
-
-    def mean(self, axis: Any = 0) -> np.ndarray:
-        """Mean over events (``axis=0``), computed chunk by chunk as they arrive."""
-        return self._reduce("mean", axis)
-
-    def sum(self, axis: Any = 0) -> np.ndarray:
-        """Sum over events, chunk by chunk."""
-        return self._reduce("sum", axis)
-
-    def max(self, axis: Any = 0) -> np.ndarray:
-        """Largest value over events, chunk by chunk."""
-        return self._reduce("max", axis)
-
-    def min(self, axis: Any = 0) -> np.ndarray:
-        """Smallest value over events, chunk by chunk."""
-        return self._reduce("min", axis)
 
 
 class RemoteStream:
