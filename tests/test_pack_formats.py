@@ -95,3 +95,23 @@ def test_a_format_2_entry_must_hold_a_checksum_it_can_check(tmp_path):
                                                     "files": [{"path": "a.h5", "size": 1, "blake3": "0" * 64}]}))
     with pytest.raises(P.PackError, match="no checksum \\(sha256\\)"):
         P.verify(dest)
+
+
+def test_a_file_changed_after_verify_is_not_installed(v1, tmp_path, monkeypatch):
+    from databroker_lite.pack import unpacking
+    real = unpacking.verify
+    ext = next(p for p in v1.rglob("50.h5"))
+
+    def verify_then_change(*a, **k):
+        report = real(*a, **k)
+        data = bytearray(ext.read_bytes())
+        data[-1] ^= 0xFF
+        ext.write_bytes(bytes(data))  # same size, other bytes
+        return report
+
+    monkeypatch.setattr(unpacking, "verify", verify_then_change)
+    target = tmp_path / "installed"
+    with pytest.raises(P.PackError, match="does not match its sha256 checksum"):
+        P.unpack(v1, "old", to=target)
+    installed = [p.name for p in target.rglob("*") if p.is_file()]
+    assert "50.h5" not in installed and not [n for n in installed if ".partial-" in n]

@@ -37,10 +37,13 @@ def _hasher(algorithm: str) -> Any:
 
 def file_digest(path: str, algorithm: str = CHECKSUM) -> str:
     """The checksum of a file, hex (BLAKE3 unless told otherwise)."""
-    h = _hasher(algorithm)
     if algorithm == "blake3":
-        h.update_mmap(path)  # maps the file: no copy into Python; releases the GIL
+        # maps the file (no copy into Python); a large one is hashed on every core
+        big = os.path.getsize(path) >= _SMALL
+        h = blake3.blake3(max_threads=blake3.blake3.AUTO if big else 1)
+        h.update_mmap(path)
         return h.hexdigest()
+    h = _hasher(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(BLOCK):
             h.update(chunk)
@@ -57,9 +60,12 @@ def same_bytes(a: str, b: str) -> bool:
     return os.path.getsize(a) == os.path.getsize(b) and file_digest(a) == file_digest(b)
 
 
-def copy_hashed(src: str, dst: str, progress: Any = None,
-                algorithm: str = CHECKSUM) -> tuple[int, str]:
+def copy_hashed(src: str, dst: str, progress: Any = None, algorithm: str = CHECKSUM,
+                expect: str | None = None) -> tuple[int, str]:
     """Copy src to dst through a partial file; return (size, checksum of what was copied).
+
+    With ``expect`` (a hex digest of ``algorithm``), a source whose checksum is not that
+    is refused (PackError) before anything is renamed into place.
 
     The kernel copies (``shutil.copyfile``: copy_file_range/sendfile, no pass through
     Python). For a large file it does so in a thread while this one hashes the source
@@ -84,6 +90,9 @@ def copy_hashed(src: str, dst: str, progress: Any = None,
                 size = _copy_large(fi, part, h, progress)
         if os.path.getsize(part) != size:
             raise PackError(f"{src} changed while it was being copied; run the command again")
+        if expect is not None and h.hexdigest() != expect:
+            raise PackError(f"{src} does not match its {algorithm} checksum in the manifest "
+                            "(changed since it was verified?); nothing was installed from it")
         shutil.copystat(src, part)
         os.replace(part, dst)
     except BaseException:
