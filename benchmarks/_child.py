@@ -45,11 +45,11 @@ def _peak_kb() -> int:
 def _measure(op) -> dict:
     reset = _reset_peak()
     before = _status_kb("VmRSS") or _peak_kb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = op()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = _peak_kb()
-    out = {"seconds": dt, "peak_mb": peak / 1024, "before_mb": before / 1024,
+    out = {"seconds": dt, "cpu_s": cpu, "peak_mb": peak / 1024, "before_mb": before / 1024,
            "op_mb": (peak - before) / 1024, "peak_reset": reset,
            "nbytes_mb": getattr(result, "nbytes", 0) / 2**20}
     del result
@@ -74,8 +74,13 @@ def task_read(kind: str, directory: str = "", uid: str = "", path: str = "", nam
 
 
 def task_reduce(kind: str, how: str, directory: str = "", uid: str = "", path: str = "",
-                name: str = "", field: str = "img") -> dict:
-    """mean/sum/max over time of an image stack: ArrayColumn, to_dask(), or h5py frame by frame."""
+                name: str = "", field: str = "img", warm: int = 5) -> dict:
+    """mean/sum/max over time of an image stack: ArrayColumn, to_dask(), or h5py frame by frame.
+
+    The first call of the process is measured with its peak memory (for dask: its
+    first-use imports and thread pool); then ``warm`` more calls, whose median is
+    ``warm_s`` (wall) and ``warm_cpu_s`` (CPU time of the process).
+    """
     import numpy as np
     if kind == "h5py":
         import h5py
@@ -114,6 +119,14 @@ def task_reduce(kind: str, how: str, directory: str = "", uid: str = "", path: s
         return res["v"]
     out = _measure(keep)
     out["checksum"] = float(np.asarray(res["v"], dtype="f8").sum())
+    walls, cpus = [], []
+    for _ in range(warm):
+        t0, c0 = time.perf_counter(), time.process_time()
+        op()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    if warm:
+        out["warm_s"], out["warm_cpu_s"] = float(np.median(walls)), float(np.median(cpus))
     return out
 
 

@@ -213,6 +213,45 @@ def _wait_rss(cmd: list[str], env: dict) -> tuple[float, float]:
     return dt, usage.ru_maxrss / 1024
 
 
+def _check_pack(dest: str, uids: list[str], who: str) -> None:
+    """The same check of either pack: a file named by every run's uid, and the image file."""
+    copied = [os.path.join(r, x) for r, _, fs in os.walk(dest) for x in fs]
+    names = " ".join(os.path.basename(x) for x in copied)
+    missing = [u for u in uids if u not in names]
+    assert not missing, f"{who} packed no file for runs {missing[:3]}"
+    assert any(x.endswith("image.h5") for x in copied), f"{who} copied no image file"
+
+
+def _check_our_pack(dest: str, src: str, ext_file: str, n_runs: int, img_uid: str) -> None:
+    """Our pack verifies (every checksum recomputed), holds every run and the image file
+    byte for byte, and reads back what the source catalog reads."""
+    from databroker_lite.pack.files import same_bytes
+    report = databroker_lite.verify(dest)
+    if not report.ok:
+        raise RuntimeError(f"pack benchmark: verify({dest}) fails:\n{report}")
+    packed, source = databroker_lite.open_catalog(dest, "r"), databroker_lite.open_catalog(src, "r")
+    if len(packed) != n_runs:
+        raise RuntimeError(f"pack benchmark: {len(packed)} runs in the pack, not {n_runs}")
+    images = [os.path.join(r, x) for r, _, fs in os.walk(dest) for x in fs if x == "image.h5"]
+    if len(images) != 1 or not same_bytes(images[0], ext_file):
+        raise RuntimeError(f"pack benchmark: the pack's image files {images} differ from {ext_file}")
+    for uid in (img_uid, next(iter(source))):
+        a, b = source[uid].primary.read(), packed[uid].primary.read()
+        if any(not np.array_equal(a[k].values, b[k].values) for k in a.data_vars):
+            raise RuntimeError(f"pack benchmark: run {uid} reads back different from the pack")
+
+
+def _check_their_pack(dest: str, ext_file: str, n_runs: int) -> None:
+    """databroker-pack's output holds a document file per run and the image file byte for byte."""
+    from databroker_lite.pack.files import same_bytes
+    files = [os.path.join(r, x) for r, _, fs in os.walk(dest) for x in fs]
+    docs = [x for x in files if x.endswith(".msgpack")]
+    images = [x for x in files if x.endswith("image.h5")]
+    if len(docs) != n_runs or len(images) != 1 or not same_bytes(images[0], ext_file):
+        raise RuntimeError(f"databroker-pack wrote {len(docs)} document files (not {n_runs}) "
+                           f"and image files {images}, not a copy of {ext_file}")
+
+
 def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | None,
                rng: np.random.Generator) -> list[Figure]:
     """The side-by-side figures of issue 6."""
@@ -258,8 +297,11 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     pk_cat = databroker_lite.open_catalog(pk_lite)
     if pk_mp:
         os.makedirs(pk_mp)
+    pack_uids = [img_uid]
     for i in range(n_pack):
-        write_both(scalar_run_docs(i), pk_cat, pk_mp)
+        docs = scalar_run_docs(i)
+        write_both(docs, pk_cat, pk_mp)
+        pack_uids.append(docs[0][1]["uid"])
     write_both(img_docs, pk_cat, pk_mp)
     del pk_cat
     databroker_lite.open_catalog(lite_dir)   # build the index once (mode "a" writes it)
@@ -286,9 +328,10 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     day = T0 + SPACING * (n_runs // 2)
     qargs = dict(scan_ids=scan_ids, prefixes=prefixes, plan=PLANS[3], sample=SAMPLES[5],
                  tr=[day, day + 86400.0], sid=[n_runs // 3, n_runs // 3 + 100])
+    # both sides sampled alike: the same processes, look-ups and searches per process
     ours_c = [side(ours_py, "catalog", backend="lite", path=lite_dir, searches=3, **qargs)
               for _ in range(cold)]
-    theirs_c = ([side(py, "catalog", penv, backend="databroker", path=mp_dir, **qargs)
+    theirs_c = ([side(py, "catalog", penv, backend="databroker", path=mp_dir, searches=3, **qargs)
                  for _ in range(cold)] if py else None)
     for s in ours_c + (theirs_c or []):
         assert s["n"] == n_runs, s["n"]
@@ -306,9 +349,11 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
         [(P, pe("open_s"), 0.01)],
         note=f"import: ours {_med(_flat(ours_c, 'import_s')):.2f} s"
              + (f", databroker {_med(pe('import_s')):.2f} s" if theirs_c else ""))
-    fig("cat[-1]", "s", _flat(ours_c, "last"), [(P, pe("last"), 0.01)])
-    fig("cat[scan_id]", "s", _flat(ours_c, "scan_id"), [(P, pe("scan_id"), 0.01)])
-    fig("cat['<8-char uid prefix>']", "s", _flat(ours_c, "prefix"), [(P, pe("prefix"), 0.01)])
+    fig("cat[-1].metadata", "s", _flat(ours_c, "last"), [(P, pe("last"), 0.01)],
+        note="each look-up timed with .metadata on both sides (ours reads it from the index row)")
+    fig("cat[scan_id].metadata", "s", _flat(ours_c, "scan_id"), [(P, pe("scan_id"), 0.01)])
+    fig("cat['<8-char uid prefix>'].metadata", "s", _flat(ours_c, "prefix"),
+        [(P, pe("prefix"), 0.01)])
     cnt = ours_c[0]["counts"]
     for key, label in (("plan", f"search plan_name ({cnt['plan']} hits)"),
                        ("time", f"search TimeRange one day ({cnt['time']} hits)"),
@@ -323,7 +368,7 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     ours_s = [side(ours_py, "scalar", backend="lite", path=lite_dir, uids=pick, loop_uids=loop)
               for _ in range(cold)]
     theirs_s = ([side(py, "scalar", penv, backend="databroker", path=mp_dir, uids=pick,
-                      loop_uids=loop) for _ in range(max(2, cold - 1))] if py else None)
+                      loop_uids=loop) for _ in range(cold)] if py else None)
     assert ours_s[0]["shape"] == [N_EVENTS]
     if theirs_s:
         assert np.allclose(theirs_s[0]["sums"], ours_s[0]["sums"])
@@ -346,6 +391,32 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     fig(f"read {n_loop} runs' primary streams in a loop", "s", _flat(ours_s, "loop"),
         [(P, _flat(theirs_s, "loop") if theirs_s else None, 0.05)])
 
+    # -- what a new user pays once: nothing imported before the first read
+    step("first use in fresh processes")
+    firsts = uids[-cold:]
+    ours_f = [side(ours_py, "first_read", backend="lite", path=lite_dir, uid=u) for u in firsts]
+    h5_f = [side(ours_py, "first_read", backend="h5py", path=cat[u].path, names=names)
+            for u in firsts]
+    theirs_f = ([side(py, "first_read", penv, backend="databroker", path=mp_dir, uid=u)
+                 for u in firsts] if py else None)
+    for a, b in zip(ours_f, h5_f):
+        assert np.isclose(a["sum"], b["sum"])
+    for a, b in zip(ours_f, theirs_f or []):
+        assert np.isclose(a["sum"], b["sum"])
+    fig("first read of a fresh process: import + open + cat[uid].primary.read()", "s",
+        _flat(ours_f, "seconds"),
+        [(P, _flat(theirs_f, "seconds") if theirs_f else None, None),
+         ("h5py: import + File() + 9 datasets [:]", _flat(h5_f, "seconds"), None)],
+        note="nothing pre-imported: what a new session pays once. Ours: import "
+             f"{_med(_flat(ours_f, 'import_s')):.2f} s, the read {_med(_flat(ours_f, 'read_s')):.2f} s "
+             "(xarray's first Dataset imports pandas and what it finds installed; our venv "
+             "has distributed and pint through the test extras, databroker's has neither)"
+             + (f"; databroker: import {_med(_flat(theirs_f, 'import_s')):.2f} s, "
+                f"the read {_med(_flat(theirs_f, 'read_s')):.2f} s" if theirs_f else ""))
+    fig("  whole-process peak RSS after that first read", "MB", _flat(ours_f, "peak_mb"),
+        [(P, _flat(theirs_f, "peak_mb") if theirs_f else None, None),
+         ("h5py", _flat(h5_f, "peak_mb"), None)])
+
     # -- the image run
     step("image run")
     ext_file = os.path.join(ext, "image.h5")
@@ -359,7 +430,11 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     theirs_i = ([side(py, "image", penv, backend="databroker", path=img_mp, uid=img_uid,
                       frame=frame) for _ in range(cold)] if py else None)
     expect = int(frame_values(frame, h, w).sum())
-    for s in ours_i + h5_i + dk_i + (theirs_i or []):
+    ours_i0 = [side(ours_py, "image", backend="lite", path=img_lite, uid=img_uid, frame=frame,
+                    warm=False) for _ in range(cold)]
+    theirs_i0 = ([side(py, "image", penv, backend="databroker", path=img_mp, uid=img_uid,
+                       frame=frame, warm=False) for _ in range(cold)] if py else None)
+    for s in ours_i + h5_i + dk_i + (theirs_i or []) + ours_i0 + (theirs_i0 or []):
         assert s["frame_sum"] == expect, (s["frame_sum"], expect)
         assert np.isclose(s["mean_sum"], h5_i[0]["mean_sum"])
 
@@ -371,6 +446,12 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
         [(P, ti("frame"), 0.02), ("h5py: File() + ds[k]", _flat(h5_i, "frame"), 2.0),
          ("dask floor: from_array(ds)[k].compute()", _flat(dk_i, "frame"), None)],
         note="goals: >= 50x faster than databroker (<= 0.02x) and <= 2x raw h5py")
+    fig(f"first frame of a fresh process: import + open + to_dask()['img'][{frame}].compute()", "s",
+        _flat(ours_i0, "first_use"),
+        [(P, _flat(theirs_i0, "first_use") if theirs_i0 else None, None),
+         ("h5py: import + File() + ds[k]", _flat(h5_i, "first_use"), None)],
+        note="nothing pre-imported (the row above pre-imports xarray, dask, distributed and pint "
+             "on both sides): dask's first compute imports distributed where installed (ours)")
     fig("one more frame, warm (best of 5)", "s", _flat(ours_i, "frame_warm"),
         [("h5py: ds[k]", _flat(h5_i, "frame_warm"), 2.0), (P, ti("frame_warm"), None),
          ("dask floor: from_array(ds)[k].compute()", _flat(dk_i, "frame_warm"), None)],
@@ -389,6 +470,9 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     fig(f"run.primary.read() of the whole stack ({mb:.0f} MB)", "s", _flat(ours_r, "seconds"),
         [("h5py: ds[:]", _flat(h5_r, "seconds"), 1.3),
          (P, _flat(theirs_r, "seconds") if theirs_r else None, None)])
+    fig("whole-process peak RSS of that read (imports included)", "MB", _flat(ours_r, "peak_mb"),
+        [("h5py: ds[:]", _flat(h5_r, "peak_mb"), None),
+         (P, _flat(theirs_r, "peak_mb") if theirs_r else None, None)])
     fig("peak RSS added by that read", "MB", _flat(ours_r, "op_mb"),
         [("h5py: ds[:]", _flat(h5_r, "op_mb"), 1.3),
          (P, _flat(theirs_r, "op_mb") if theirs_r else None, None)],
@@ -406,13 +490,22 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
     cp_src = [pk_lite, ext]
     ours_p, cp_p = [], []
     ours_rss = []
-    for _ in range(cold):
+    n_pk = max(cold, 5) if not quick else cold  # whole commands: medians of at least 5
+    for i in range(n_pk):
         clear()
         t, rss = _wait_rss([ours_py, "-c", "import sys, databroker_lite; "
                             "databroker_lite.pack(sys.argv[1], sys.argv[2], all=True, quiet=True)",
                             pk_lite, dest], dict(os.environ))
         ours_p.append(t)
         ours_rss.append(rss)
+        if i == 0:  # checked in a child: reading the image run would grow this process
+            _check_pack(dest, pack_uids, "databroker_lite.pack")
+            chk = subprocess.run([ours_py, "-c", "import sys, json; from benchmarks.peer import "
+                                  "_check_our_pack; _check_our_pack(*json.loads(sys.argv[1]))",
+                                  json.dumps([dest, pk_lite, ext_file, n_pack + 1, img_uid])],
+                                 cwd=os.path.dirname(HERE), capture_output=True, text=True)
+            if chk.returncode:
+                raise RuntimeError(f"our pack fails its check:\n{chk.stderr[-3000:]}")
         clear()
         os.makedirs(dest)
         cp_p.append(_wait_rss(["cp", "-r", *cp_src, dest], dict(os.environ))[0])
@@ -427,13 +520,13 @@ def bench_peer(tmp: str, quick: bool, repeat: int, workers: int, peer: bool | No
             f.write("sources:\n  bench:\n    driver: bluesky-msgpack-catalog\n    args:\n"
                     f"      paths: ['{pk_mp}/*.msgpack']\n")
         tool = os.path.join(os.path.dirname(py), "databroker-pack")
-        for _ in range(cold):
+        for _ in range(n_pk):
             clear()
             t, rss = _wait_rss([py, tool, "bench", "--all", "--copy-external", "--strict", dest], penv)
             theirs_p.append(t)
             theirs_rss.append(rss)
-        copied = [os.path.join(r, x) for r, _, fs in os.walk(dest) for x in fs]
-        assert any(x.endswith("image.h5") for x in copied), "databroker-pack copied no image file"
+        _check_pack(dest, pack_uids, "databroker-pack")
+        _check_their_pack(dest, ext_file, n_pack + 1)
         clear()
     fig(f"pack {n_pack} scalar runs + the image run ({total_mb:.0f} MB), with checksums", "s",
         ours_p, [(P + "-pack --copy-external", theirs_p or None, 0.2),

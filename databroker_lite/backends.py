@@ -38,17 +38,22 @@ def _rescan_seconds() -> float:
         raise CatalogError(f"{RESCAN_ENV}={text!r} is not a number of seconds") from None
 
 
+def _postgres_url(spec: str) -> bool:
+    from .index_pg import is_postgres_url
+    return is_postgres_url(spec)
+
+
 def open_index(directory: str, index: Any = None, *, writable: bool = True,
                name: str | None = None) -> Index:
     """The index a catalog in ``directory`` uses, as ``index`` (see the module) asks."""
-    from .index_pg import PostgresIndex, is_postgres_url
-
     spec = index if index is not None else (os.environ.get(INDEX_ENV) or "auto")
     if not isinstance(spec, str):
         raise CatalogError(f"index={spec!r}: give 'auto', 'beside', 'host' or a "
                            "postgresql:// URL")
     spec = spec.strip()
-    if is_postgres_url(spec):
+    # index_pg (and psycopg, ~65 ms) is imported only for a PostgreSQL URL
+    if spec.startswith("postgres") and _postgres_url(spec):
+        from .index_pg import PostgresIndex
         network = netfs.is_network_fs(directory)
         return PostgresIndex(directory, spec, key=name, writable=True,
                              rescan_seconds=_rescan_seconds() if network else None)

@@ -304,7 +304,8 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
         return 2
     if args.remove:
         remove_user(args.users_file, args.name)
-        print(f"removed {args.name} from {args.users_file} (revoke their API keys too)")
+        print(f"removed {args.name} from {args.users_file}: a server using it refuses their "
+              "sessions and API keys from now on")
     else:
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         set_password(args.users_file, args.name, password)

@@ -8,17 +8,20 @@ straight from the HDF5 dataset (or the external file) holding them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import h5py
 import numpy as np
 
 from .storage.files import cached_h5, known_datasets
-from .storage.handlers import _h5_dataset
-from .storage.lazy import ExternalStack, needs_post, split_selection
+from .storage.handlers import AD_DATASET, _h5_dataset
+from .storage.lazy import needs_post, split_selection
 from .storage.reader import read_dataset
 
 if TYPE_CHECKING:
     from .storage import Column, Segment
+    from .storage.lazy import ExternalStack
 
 _REDUCE_BYTES = 1 << 20
 _UNSET = object()  # rows read per step of a reduction: about this many bytes
@@ -43,7 +46,55 @@ def _attrs(col: Column) -> dict:
     return out
 
 
-class ArrayColumn:
+class ColumnLike:
+    """What every column array-like has, on top of its ``shape``, ``dtype``,
+    ``__getitem__`` (numpy-style, returning numpy) and ``_reduce(how, axis)``."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def read(self, slice: Any = Ellipsis) -> np.ndarray:  # noqa: A002 - tiled's spelling
+        """The values (all, or ``slice`` of them) as a numpy array."""
+        return self[slice]
+
+    def _reduce(self, how: str, axis: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def mean(self, axis: Any = 0) -> np.ndarray:
+        """Mean over events (``axis=0``), a few frames at a time (float64)."""
+        return self._reduce("mean", axis)
+
+    def sum(self, axis: Any = 0) -> np.ndarray:
+        """Sum over events, as ``numpy.sum`` gives it, a few frames at a time."""
+        return self._reduce("sum", axis)
+
+    def max(self, axis: Any = 0) -> np.ndarray:
+        """Largest value over events, a few frames at a time."""
+        return self._reduce("max", axis)
+
+    def min(self, axis: Any = 0) -> np.ndarray:
+        """Smallest value over events, a few frames at a time."""
+        return self._reduce("min", axis)
+
+
+class ArrayColumn(ColumnLike):
     """The values of one data key of a stream, all events, as an array-like.
 
     ``col[k]`` is event ``k``'s value, ``col[a:b, y0:y1]`` a box of frames, ``col[[1, 5]]``
@@ -79,14 +130,6 @@ class ArrayColumn:
 
     # --- array-like --------------------------------------------------------
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
     def dims(self) -> tuple[str, ...]:
         """Dimension names, as ``read()`` names them (the first is ``time``)."""
         return _dims(self._col)
@@ -95,20 +138,9 @@ class ArrayColumn:
     def attrs(self) -> dict:
         return _attrs(self._col)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return (f"<ArrayColumn {self.key!r} of stream {self.stream.name!r}: shape {self.shape}, "
                 f"dtype {self.dtype}>")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.read()
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def read(self, slice: Any = Ellipsis) -> np.ndarray:  # noqa: A002 - tiled's spelling
-        """The values (all, or ``slice`` of them) as a numpy array."""
-        return self[slice]
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         fast = self._fast if self._fast is not _UNSET else self._plan()
@@ -135,26 +167,52 @@ class ArrayColumn:
                 reader._dataset(f, self._dsname, self._segs[0])  # its rows checked once
             self._fast = (reader.path, self._dsname, 0, 1, None)
         elif col.external and not str(col.external).startswith("STREAM:") and None not in col.shape:
-            from .storage.handlers import _consecutive_points, _handler
-            refs = self._stack(0).refs
-            first = _consecutive_points(refs) if refs else None
-            if first is not None:
-                fpp = _handler(refs[0]).fpp
-                ds = _h5_dataset(refs[0].path, "entry/data/data")
+            stack = self._stack(0)
+            plan = stack.points()
+            if plan is not None:
+                path, first, fpp = plan
+                refs = stack.refs
+                ds = _h5_dataset(path, AD_DATASET)
                 frame = int(np.prod(col.shape, dtype=np.int64))
                 if ds.shape[0] >= (first + len(refs)) * fpp and \
                         fpp * int(np.prod(ds.shape[1:], dtype=np.int64)) == frame:
                     same = fpp == 1 and tuple(ds.shape[1:]) == tuple(col.shape)
-                    self._fast = (refs[0].path, "entry/data/data", first, fpp,
+                    self._fast = (path, AD_DATASET, first, fpp,
                                   None if same else tuple(col.shape))
         return self._fast
 
-    def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
-        path, name, first, fpp, frame = fast
+    @staticmethod
+    def _fast_dataset(path: str, name: str) -> Any:
         f = cached_h5(path)
         ds = known_datasets(f).get(name)
         if ds is None:
             ds = known_datasets(f)[name] = f[name]
+        return ds
+
+    def _blocks_into(self, fast: tuple, step: int, buf: np.ndarray) -> Iterator[np.ndarray]:
+        """Every row, ``step`` rows at a time, read by HDF5 straight into ``buf`` (reused:
+        no allocation and no page faults per block). h5py's low-level calls with one file
+        space, since ``ds[a:b]`` and ``read_direct()`` build Python selections per call."""
+        path, name, first, fpp, frame = fast
+        ds = self._fast_dataset(path, name)
+        dsid, rest = ds.id, tuple(ds.shape[1:])
+        per = 1 if frame is None else fpp  # dataset rows per event
+        fspace = dsid.get_space()
+        mspaces: dict[int, Any] = {}
+        n = self.shape[0]
+        for a in range(0, n, step):
+            m = min(step, n - a)
+            out = buf[:m]
+            mspace = mspaces.get(m)
+            if mspace is None:
+                mspace = mspaces[m] = h5py.h5s.create_simple((m * per, *rest))
+            fspace.select_hyperslab(((first + a) * per, *(0,) * len(rest)), (m * per, *rest))
+            dsid.read(mspace, fspace, out)
+            yield out
+
+    def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
+        path, name, first, fpp, frame = fast
+        ds = self._fast_dataset(path, name)
         if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
             n = self.shape[0]
             k = int(sel) + (n if sel < 0 else 0)
@@ -176,10 +234,7 @@ class ArrayColumn:
     def _stack(self, i: int) -> ExternalStack:
         stack = self._stacks.get(i)
         if stack is None:
-            seg, col = self._segs[i], self._col
-            stack = self._stacks[i] = ExternalStack(
-                self.stream._refs(seg, col, self._rows[i]), col.shape, col.dtype, col.key,
-                self.stream.run.uid)
+            stack = self._stacks[i] = self.stream._stack(self._segs[i], self._col, self._rows[i])
         return stack
 
     def _gather(self, read: tuple) -> np.ndarray:
@@ -242,9 +297,13 @@ class ArrayColumn:
         else:
             acc_dtype = self.dtype
         ufunc = {"mean": np.add, "sum": np.add, "max": np.maximum, "min": np.minimum}[how]
+        fast = self._fast if self._fast is not _UNSET else self._plan()
+        if fast is not None:
+            blocks = self._blocks_into(fast, step, np.empty((step, *self.shape[1:]), self.dtype))
+        else:
+            blocks = (self[a:a + step] for a in range(0, n, step))
         acc = None
-        for a in range(0, n, step):
-            block = self[a:a + step]
+        for block in blocks:
             if acc is None:
                 acc = block[0].astype(acc_dtype)
                 block = block[1:]
@@ -255,19 +314,3 @@ class ArrayColumn:
             for row in block:  # frames: in place, no temporary as big as the result
                 ufunc(acc, row, out=acc)
         return acc / n if how == "mean" else acc
-
-    def mean(self, axis: Any = 0) -> np.ndarray:
-        """Mean over events (``axis=0``), a few frames read at a time (float64)."""
-        return self._reduce("mean", axis)
-
-    def sum(self, axis: Any = 0) -> np.ndarray:
-        """Sum over events, as ``numpy.sum`` gives it, a few frames read at a time."""
-        return self._reduce("sum", axis)
-
-    def max(self, axis: Any = 0) -> np.ndarray:
-        """Largest value over events, a few frames read at a time."""
-        return self._reduce("max", axis)
-
-    def min(self, axis: Any = 0) -> np.ndarray:
-        """Smallest value over events, a few frames read at a time."""
-        return self._reduce("min", axis)

@@ -26,8 +26,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from .catalogs import Catalog, open_catalog
 from .errors import CatalogError, CatalogNotFound, InvalidCatalogName
 
@@ -37,6 +35,14 @@ ENV_VAR = "DATABROKER_LITE_CATALOG_PATH"
 DRIVER_NAMES = ("databroker_lite", "databroker_lite.intake_driver.IntakeCatalog",
                 "databroker_lite.intake_driver:IntakeCatalog")
 _YAML_SUFFIXES = (".yml", ".yaml")
+
+
+def _yaml():
+    """PyYAML, imported when a catalog file is read or written (not by ``import databroker_lite``)."""
+    import yaml
+    return yaml
+
+
 _ARG_KEYS = {"path", "root_map", "mode", "index"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CATALOG_DIR_RE = re.compile(r"\{\{\s*CATALOG_DIR\s*\}\}")
@@ -163,8 +169,8 @@ def read_config_file(filename: str) -> list[CatalogEntry]:
     """The databroker_lite sources of one YAML file; other intake sources are skipped."""
     try:
         with open(filename, encoding="utf-8") as f:
-            content = yaml.safe_load(f)
-    except yaml.YAMLError as exc:  # including tags asking for Python objects: never built
+            content = _yaml().safe_load(f)
+    except _yaml().YAMLError as exc:  # including tags asking for Python objects: never built
         raise CatalogError(f"{filename}: not YAML this can read ({exc})") from None
     sources = content.get("sources") if isinstance(content, dict) else None
     if not isinstance(sources, dict):
@@ -267,7 +273,7 @@ def _entry_yaml(name: str, path: str, root_map: dict[str, str]) -> str:
         "args": {"path": path, "root_map": root_map},
     }}}
     return ("# Written by databroker_lite.install_catalog; also an intake catalog.\n"
-            + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+            + _yaml().safe_dump(doc, sort_keys=False, default_flow_style=False))
 
 
 def _write_atomic(filename: str, text: str) -> None:
@@ -384,5 +390,5 @@ def uninstall_catalog(name: str) -> str:
 
 def _sources_in(filename: str) -> list[str]:
     with open(filename, encoding="utf-8") as f:
-        content = yaml.safe_load(f)
+        content = _yaml().safe_load(f)
     return [str(k) for k in (content.get("sources") or {})]

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from . import lookup
+from .column import ColumnLike
 from .errors import (
     AmbiguousKey,
     CatalogNotFound,
@@ -68,18 +69,27 @@ def _tiled():
     return queries
 
 
+def _detail(resp: Any) -> Any:
+    """The ``detail`` of a tiled error response (its reason phrase if it is not JSON)."""
+    try:
+        return resp.json().get("detail", "")
+    except ValueError:
+        return resp.reason_phrase
+
+
 @contextlib.contextmanager
 def _translate(url: str) -> Iterator[None]:
     """tiled/httpx errors -> our exception types, keeping the server's message."""
     import httpx
+    from tiled.client.auth import CannotRefreshAuthentication
     try:
         yield
+    except CannotRefreshAuthentication:
+        raise Unauthorized(f"{url} no longer accepts this session (401) and it cannot be "
+                           "renewed: log in again with from_uri(url, username=...)") from None
     except httpx.HTTPStatusError as exc:
         resp = exc.response
-        try:
-            detail = resp.json().get("detail", "")
-        except ValueError:
-            detail = resp.reason_phrase
+        detail = _detail(resp)
         if resp.status_code == 401:
             raise Unauthorized(f"{url}: the server refused the API key (401: {detail})") from None
         if isinstance(detail, dict) and "error" in detail:
@@ -169,6 +179,9 @@ def _login(url: str, username: str, password: str | None, provider: str | None) 
             if exc.response.status_code in (401, 422):  # 422: an empty field
                 raise Unauthorized(f"{url} refused the login of {username!r}: wrong user "
                                    "name or password") from None
+            if exc.response.status_code == 429:
+                raise Unauthorized(f"{url} refused the login of {username!r} for now: "
+                                   f"{_detail(exc.response)}") from None
             raise
         context.configure_auth(tokens, remember_me=False)
         return from_context(context, node_path_parts=parts, remember_me=False,
@@ -512,8 +525,42 @@ def _document(record: bytes, unpack_datum_page: Any) -> Iterator[tuple[str, dict
         yield item["name"], item["doc"]
 
 
+class RemoteColumn(ColumnLike):
+    """One column of a remote stream as an array-like, as a local
+    :class:`~databroker_lite.ArrayColumn`: ``col[k]`` or ``col[a:b, y0:y1]`` is one
+    request for that box, returned as numpy; no dask or xarray in between."""
+
+    def __init__(self, stream: RemoteStream, key: str) -> None:
+        self.stream, self.key = stream, key
+        self._arr, self._url = stream._array(key), stream.run.catalog.url
+        st = self._arr.structure()
+        self.shape: tuple[int, ...] = tuple(st.shape)
+        dtype = st.data_type.to_numpy_dtype()
+        self.dtype: np.dtype = np.dtype("U") if dtype.kind in "OUS" else dtype
+        self.dims: tuple[str, ...] = tuple(st.dims or ())
+        self.attrs: dict = dict(self._arr.metadata.get("attrs", {}))
+
+    def __repr__(self) -> str:
+        return (f"<RemoteColumn {self.key!r} of stream {self.stream.name!r}: shape "
+                f"{self.shape}, dtype {self.dtype}>")
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        if self.dtype.kind == "U":  # text travels whole (it is small), as in read()
+            values = np.asarray(_read_slice(self._arr, (), self._url))
+            return (values.astype(str) if values.size else values.astype("U1"))[sel]
+        return _RemoteArray(self._arr, self.shape, self.dtype, self._url)[sel]
+
+    def _reduce(self, how: str, axis: Any) -> np.ndarray:
+        # dask over the server's chunks: a chunk at a time travels and is reduced
+        if self.dtype.kind not in "biuf":
+            return getattr(np, how)(self[...], axis=axis)
+        return np.asarray(getattr(_lazy_variable(self._arr, self._url).data, how)(axis=axis)
+                          .compute())
+
+
 class RemoteStream:
-    """One stream of a remote run: ``read()`` in memory, ``to_dask()`` lazily."""
+    """One stream of a remote run: ``read()`` in memory, ``to_dask()`` lazily,
+    ``stream[key]`` one column sliced on the server."""
 
     def __init__(self, run: RemoteRun, name: str) -> None:
         self.run, self.name = run, name
@@ -523,6 +570,18 @@ class RemoteStream:
 
     def fields(self) -> list[str]:
         return [k for k in self._node if k != "time"]
+
+    def __getitem__(self, key: str) -> RemoteColumn:
+        """One data key as a :class:`RemoteColumn`: ``stream["img"][3]`` is one request."""
+        if not isinstance(key, str):
+            raise TypeError(f"look up a column by its data key (str), not {type(key).__name__}")
+        return RemoteColumn(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fields())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.fields()
 
     @property
     def metadata(self) -> dict:

@@ -26,9 +26,10 @@ class CatalogLike(Protocol):
 _READERS = StampedCache(256)
 
 
-def _open_reader(path: str) -> RunReader:
-    """A reader of a run file; finished runs are remembered (per process) until they change."""
-    return _READERS.get(path, lambda: RunReader(path), keep=lambda r: r.finished)
+def _open_reader(path: str, head: tuple[dict, dict | None] | None = None) -> RunReader:
+    """A reader of a run file; finished runs are remembered (per process) until they change.
+    ``head``: (start, stop) from the index, describing the file as it is now."""
+    return _READERS.get(path, lambda: RunReader(path, head), keep=lambda r: r.finished)
 
 
 class StreamAttributes:
@@ -74,7 +75,9 @@ class Run(StreamAttributes):
     def _reader(self) -> RunReader:
         r = self.__reader
         if r is None or not r.finished:  # a run being written: look again each time
-            r = self.__reader = _open_reader(self.path)
+            md = self._indexed() if r is None else None  # start and stop need not be read
+            head = (md["start"], md["stop"]) if md is not None else None
+            r = self.__reader = _open_reader(self.path, head)
         return r
 
     @property

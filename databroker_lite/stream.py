@@ -76,13 +76,30 @@ def _load_blocks(refs: tuple | list, shape: tuple, key: str, run_uid: str,
 
 
 class Stream:
-    """One stream of a run (``run.primary``): its events as columns."""
+    """One stream of a run (``run.primary``): its events as columns.
+
+    A finished run never changes, so what a build looks up (times, row counts, datum
+    refs, the dask arrays themselves) is remembered here and a second ``to_dask()``
+    reads nothing. A run still being written gets a new Stream on each ``run[name]``
+    (see :class:`~databroker_lite.Run`), so it sees the events flushed since.
+    """
 
     def __init__(self, run: RunLike, name: str) -> None:
         self.run = run
         self.name = name
         self._reader = run._reader()
         self.segments: list[Segment] = self._reader.stream_segments(name)
+        self._memo: dict[tuple, Any] = {}
+
+    def _remember(self, key: tuple, make: Any) -> Any:
+        """``make()``, kept for the next call when the run is finished."""
+        if not self._reader.finished:
+            return make()
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = make()
+            return value
 
     def __repr__(self) -> str:
         return stream_summary(self.name, self.run.uid, len(self), self.fields())
@@ -132,6 +149,10 @@ class Stream:
         return cols if chosen is None else {f: cols[f] for f in chosen}
 
     def _times(self) -> np.ndarray:
+        """The events' times (a copy: xarray hands the array to the user)."""
+        return self._remember(("times",), self._read_times).copy()
+
+    def _read_times(self) -> np.ndarray:
         parts = []
         for seg in self.segments:
             t = self._reader.read_events(seg, "time")
@@ -145,24 +166,32 @@ class Stream:
         times = self._times()
         data_vars = {}
         for key, col in cols.items():
-            pieces = [self._segment_column(seg, col, lazy) for seg in self.segments]
-            if lazy:
-                arr = _da().concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-                if _is_text(col):
-                    # dask assembles chunks into an array of the FIRST chunk's dtype, so
-                    # '<U3' then '<U4' chunks would truncate: keep str objects per chunk and
-                    # turn them into one '<U' array in a single final task (text is small).
-                    arr = arr.rechunk(-1).map_blocks(_text_block, dtype=np.dtype("U1"))
+            if lazy:  # dask arrays never change: one per key serves every build
+                arr = self._remember(("lazy", key), lambda col=col: self._lazy_column(col))
             else:
+                pieces = [self._segment_column(seg, col, lazy) for seg in self.segments]
                 arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-            # fastpath: xarray would turn a None kept as it came into NaN
-            data_vars[key] = _xr().Variable(_dims(col), arr, attrs=_attrs(col), fastpath=col.json)
-        return _xr().Dataset(data_vars, coords={"time": ("time", times)},
-                          attrs={"stream_name": self.name, "uid": self.run.uid})
+            # fastpath: xarray would turn a None kept as it came into NaN; and for plain
+            # numpy numbers and text it has nothing to convert, while its checks import
+            # dask (~0.4 s) on a process's first read
+            data_vars[key] = _xr().Variable(_dims(col), arr, attrs=_attrs(col),
+                                            fastpath=col.json or _plain_numpy(arr))
+        return _dataset(data_vars, times, {"stream_name": self.name, "uid": self.run.uid})
+
+    def _lazy_column(self, col: Column):
+        """One key over every segment, as one dask array."""
+        pieces = [self._segment_column(seg, col, True) for seg in self.segments]
+        arr = _da().concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+        if _is_text(col):
+            # dask assembles chunks into an array of the FIRST chunk's dtype, so
+            # '<U3' then '<U4' chunks would truncate: keep str objects per chunk and
+            # turn them into one '<U' array in a single final task (text is small).
+            arr = arr.rechunk(-1).map_blocks(_text_block, dtype=np.dtype("U1"))
+        return arr
 
     def _rows(self, seg: Segment) -> int:
         n = self._reader.n_events(seg)
-        return n if n else self._stream_rows(seg)
+        return n if n else self._remember(("rows", seg.group), lambda: self._stream_rows(seg))
 
     def _stream_rows(self, seg: Segment) -> int:
         sd = [d for _, d, _ in self._reader.side_documents("stream_datum")
@@ -195,10 +224,8 @@ class Stream:
             dtype = np.dtype(object)
         proxy = LazyDataset(self._reader.path, name, shape, dtype,
                             finished=self._reader.finished)
-        chunks = _dask_chunks(shape, chunks, dtype)
-        return _da().from_array(proxy, chunks=chunks, asarray=False,
-                             name=f"{col.key}-{_tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)}",
-                             meta=np.zeros((0,) * len(shape), dtype=dtype))
+        token = _tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)
+        return _from_arraylike(proxy, _dask_chunks(shape, chunks, dtype), f"{col.key}-{token}", dtype)
 
     def _json_column(self, seg: Segment, col: Column, n: int, lazy: bool):
         """A key whose values disagreed with the descriptor: one object per event, as it came.
@@ -218,10 +245,9 @@ class Stream:
         dtype = np.dtype(object) if sample.dtype.kind in "OU" else sample.dtype
         proxy = LazyDataset(self._reader.path, name, shape, dtype, finished=self._reader.finished)
         token = _tokenize(self._reader.path, name, shape, self._reader.finished, self.run._stamp)
-        arr = _da().from_array(proxy, chunks=_dask_chunks(shape, chunks, dtype) if len(shape) == 1
-                               else (_dask_chunks(shape, chunks, dtype)[0], *shape[1:]),
-                               asarray=False, name=f"{col.key}-json-{token}",
-                               meta=np.zeros((0,) * len(shape), dtype=dtype))
+        arr = _from_arraylike(proxy, _dask_chunks(shape, chunks, dtype) if len(shape) == 1
+                              else (_dask_chunks(shape, chunks, dtype)[0], *shape[1:]),
+                              f"{col.key}-json-{token}", dtype)
         return arr.map_blocks(_object_rows, drop_axis=list(range(1, len(shape))) or None,
                               dtype=object, meta=np.empty(0, dtype=object))
 
@@ -238,6 +264,16 @@ class Stream:
 
     # --- external data -------------------------------------------------------
     def _refs(self, seg: Segment, col: Column, n: int) -> list[ExternalRef]:
+        """Where each of the segment's first ``n`` values of an external key lives."""
+        return self._remember(("refs", seg.group, col.key, n), lambda: self._find_refs(seg, col, n))
+
+    def _stack(self, seg: Segment, col: Column, n: int) -> ExternalStack:
+        """The segment's values of a fixed-shape external key as one array-like (shared by
+        ``to_dask()`` and :class:`~databroker_lite.ArrayColumn`, so its plan is worked out once)."""
+        return self._remember(("stack", seg.group, col.key, n), lambda: ExternalStack(
+            self._refs(seg, col, n), col.shape, col.dtype, col.key, self.run.uid))
+
+    def _find_refs(self, seg: Segment, col: Column, n: int) -> list[ExternalRef]:
         reader, root_map, uid = self._reader, self.run.catalog.root_map, self.run.uid
         if str(col.external).startswith("STREAM:"):
             resources = {d["uid"]: d for _, d, _ in reader.side_documents("stream_resource")
@@ -284,7 +320,7 @@ class Stream:
                 return np.zeros((0, *(s or 0 for s in shape)), dtype=col.dtype)
             if stream or None in shape:
                 return _load_blocks(refs, (None, *shape) if stream else shape, col.key, uid, col.dtype.str)
-            return ExternalStack(refs, shape, col.dtype, col.key, uid)[:]  # one copy in memory
+            return self._stack(seg, col, n)[:]  # one copy in memory
         # Name the graph by where the refs come from, not by hashing every ref (slow for
         # thousands of frames); the file's stamp changes whenever its datums could.
         token = _tokenize(self._reader.path, self.run._stamp, seg.group, col.key, shape,
@@ -300,10 +336,9 @@ class Stream:
         elif None not in shape and refs:
             # One array-like over all frames: dask fuses x[i] into its read, so a frame
             # costs one frame while reductions get chunks of many frames.
-            stack = ExternalStack(refs, shape, col.dtype, col.key, uid)
+            stack = self._stack(seg, col, n)
             frames = max(1, _CHUNK_BYTES // max(1, col.dtype.itemsize * int(np.prod(shape))))
-            return _da().from_array(stack, chunks=(frames, *shape), asarray=False, name=name,
-                                    meta=np.zeros((0,) * (1 + len(shape)), dtype=col.dtype))
+            return _from_arraylike(stack, (frames, *shape), name, col.dtype)
         else:
             for i, r in enumerate(refs):
                 dsk[(name, i, *zeros)] = (_load_blocks, (r,), shape, col.key, uid, col.dtype.str)
@@ -347,6 +382,72 @@ class Stream:
         return stream_html(self.name, len(self), [
             ColumnInfo(c.key, c.dtype, c.shape, c.external or "", c.data_key.get("units", ""))
             for c in cols])
+
+
+def _from_arraylike(obj: Any, chunks: tuple, name: str, dtype: np.dtype):
+    """A dask array of ``obj`` (an array-like that reads on ``__getitem__``): one low-level
+    ``getter(obj, slices)`` task per chunk, the array-like inside each task.
+
+    ``da.from_array`` makes a Blockwise layer plus a key holding ``obj``, which every
+    compute then materialises, culls and fuses; this graph is already what that work
+    ends with. dask still fuses ``x[k]`` into the read of a chunk (getter + getitem),
+    so one frame reads one frame.
+    """
+    import itertools
+
+    from dask._task_spec import DataNode, Task
+    from dask.array.core import getter, normalize_chunks
+    from dask.highlevelgraph import HighLevelGraph
+
+    chunks = normalize_chunks(chunks, obj.shape, dtype=dtype)
+    edges = [np.cumsum((0, *c)).tolist() for c in chunks]
+    node = DataNode(None, obj)
+    dsk = {}
+    for idx in itertools.product(*(range(len(c)) for c in chunks)):
+        key = (name, *idx)
+        box = tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, idx))
+        dsk[key] = Task(key, getter, node, DataNode(None, box))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return _da().Array(graph, name, chunks, meta=np.zeros((0,) * len(chunks), dtype=dtype))
+
+
+def _dataset(data_vars: dict[str, Any], times: np.ndarray, attrs: dict) -> xr.Dataset:
+    """``xr.Dataset(data_vars, coords={"time": ("time", times)}, attrs=attrs)``, the same
+    Dataset built directly when the variables plainly fit: xarray's constructor (merging,
+    alignment, index building) costs ~0.2 ms, most of a small read, for nothing to do here.
+    Anything unusual (a key named ``time``, dimension sizes that disagree, another xarray)
+    goes through the constructor, which also raises its errors."""
+    xr = _xr()
+    sizes = {"time": len(times)}
+    plain = "time" not in data_vars
+    for v in data_vars.values():
+        if not plain:
+            break
+        plain = v.dims[:1] == ("time",) and "time" not in v.dims[1:]
+        for d, n in zip(v.dims, v.shape):
+            plain = plain and sizes.setdefault(d, n) == n
+    if plain:
+        try:
+            from xarray.core.indexes import PandasIndex
+
+            index = PandasIndex(_pd().Index(times, name="time"), "time")
+            coords = index.create_variables({"time": xr.Variable(("time",), times,
+                                                                 fastpath=_plain_numpy(times))})
+            return xr.Dataset._construct_direct({**data_vars, **coords}, {"time"}, sizes, attrs,
+                                                indexes={"time": index})
+        except (ImportError, AttributeError, TypeError):  # an xarray without these internals
+            pass
+    return xr.Dataset(data_vars, coords={"time": ("time", times)}, attrs=attrs)
+
+
+def _plain_numpy(arr: Any) -> bool:
+    """A numpy array xarray keeps as it is (numbers or fixed-width text)."""
+    return type(arr) is np.ndarray and arr.dtype.kind in "biufcUS"
+
+
+def _pd():
+    import pandas
+    return pandas
 
 
 def _is_text(col: Column) -> bool:

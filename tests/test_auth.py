@@ -334,6 +334,57 @@ def test_policy_changes_apply_without_restart(site) -> None:
     assert list(_login(url, "alice")) == _expected(local, "alice")
 
 
+def test_failed_logins_in_a_row_make_that_name_wait(site) -> None:
+    """Ten wrong passwords for one name: its next login, even with the right password,
+    is a 429 saying how long to wait (Retry-After); other users log in meanwhile; after
+    the wait the right password works and clears the count."""
+    from databroker_lite.server.auth import set_password
+    url, local, tmp = site
+    set_password(tmp / "users.txt", "frank", "frank-pw")  # no restart: the file is re-read
+    for _ in range(10):
+        assert _token(url, "frank", "guess").status_code == 401
+    r = _token(url, "frank", "frank-pw")
+    assert r.status_code == 429 and "access_token" not in r.text, r.text
+    assert "too many failed logins for 'frank' in a row" in r.json()["detail"]
+    assert r.headers["Retry-After"] == "1"
+    assert list(_login(url, "alice")) == _expected(local, "alice")
+    time.sleep(1.2)
+    assert _token(url, "frank", "frank-pw").status_code == 200
+    for _ in range(9):  # the success cleared the count: nine more are free
+        assert _token(url, "frank", "guess").status_code == 401
+    frank = databroker_lite.from_uri(url, username="frank", password="frank-pw")
+    assert list(frank) == []  # in no proposal
+    for _ in range(10):
+        assert _token(url, "frank", "guess").status_code == 401
+    t0 = time.monotonic()  # tiled's client waits out a short Retry-After, then logs in
+    assert list(databroker_lite.from_uri(url, username="frank", password="frank-pw")) == []
+    assert time.monotonic() - t0 >= 0.5
+
+
+def test_a_removed_user_is_refused_at_once(site) -> None:
+    """Taking a name out of the users file ends its sessions and keys at the next request."""
+    import httpx
+
+    from databroker_lite.remote import Unauthorized
+    from databroker_lite.server.auth import remove_user, set_password
+    url, local, tmp = site
+    set_password(tmp / "users.txt", "gina", "gina-pw")
+    gina = databroker_lite.from_uri(url, username="gina", password="gina-pw")
+    key = gina.create_api_key(note="script")
+    r = _token(url, "gina", "gina-pw")
+    gina_bearer = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert list(databroker_lite.from_uri(url, api_key=key)) == list(gina) == []
+    remove_user(tmp / "users.txt", "gina")
+    with pytest.raises(Unauthorized, match="'gina' is no longer a user of this server"):
+        databroker_lite.from_uri(url, api_key=key)
+    with pytest.raises(Unauthorized, match="no longer accepts this session .* log in again"):
+        list(gina)  # her session, still within its token's lifetime
+    r = httpx.get(f"{url}/api/v1/search/", headers=gina_bearer)
+    assert r.status_code == 401 and "'gina' is no longer a user" in r.text
+    assert _token(url, "gina", "gina-pw").status_code == 401
+    assert list(_login(url, "bob")) == _expected(local, "bob")
+
+
 # --- without a server: the users file, the policy, the config ------------------------
 def test_users_file_holds_argon2id_hashes_and_changes_atomically(tmp_path: Path) -> None:
     from argon2 import PasswordHasher
@@ -452,6 +503,30 @@ def test_policy_names_groups_staff_and_providers() -> None:
     assert not p.allows_run({"proposal": {"id": True}}, frozenset({"True"}))
     assert not p.allows_run({"proposal_id": "B"}, frozenset({"B"}))  # the configured key only
     assert p.query_values({"7", "B", "007"}) == ["007", "7", 7, "B"]
+
+
+def test_throttle_doubles_the_wait_and_forgets_old_names() -> None:
+    from databroker_lite.server.users import Throttle
+    now = [0.0]
+    t = Throttle(free=3, first=1.0, most=5.0, names=2, clock=lambda: now[0])
+    for _ in range(2):
+        t.failed("a")
+    assert t.wait("a") == 0.0
+    waits = []
+    for _ in range(5):
+        t.failed("a")
+        waits.append(t.wait("a"))
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    now[0] += 5.0
+    assert t.wait("a") == 0.0  # the lockout is over; the count stays until a success
+    t.failed("a")
+    assert t.wait("a") == 5.0
+    t.succeeded("a")
+    assert t.wait("a") == 0.0
+    for name in ("x", "y", "z"):
+        for _ in range(3):
+            t.failed(name)
+    assert t.wait("x") == 0.0 and t.wait("z") == 1.0  # at most two names are kept
 
 
 @pytest.mark.parametrize("policy, match", [

@@ -143,6 +143,36 @@ def test_float_values_into_an_integer_array_are_stored(cat):
     assert got[0].tolist() == [0, 1, 2] and got[1].tolist() == [1.5, 2.0, 3.0]
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_fraction_after_integers_beyond_float_range_keeps_them_exact(cat, flush):
+    """An integer column that gets 0.5 is widened to float64, unless it holds integers
+    float64 would round (beyond 2**53): then it is kept as JSON and every value exact."""
+    keys = {"ticks": {"source": "s", "dtype": "integer", "shape": []}}
+    big = [2**60 + 1, -(2**53) - 3, 7]
+    docs = make_run_docs(4, data_keys=keys, data=lambda i: {"ticks": (big + [0.5])[i]})
+    insert_all(cat, docs[:5])  # start, descriptor, 3 events
+    if flush:
+        cat.writer.flush()
+    with pytest.warns(DescriptorMismatchWarning, match=r"beyond float64's exact range"):
+        cat.writer("event", docs[5][1])
+    cat.writer("stop", docs[-1][1])
+    got = databroker_lite.open_catalog(cat.directory, mode="r")[-1].primary.read()["ticks"]
+    assert got.values.tolist() == [*big, 0.5] and type(got.values[0]) is int
+    events = [d for n, d in cat[-1].documents() if n == "event"]
+    assert [e["data"]["ticks"] for e in events] == [*big, 0.5]
+
+
+def test_a_fraction_after_small_integers_widens_the_column_to_float(cat):
+    keys = {"ticks": {"source": "s", "dtype": "integer", "shape": []}}
+    docs = make_run_docs(3, data_keys=keys, data=lambda i: {"ticks": [3, 2**53, 0.5][i]})
+    insert_all(cat, docs[:4])
+    cat.writer.flush()
+    with pytest.warns(DescriptorMismatchWarning, match="stored as float64 from now on"):
+        insert_all(cat, docs[4:])
+    got = cat[-1].primary.read()["ticks"]
+    assert got.dtype == np.float64 and got.values.tolist() == [3.0, 2.0**53, 0.5]
+
+
 @pytest.mark.parametrize("value, got", [
     ([1.0, 2.0], "(2,)"),
     ([[1.0, 2.0, 3.0]], "(1, 3)"),

@@ -353,7 +353,7 @@ def test_read_only_on_unwritable_directory(five, tmp_path, monkeypatch):
     index = copy / ".databroker_lite" / "index.sqlite"
     stamp = os.stat(index).st_mtime_ns
 
-    def refuse(self, path):
+    def refuse(self, path, *args, **kwargs):
         raise AssertionError(f"opened {path}: the copied index should have been used")
 
     monkeypatch.setattr(RunReader, "__init__", refuse)

@@ -281,6 +281,14 @@ class CatalogContract:
         assert list(cat.search({"nothing": {"$exists": True}})) == []
         assert list(cat.search({"sample.name": {"$ne": "Cu foil"}})) == [UIDS[1], UIDS[3]]
 
+    def test_search_on_the_stop_document(self, cat) -> None:
+        assert list(cat.search({"stop.exit_status": "abort"})) == [UIDS[1]]
+        assert list(cat.search({"stop.exit_status": {"$in": ["success"]}})) == [UIDS[0], *UIDS[2:4]]
+        assert list(cat.search({"stop.exit_status": {"$exists": True}})) == UIDS[:4]
+        assert list(cat.search({"stop.exit_status": {"$exists": False}})) == [UIDS[4]]
+        assert list(cat.search({"stop.num_events.primary": {"$gte": 1},
+                                "plan_name": "scan"})) == [UIDS[1], UIDS[3]]
+
     def test_search_helpers(self, cat) -> None:
         assert list(cat.search(ScanID(2))) == [UIDS[2], UIDS[3]]
         assert list(cat.search(TimeRange(since=T0 + 150, until=T0 + 350))) == UIDS[2:4]
@@ -390,6 +398,22 @@ class CatalogContract:
         assert ds["img"].shape == (8, 4, 6) and ds["img"].dtype == np.float64
         np.testing.assert_array_equal(ds["img"].values[5], image_data(5)["img"])
         np.testing.assert_array_equal(ds["I0"].values, 10.0 + np.arange(8))
+
+    def test_a_column_slices_like_numpy_without_dask(self, cat) -> None:
+        col = cat["777b44a"].primary["img"]
+        assert col.shape == (8, 4, 6) and col.dtype == np.float64 and col.ndim == 3
+        assert len(col) == 8
+        frame = col[5]
+        assert isinstance(frame, np.ndarray)
+        np.testing.assert_array_equal(frame, image_data(5)["img"])
+        np.testing.assert_array_equal(col[2:4, 1:3], np.stack([image_data(i)["img"][1:3] for i in (2, 3)]))
+        np.testing.assert_array_equal(col[-1], image_data(7)["img"])
+        np.testing.assert_array_equal(col.read(), cat["777b44a"].primary.read()["img"].values)
+        np.testing.assert_array_equal(cat[1].primary["x"][:], cat[1].primary.read()["x"].values)
+        with pytest.raises(IndexError):
+            col[8]
+        with pytest.raises(StreamNotFound, match="nope"):
+            cat["777b44a"].primary["nope"]
 
     def test_read_chosen_columns(self, cat) -> None:
         stream = cat[1].primary

@@ -28,9 +28,9 @@ def _count_opens(monkeypatch) -> list[str]:
     opened: list[str] = []
     orig = reader_mod.RunReader.__init__
 
-    def init(self, path):
+    def init(self, path, *args, **kwargs):
         opened.append(os.fspath(path))
-        orig(self, path)
+        orig(self, path, *args, **kwargs)
     monkeypatch.setattr(reader_mod.RunReader, "__init__", init)
     return opened
 
@@ -115,3 +115,61 @@ def test_a_short_time_column_is_damage(cat):
     fresh = databroker_lite.open_catalog(cat.directory)[run.uid]
     with pytest.raises(CorruptRunFile, match="time"):
         fresh.primary.read()
+
+
+def test_reader_given_the_index_documents_answers_as_one_reading_the_file(cat):
+    run = cat[1]
+    from_file = reader_mod.RunReader(run.path)
+    md = run.metadata  # from the index row
+    given = reader_mod.RunReader(run.path, (md["start"], md["stop"]))
+    assert (given.start, given.stop, given.uid) == (from_file.start, from_file.stop, from_file.uid)
+    assert given.finished and given.stream_names == from_file.stream_names
+
+
+def test_a_reader_given_documents_still_checks_the_layout(cat):
+    run = cat[1]
+    md = run.metadata
+    FILE_CACHE.clear()
+    with h5py.File(run.path, "r+") as f:
+        f.attrs["databroker_lite_layout"] = 99
+    with pytest.raises(databroker_lite.errors.UnsupportedLayout, match="99"):
+        reader_mod.RunReader(run.path, (md["start"], md["stop"]))
+
+
+def test_rows_read_with_low_level_calls_match_the_dataset(cat):
+    run = cat[2]
+    r = run._reader()
+    seg = run.primary.segments[0]
+    keys = ("x", "n", "flag", "vec")
+    with h5py.File(run.path, "r") as f:
+        want = {k: f[f"{seg.group}/data/{k}"][:] for k in keys}
+        want_t = f[f"{seg.group}/time"][:]
+    assert want["vec"].shape == (4, 3) and want["flag"].dtype == bool
+    for sel in (slice(None), slice(1, 3), slice(3, 1), slice(2, None), slice(0, 4, 2)):
+        for k in keys:
+            got = r.read_column(seg, k, sel)
+            assert got.dtype == want[k].dtype and got.shape == want[k][sel].shape
+            np.testing.assert_array_equal(got, want[k][sel])
+        np.testing.assert_array_equal(r.read_events(seg, "time", sel), want_t[sel])
+    assert r.read_column(seg, "x", slice(1, 3)).flags.writeable
+
+
+def test_dataset_built_directly_is_the_one_xarray_builds(cat):
+    import xarray as xr
+
+    from databroker_lite.stream import _dataset
+    ds = cat[1].primary.read()
+    public = xr.Dataset({k: ds[k].variable for k in ds.data_vars},
+                        coords={"time": ("time", ds["time"].values)}, attrs=ds.attrs)
+    xr.testing.assert_identical(ds, public)
+    assert list(ds.indexes) == ["time"] and ds.sizes == public.sizes
+    t = ds["time"].values
+    assert float(ds.sel(time=t[2])["x"]) == float(ds["x"][2])
+    # dimensions that disagree go through xarray's constructor and its error
+    bad = {"a": xr.Variable(("time", "d"), np.zeros((len(t), 2))),
+           "b": xr.Variable(("time", "d"), np.zeros((len(t), 3)))}
+    with pytest.raises(ValueError):
+        _dataset(bad, t, {})
+    # a key named "time" too
+    with pytest.raises(ValueError):
+        _dataset({"time": xr.Variable(("time",), np.zeros(len(t)))}, t + 1, {})

@@ -172,7 +172,7 @@ def test_lookups_do_not_open_run_files(four, monkeypatch):
     cat, uids = four
     opened: list[str] = []
 
-    def refuse(self, path):
+    def refuse(self, path, *args, **kwargs):
         opened.append(os.fspath(path))
         raise AssertionError(f"a look-up opened {path}")
 

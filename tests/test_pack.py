@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import blake3
 import h5py
 import msgpack
 import numpy as np
@@ -58,19 +59,23 @@ def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+def _b3(path):
+    return blake3.blake3(open(path, "rb").read()).hexdigest()
+
+
 def test_pack_all_then_move_and_open(source, tmp_path):
     cat, uids, ad_uid, frames = source
     dest = tmp_path / "pack"
     report = P.pack(cat, dest, all=True, quiet=True)
     assert sorted(report.runs) == sorted([*uids, ad_uid])
     man = json.loads((dest / "manifest.json").read_text())
-    assert man["format"] == "databroker_lite-pack" and man["version"] == 1
+    assert man["format"] == "databroker_lite-pack" and man["version"] == 2
     assert {r["uid"] for r in man["runs"]} == {*uids, ad_uid}
     for e in man["files"]:  # every file listed with its true size and checksum, all relative
         assert not os.path.isabs(e["path"])
         full = dest / e["path"]
         assert full.stat().st_size == e["size"]
-        assert _sha(full) == e["sha256"]
+        assert _b3(full) == e["blake3"] and "sha256" not in e
     assert any(e["path"].startswith("external/") and e["path"].endswith("img/50.h5") for e in man["files"])
     # move the pack and remove the original detector files: it must still read
     moved = tmp_path / "elsewhere" / "renamed-pack"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
+import json
 import os
 import subprocess
 import sys
@@ -41,11 +43,14 @@ def _make_catalog(path: Path) -> databroker_lite.Catalog:
         insert_all(cat, make_run_docs(25, metadata={"scan_id": sid, "plan_name": plan,
                                                     "sample": {"name": f"s{i}"}}, t0=t0 + i))
     dk = {"img": {"source": "sim", "dtype": "array", "shape": list(FRAME), "dtype_numpy": "<f8"},
-          "I0": {"source": "sim", "dtype": "number", "shape": []}}
+          "I0": {"source": "sim", "dtype": "number", "shape": []},
+          "mode": {"source": "sim", "dtype": "string", "shape": []}}
     insert_all(cat, make_run_docs(
-        N_FRAMES, metadata={"scan_id": 10, "plan_name": "count"}, data_keys=dk, t0=t0 + 10,
+        N_FRAMES, metadata={"scan_id": 10, "plan_name": "count", "sample": {"name": "Fe₂O₃"},
+                            "operator": None},
+        data_keys=dk, t0=t0 + 10,
         data=lambda i: {"img": np.arange(FRAME[0] * FRAME[1], dtype="f8").reshape(FRAME) + i,
-                        "I0": 100.0 + i}))
+                        "I0": 100.0 + i, "mode": "fly" if i % 2 else "step°"}))
     return cat
 
 
@@ -167,6 +172,34 @@ def test_to_dask_fetches_only_touched_chunks(server, remote) -> None:
     np.testing.assert_array_equal(frame, local[10].primary.read()["img"].values[5])
     assert len(received) == 1  # one chunk, one request
     assert int(received[0].headers.get("content-length", 0)) < 2 * frame.nbytes
+
+
+@needs_server
+def test_a_remote_column_slices_in_one_request(server, remote) -> None:
+    """``remote_run.primary["img"]`` as the local ArrayColumn: a frame or a box is one
+    request of about its own size; reductions and text match the local ones."""
+    _, local = server
+    col, here = remote[10].primary["img"], local[10].primary["img"]
+    assert (col.shape, col.dtype, col.dims) == (here.shape, here.dtype, here.dims)
+    received: list = []
+    hooks = remote._node.context.http_client.event_hooks
+    hooks["response"].append(lambda r: received.append(r))
+    try:
+        frame, box = col[5], col[2:4, 10:20, ::2]
+    finally:
+        hooks["response"].pop()
+    np.testing.assert_array_equal(frame, here[5])
+    np.testing.assert_array_equal(box, here[2:4, 10:20, ::2])
+    assert len(received) == 2
+    assert int(received[0].headers.get("content-length", 0)) < 2 * frame.nbytes
+    for how in ("mean", "sum", "max", "min"):
+        np.testing.assert_allclose(getattr(col, how)(), getattr(here, how)())
+    assert remote[10].primary["mode"][:].tolist() == local[10].primary["mode"][:].tolist()
+    assert np.asarray(remote[10].primary["I0"]).tolist() == here.stream["I0"].read().tolist()
+    with pytest.raises(IndexError):
+        col[N_FRAMES]
+    with pytest.raises(databroker_lite.StreamNotFound, match="nope"):
+        remote[10].primary["nope"]
 
 
 @needs_server
@@ -398,3 +431,76 @@ def test_oversized_request_is_refused_and_server_memory_stays_bounded(tmp_path: 
         r = httpx.get(f"{url}/api/v1/array/full/{uid}/primary/data/img",
                       params={"format": "application/json", "slice": "0:2,0:4,0:4"}, headers=auth)
         assert r.status_code == 200 and np.asarray(r.json()).shape == (2, 4, 4)
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@needs_server
+def test_every_format_the_server_offers_is_written_or_refused(server) -> None:
+    """A run with a text column and nested metadata downloads as HDF5 that h5py reads back;
+    a format that cannot hold the data (text as PNG) is a 406 saying so, and the same
+    connection goes on serving (a 500 would reset it)."""
+    import h5py
+    import httpx
+    url, local = server
+    run = local[10]
+    auth = {"Authorization": f"Apikey {KEY}"}
+    with httpx.Client(base_url=f"{url}/api/v1", headers=auth, timeout=60) as client:
+        r = client.get(f"/container/full/{run.uid}/primary", params={"format": "application/x-hdf5"})
+        assert r.status_code == 200, r.text
+        with h5py.File(io.BytesIO(r.content), "r") as f:
+            data = f["data"]
+            assert [v.decode() for v in data["mode"][:]] == list(run.primary.read()["mode"].values)
+            np.testing.assert_array_equal(data["I0"][:], run.primary.read()["I0"].values)
+            assert data["img"].shape == (N_FRAMES, *FRAME) and data["img"].dtype == np.float64
+        r = client.get(f"/container/full/{run.uid}", params={"format": "application/x-hdf5"})
+        assert r.status_code == 200, r.text
+        with h5py.File(io.BytesIO(r.content), "r") as f:
+            start = json.loads(f.attrs["start"])
+            assert start["sample"] == {"name": "Fe₂O₃"} and start["operator"] is None
+        r = client.get(f"/array/full/{run.uid}/primary/data/mode", params={"format": "image/png"})
+        assert r.status_code == 406
+        assert "cannot be written as image/png" in r.text and "ask for another format" in r.text
+        r = client.get(f"/array/full/{run.uid}/primary/data/I0", params={"format": "text/html"})
+        assert r.status_code == 200 and r.text.startswith("<html>") and "100.0" in r.text
+        r = client.get(f"/array/full/{run.uid}/primary/data/mode", params={"format": "text/csv"})
+        assert r.status_code == 200 and "step°" in r.text
+        # as a table the 3 MB stream is a row per pixel: Excel would hold ~1.4 GB (openpyxl
+        # keeps ~440 bytes a cell) for 20 s or more, so it is refused before any of it is read
+        r = client.get(f"/container/full/{run.uid}/primary/data", params={"format": XLSX})
+        assert r.status_code == 413, r.text[:300]
+        assert "a row for every element" in r.json()["detail"]["message"]
+        assert "application/x-hdf5" in r.json()["detail"]["message"]
+
+
+@needs_server
+def test_no_format_of_any_node_of_a_run_is_a_server_error(server) -> None:
+    """Every node of a run (run, streams, data, each column, configuration) in every
+    format the server lists: written (200) or refused with a reason (4xx), never a 500."""
+    import httpx
+    url, local = server
+    run = local[10]
+    auth = {"Authorization": f"Apikey {KEY}"}
+    with httpx.Client(base_url=f"{url}/api/v1", headers=auth, timeout=60) as client:
+        formats = client.get("/").json()["formats"]
+        seen, failures, todo = 0, [], [run.uid]
+        while todo:
+            path = todo.pop()
+            attrs = client.get(f"/metadata/{path}").json()["data"]["attributes"]
+            family = attrs["structure_family"]
+            route = {"array": "array/full", "container": "container/full",
+                     "table": "table/full"}.get(family)
+            specs = [s["name"] for s in attrs.get("specs") or []]
+            media = set(formats.get(family, []))
+            for spec in specs:
+                media |= set(formats.get(spec, []))
+            for mt in sorted(media) if route else []:
+                r = client.get(f"/{route}/{path}", params={"format": mt})
+                seen += 1
+                if r.status_code >= 500 or r.status_code in (400, 401, 404):
+                    failures.append((path, mt, r.status_code, r.text[:200]))
+            if family == "container":
+                keys = client.get(f"/search/{path}").json()["data"]
+                todo += [f"{path}/{item['id']}" for item in keys]
+    assert seen > 40 and not failures, failures

@@ -3,7 +3,8 @@
 A pack is a plain directory::
 
     DEST/
-      manifest.json        format, version, tool, source, runs, and every file's size + sha256
+      manifest.json        format, version, tool, source, runs, and every file's size + BLAKE3
+                           (format 2; packs of format 1 have SHA-256, still read)
       catalog.json         root_map for the external files, relative to DEST
       catalog.yml          the same catalog as an intake/databroker_lite config (relative path)
       <uid>.h5             one run file per run (the catalog's own files, unchanged)

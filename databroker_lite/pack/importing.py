@@ -19,7 +19,7 @@ from ..errors import ImportFailed
 from ..index import RUN_SUFFIX
 from .docfiles import iter_document_file, split_runs
 from .errors import PackError
-from .files import copy_hashed, sha256_file
+from .files import copy_hashed, same_bytes
 from .paths import CATALOG_YML, resolve
 from .plan import root_key
 from .reports import UnpackReport
@@ -91,7 +91,7 @@ def import_documents(src: str | os.PathLike, catalog: Catalog | str | os.PathLik
                 d = os.path.join(cat.directory, "external", key, os.path.relpath(s, base))
                 if not os.path.exists(d):
                     copy_hashed(s, d)
-                elif sha256_file(d) != sha256_file(s):
+                elif not same_bytes(d, s):
                     report.conflicts.append(f"{os.path.relpath(d, cat.directory)}: the catalog has "
                                             "a different file there (kept it)")
         new_map[old] = f"external/{key}"

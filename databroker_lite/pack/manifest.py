@@ -1,9 +1,12 @@
 """The manifest (``manifest.json``) and the small JSON files of a pack, read defensively.
 
-A manifest is ``{"format": "databroker_lite-pack", "version": 1, "tool", "created",
+A manifest is ``{"format": "databroker_lite-pack", "version": 2, "tool", "created",
 "source", "runs": [{"uid", "file", "scan_id", "time", "plan_name"}, ...],
-"files": [{"path", "size", "sha256"}, ...]}``. Everything in it is checked here, once,
-so the verbs can trust its types (never its claims: checksums and run files decide).
+"files": [{"path", "size", "blake3"}, ...]}``. Version 1 (packs written before BLAKE3)
+has ``"sha256"`` in every file entry instead; a version-2 manifest may hold both kinds
+of entry (files of an older pack that a newer one added to are not hashed again).
+Everything in it is checked here, once, so the verbs can trust its types (never its
+claims: checksums and run files decide).
 """
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ from typing import Any
 
 from .._version import __version__
 from .errors import PackError
+from .files import CHECKSUM, CHECKSUMS, file_digest
 from .paths import CATALOG_CONFIG, MANIFEST, resolve
 
 PACK_FORMAT = "databroker_lite-pack"
-PACK_VERSION = 1
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+PACK_VERSION = 2
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_NAMES = {"blake3": "BLAKE3", "sha256": "SHA-256"}
 
 
 def load_json(path: str, what: str) -> Any:
@@ -58,12 +63,18 @@ def read_manifest(dest: str) -> dict:
     for n, e in enumerate(man["files"]):
         where = f"{path}, files[{n}]"
         if not isinstance(e, dict):
-            raise PackError(f"{where}: not an object with path, size and sha256")
-        size, sha, rel = e.get("size"), e.get("sha256"), e.get("path")
+            raise PackError(f"{where}: not an object with path, size and {CHECKSUM}")
+        size, rel = e.get("size"), e.get("path")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise PackError(f"{where}: size {size!r} is not a number of bytes")
-        if not isinstance(sha, str) or not _SHA.match(sha):
-            raise PackError(f"{where}: sha256 {sha!r} is not a SHA-256 hex digest")
+        allowed = ("sha256",) if version == 1 else CHECKSUMS
+        named = [a for a in allowed if a in e]
+        if not named:
+            raise PackError(f"{where}: no checksum ({' or '.join(allowed)})")
+        for algorithm in named:
+            if not isinstance(e[algorithm], str) or not _HEX.match(e[algorithm]):
+                raise PackError(f"{where}: {algorithm} {e[algorithm]!r} is not a "
+                                f"{_NAMES[algorithm]} hex digest")
         if not isinstance(rel, str):
             raise PackError(f"{where}: path {rel!r} is not a string")
         if rel in seen:
@@ -89,5 +100,20 @@ def read_pack_root_map(src: str) -> dict[str, str]:
     return rm
 
 
-def entry(path: str, size: int, sha256: str) -> dict:
-    return {"path": path, "size": size, "sha256": sha256}
+def entry(path: str, size: int, digest: str, algorithm: str = CHECKSUM) -> dict:
+    """A manifest file entry."""
+    return {"path": path, "size": size, algorithm: digest}
+
+
+def checksum_of(e: dict) -> tuple[str, str]:
+    """(algorithm, hex digest) an entry (or a journal record) is checked by: BLAKE3 if it has one."""
+    for algorithm in CHECKSUMS:
+        if isinstance(e.get(algorithm), str):
+            return algorithm, e[algorithm]
+    raise PackError(f"{e.get('path')!r}: no checksum ({' or '.join(CHECKSUMS)})")
+
+
+def matches(path: str, e: dict) -> bool:
+    """True when the file at ``path`` has the size and checksum of entry ``e``."""
+    algorithm, digest = checksum_of(e)
+    return os.path.getsize(path) == e.get("size") and file_digest(path, algorithm) == digest

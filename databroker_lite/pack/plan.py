@@ -13,6 +13,7 @@ from ..errors import InvalidQuery
 from ..queries import TimeRange
 from ..run import Run
 from ..storage.handlers import get_handler_class, remap_path, resource_path, uri_to_path
+from ..storage.side import read_side_documents
 from .errors import PackError
 
 
@@ -75,14 +76,23 @@ def root_key(root: str) -> str:
 
 
 def external_files(run: Run) -> list[tuple[str, str, str]]:
-    """(original root, absolute source path, path relative to that root) of each external file."""
+    """(original root, absolute source path, path relative to that root) of each external file.
+
+    The resource and datum documents are read straight from the run file (no run reader
+    is built: a pack of many runs would load every run's streams just for this).
+    """
     root_map = run.catalog.root_map
+    side = read_side_documents(run.path)
+    resources = [d for kind in ("resource", "stream_resource") for _, d, _ in side.get(kind, ())]
+    if not resources:
+        return []
     datums: dict[str, list[dict]] = {}
-    for d in run.datums():
-        if "resource" in d:
-            datums.setdefault(d["resource"], []).append(d.get("datum_kwargs", {}))
+    for kind in ("datum", "stream_datum"):
+        for _, d, _ in side.get(kind, ()):
+            if "resource" in d:
+                datums.setdefault(d["resource"], []).append(d.get("datum_kwargs", {}))
     out = []
-    for res in run.resources():
+    for res in resources:
         if "uri" in res:  # a stream_resource: its file, keyed by its directory
             src = remap_path(uri_to_path(res["uri"]), root_map)
             orig_dir = os.path.dirname(uri_to_path(res["uri"]))

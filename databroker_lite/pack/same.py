@@ -18,7 +18,7 @@ import numpy as np
 
 from ..storage import RunReader
 from .errors import PackError
-from .files import sha256_file
+from .files import same_bytes
 
 SAME, CONFLICT, ABSENT = "same", "conflict", "absent"
 
@@ -65,7 +65,7 @@ def _equal(a: Any, b: Any) -> bool:
 def same_run(a: str, b: str) -> bool:
     """True when the run files ``a`` and ``b`` hold the same run (see the module docstring)."""
     try:
-        if os.path.getsize(a) == os.path.getsize(b) and sha256_file(a) == sha256_file(b):
+        if same_bytes(a, b):
             return True
         sentinel = object()
         for da, db in zip_longest(_documents(a), _documents(b), fillvalue=sentinel):

@@ -17,8 +17,8 @@ import os
 from ..catalogs import open_catalog
 from ..index import RUN_SUFFIX
 from .errors import PackError
-from .files import copy_hashed, sha256_file, write_text_atomic
-from .manifest import load_json, read_manifest, read_pack_root_map
+from .files import CHECKSUM, byte_bar, copy_hashed, write_text_atomic
+from .manifest import checksum_of, load_json, matches, read_manifest, read_pack_root_map
 from .paths import CATALOG_CONFIG, CATALOG_YML, INDEX_DIR, clean_partials, resolve
 from .reports import UnpackReport
 from .same import ABSENT, SAME, compare, run_uid
@@ -99,7 +99,7 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
         dst = resolve(rel, target, what="file")
         if not os.path.exists(dst):
             externals.append((resolve(rel, src), dst))
-        elif not os.path.isfile(dst) or sha256_file(dst) != e["sha256"]:
+        elif not os.path.isfile(dst) or not matches(dst, e):
             report.conflicts.append(f"{rel}: the catalog has a different file there (kept it)")
     existing = {}
     if os.path.isdir(target):
@@ -129,14 +129,14 @@ def unpack(dest: str | os.PathLike, name: str, *, to: str | os.PathLike | None =
     clean_partials(target, {d for _, d in externals} | {d for _, _, d in copies}
                    | {os.path.join(target, CATALOG_CONFIG)})
     merge_root_map(target, root_map)
-    from tqdm.auto import tqdm
     total = sum(os.path.getsize(s) for s, _ in externals) + sum(os.path.getsize(s) for _, s, _ in copies)
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="unpack",
-              disable=quiet or not total) as bar:
+    # each copy is hashed again as it is made: a file changed since verify is not installed
+    expected = {resolve(e["path"], src): checksum_of(e) for e in man["files"]}
+    with byte_bar(total, "unpack", quiet) as bar:
         for s, d in externals:  # the external files first: a listed run can read its data
-            copy_hashed(s, d, bar)
+            copy_hashed(s, d, bar, *expected.get(s, (CHECKSUM, None)))
         for uid, s, d in copies:
-            copy_hashed(s, d, bar)
+            copy_hashed(s, d, bar, *expected.get(s, (CHECKSUM, None)))
             report.added.append(uid)
     open_catalog(target).refresh()
     config.install_catalog(target, name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 
 from .errors import PackError
-from .files import sha256_file
-from .manifest import read_manifest
+from .files import byte_bar
+from .manifest import matches, read_manifest
 from .paths import INDEX_DIR, MANIFEST, resolve
 from .reports import VerifyReport
 
@@ -27,9 +27,7 @@ def verify(dest: str | os.PathLike, *, quiet: bool = True) -> VerifyReport:
     man = read_manifest(dest)
     report = VerifyReport(dest=dest, n_files=len(man["files"]))
     listed = set()
-    from tqdm.auto import tqdm
-    total = sum(e["size"] for e in man["files"])
-    with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=quiet) as bar:
+    with byte_bar(sum(e["size"] for e in man["files"]), "verify", quiet) as bar:
         for e in man["files"]:
             rel = e["path"]
             try:
@@ -42,7 +40,7 @@ def verify(dest: str | os.PathLike, *, quiet: bool = True) -> VerifyReport:
                 report.unsafe.append(rel)
             elif not os.path.isfile(full):
                 report.missing.append(rel)
-            elif os.path.getsize(full) != e["size"] or sha256_file(full) != e["sha256"]:
+            elif not matches(full, e):
                 report.changed.append(rel)
             bar.update(e["size"])
     for rel in walk_files(dest):

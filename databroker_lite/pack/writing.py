@@ -2,7 +2,7 @@
 
 Resuming is built in. Each file is copied through a partial and renamed into place,
 then recorded in the journal (``.databroker_lite/pack-journal.jsonl``: path, size,
-sha256 and the source's size and mtime); the manifest is written last. Run again, a
+checksum and the source's size and mtime); the manifest is written last. Run again, a
 pack first removes the partial files a killed run left, reuses every journaled file
 whose source has not changed, copies the rest, and after the manifest is written
 removes files an unfinished pack had copied that the finished one does not list.
@@ -12,7 +12,6 @@ same run (see :mod:`.same`), it is a conflict, reported, and the packed one kept
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -20,12 +19,14 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import blake3
+
 from .._version import __version__
 from ..catalogs import Catalog, open_catalog
 from ..run import Run
 from . import files as _files
 from .errors import PackError
-from .manifest import PACK_FORMAT, PACK_VERSION, entry, load_json, read_manifest
+from .manifest import PACK_FORMAT, PACK_VERSION, checksum_of, entry, load_json, matches, read_manifest
 from .paths import CATALOG_CONFIG, CATALOG_YML, INDEX_DIR, JOURNAL, MANIFEST, clean_partials, resolve
 from .plan import external_files, root_key, select_runs
 from .reports import PackReport
@@ -95,6 +96,13 @@ def _filled_copy(run: Run, tmp: str, dry_run: bool) -> str:
     return os.path.join(target.directory, os.path.basename(run.path))
 
 
+def _has_checksum(rec: dict) -> bool:
+    try:
+        return isinstance(checksum_of(rec)[1], str)
+    except PackError:
+        return False
+
+
 def _load_journal(dest: str) -> dict[str, dict]:
     path = os.path.join(dest, JOURNAL)
     out: dict[str, dict] = {}
@@ -140,12 +148,12 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
         rec = journal.get(rel)
         dst = os.path.join(dest, rel)
         if rec and rec.get("src_stamp") == stamp and os.path.isfile(dst) \
-                and os.path.getsize(dst) == rec.get("size"):
-            entries[rel] = entry(rel, rec["size"], rec["sha256"])
+                and os.path.getsize(dst) == rec.get("size") and _has_checksum(rec):
+            algorithm, digest = checksum_of(rec)
+            entries[rel] = entry(rel, rec["size"], digest, algorithm)
             report.files_reused += 1
         elif rel in old_entries and os.path.isfile(dst):  # in a finished pack: never replaced
-            same = compare(src, dst) == SAME if rel in run_of else \
-                _files.sha256_file(src) == old_entries[rel]["sha256"]
+            same = compare(src, dst) == SAME if rel in run_of else matches(src, old_entries[rel])
             if same:
                 report.files_reused += 1
                 reused.append({**old_entries[rel], "src_stamp": stamp})
@@ -155,9 +163,7 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
                 conflicted.add(run_of.get(rel, rel))
         else:
             todo.append((rel, src, stamp))
-    from tqdm.auto import tqdm
-    bar = tqdm(total=sum(s[0] for _, _, s in todo), unit="B", unit_scale=True,
-               unit_divisor=1024, desc="pack", disable=quiet or not todo)
+    bar = _files.byte_bar(sum(s[0] for _, _, s in todo), "pack", quiet)
     with bar, open(os.path.join(dest, JOURNAL), "a", encoding="utf-8") as jf:
         for rec in reused:
             jf.write(json.dumps(rec) + "\n")
@@ -183,7 +189,7 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
     _files.write_text_atomic(cfg_path, cfg_text)
     _files.write_text_atomic(os.path.join(dest, CATALOG_YML), _YML)
     for name, text in ((CATALOG_CONFIG, cfg_text), (CATALOG_YML, _YML)):
-        entries[name] = entry(name, len(text.encode()), hashlib.sha256(text.encode()).hexdigest())
+        entries[name] = entry(name, len(text.encode()), blake3.blake3(text.encode()).hexdigest())
     manifest = {
         "format": PACK_FORMAT, "version": PACK_VERSION,
         "tool": {"name": "databroker_lite", "version": __version__},

@@ -73,12 +73,15 @@ def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
         tree = CatalogsAdapter({name: catalog_adapter(cat, name) for name, cat in cats.items()})
     from .documents import router as documents_router
     from .limits import Guards
+    from .serializers import serialization_registry
+    common = dict(include_routers=[documents_router],
+                  serialization_registry=serialization_registry())
     if config is not None:
         app = _tiled_app(tree, config.authentication, server_settings=config.server_settings(),
-                         access_policy=config.access_policy, include_routers=[documents_router])
+                         access_policy=config.access_policy, **common)
     else:
         auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
-        app = _tiled_app(tree, auth, server_settings={}, include_routers=[documents_router])
+        app = _tiled_app(tree, auth, server_settings={}, **common)
     _apply_dependency_overrides(app)
     app.add_middleware(Guards, root=tree, limit=response_limit,
                        api_key=api_key if config is None else None)

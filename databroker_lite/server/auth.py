@@ -14,11 +14,9 @@ authentication database of sessions and per-user keys). This module gives tiled
 """
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import secrets
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +26,16 @@ from tiled.access_control.access_policies import ALL_ACCESS, NO_ACCESS
 from tiled.access_control.protocols import AccessPolicy
 from tiled.access_control.scopes import NO_SCOPES, PUBLIC_SCOPES
 from tiled.queries import In
-from tiled.server.protocols import InternalAuthenticator, UserSessionState
 
 from ..errors import ServerConfigError
+from .users import (  # noqa: F401 - their home was here; configs name auth:PasswordFileAuthenticator
+    PasswordFileAuthenticator,
+    _Reloading,
+    hash_password,
+    read_users_file,
+    remove_user,
+    set_password,
+)
 
 __all__ = ["PasswordFileAuthenticator", "ProposalAccessPolicy", "ServeConfig",
            "hash_password", "load_serve_config", "remove_user", "set_password"]
@@ -43,147 +48,6 @@ POLICY = "databroker_lite.server.auth:ProposalAccessPolicy"
 READ_SCOPES = frozenset(PUBLIC_SCOPES)  # read:metadata, read:data: the server is read-only
 
 
-# --- password hashes (argon2id, as argon2-cffi's PasswordHasher makes them) ------------
-def _hasher() -> Any:
-    from argon2 import PasswordHasher
-    return PasswordHasher()
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash of ``password`` (salted; the PHC string, ``$argon2id$v=19$...``)."""
-    if not isinstance(password, str) or not password:
-        raise ServerConfigError("a password is a non-empty string")
-    return _hasher().hash(password)
-
-
-def _check_name(name: str, where: str) -> None:
-    if not name or name != name.strip() or any(c in name for c in ":\n\r\t ") \
-            or not name.isprintable():
-        raise ServerConfigError(f"{where}: user name {name!r} must be non-empty, printable, "
-                                "without spaces or ':'")
-
-
-def read_users_file(path: str) -> dict[str, str]:
-    """``{name: argon2 hash}`` from a users file (``name:hash`` lines; ``#`` comments)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ServerConfigError(f"cannot read the users file {path}: {exc}") from None
-    users: dict[str, str] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, hashed = line.partition(":")
-        where = f"{path}, line {n}"
-        if not sep or not hashed.startswith("$argon2"):
-            raise ServerConfigError(f"{where}: expected 'name:$argon2id$...' (make lines with "
-                                    "'databroker-lite passwd USERS_FILE NAME')")
-        _check_name(name, where)
-        if name in users:
-            raise ServerConfigError(f"{where}: user {name!r} is listed twice")
-        users[name] = hashed.strip()
-    return users
-
-
-def _write_users_file(path: str, users: Mapping[str, str]) -> None:
-    text = "".join(f"{name}:{hashed}\n" for name, hashed in users.items())
-    tmp = f"{path}.{secrets.token_hex(4)}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def set_password(path: str | os.PathLike, name: str, password: str | None = None) -> None:
-    """Add user ``name`` to a users file, or change their password (prompted if None).
-
-    The file is written atomically, readable by its owner only.
-    """
-    path = os.fspath(path)
-    _check_name(name, path)
-    users = read_users_file(path) if os.path.exists(path) else {}
-    if password is None:
-        password = getpass.getpass(f"New password for {name}: ")
-        if getpass.getpass("Again: ") != password:
-            raise ServerConfigError("the two passwords differ; nothing was changed")
-    users[name] = hash_password(password)
-    _write_users_file(path, users)
-
-
-def remove_user(path: str | os.PathLike, name: str) -> None:
-    """Remove user ``name`` from a users file (their sessions and keys are not revoked)."""
-    path = os.fspath(path)
-    users = read_users_file(path)
-    if name not in users:
-        raise ServerConfigError(f"{path} has no user {name!r}; it has {sorted(users)}")
-    del users[name]
-    _write_users_file(path, users)
-
-
-class _Reloading:
-    """A file's parsed content, read again when its size or mtime changes."""
-
-    def __init__(self, path: str, parse: Any, what: str) -> None:
-        self.path, self._parse, self._what = path, parse, what
-        self._lock = threading.Lock()
-        self._stamp: tuple | None = None
-        self._value: Any = None
-        self.get()  # a bad file fails at startup
-
-    def get(self) -> Any:
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise ServerConfigError(f"cannot read {self._what} {self.path}: {exc}") from None
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        with self._lock:
-            if stamp != self._stamp:
-                self._value, self._stamp = self._parse(self.path), stamp
-            return self._value
-
-
-class PasswordFileAuthenticator(InternalAuthenticator):
-    """tiled authenticator: user names and argon2id password hashes in a file.
-
-    The file is read again when it changes, so adding a user or changing a password
-    needs no restart. An unknown user costs a hash check too (no user enumeration by
-    timing). Hash checks run in a worker thread, not on the server's event loop.
-    """
-
-    def __init__(self, path: str, confirmation_message: str = "") -> None:
-        self.path = os.path.abspath(os.path.expanduser(path))
-        self.confirmation_message = confirmation_message
-        self._users = _Reloading(self.path, read_users_file, "the users file")
-        self._dummy = hash_password(secrets.token_hex(16))
-
-    async def authenticate(self, username: str, password: str) -> UserSessionState | None:
-        import anyio
-        return await anyio.to_thread.run_sync(self._check, username, password)
-
-    def _check(self, username: Any, password: Any) -> UserSessionState | None:
-        from argon2.exceptions import InvalidHashError, VerificationError
-        if not isinstance(username, str) or not isinstance(password, str) or not password:
-            return None
-        try:
-            users = self._users.get()
-        except (OSError, ServerConfigError) as exc:
-            logger.error("logins refused: %s", exc)  # the path and line, never a hash
-            return None
-        stored = users.get(username)
-        try:
-            _hasher().verify(stored or self._dummy, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        return UserSessionState(username, {}) if stored else None
-
-
-# --- who may read what ------------------------------------------------------------
 def _names(value: Any, where: str) -> list[str]:
     if value is None:
         return []
@@ -321,6 +185,28 @@ class ProposalAccessPolicy(AccessPolicy):
             self._fixed: Policy | None = None
         else:
             self._file, self._fixed = None, Policy.from_dict(policy, "access policy")
+        self._accounts: dict[str, _Reloading] = {}
+
+    def bind_users(self, provider: str, users_file: str) -> None:
+        """Refuse (401) the sessions and keys of names ``provider`` gave out once they are
+        no longer in ``users_file``."""
+        self._accounts[provider] = _Reloading(users_file, read_users_file, "the users file")
+
+    def _check_still_a_user(self, principal: Any) -> None:
+        for identity in getattr(principal, "identities", None) or ():
+            accounts = self._accounts.get(identity.provider)
+            if accounts is None:
+                continue
+            try:
+                known = str(identity.id) in accounts.get()
+            except ServerConfigError as exc:
+                logger.error("cannot tell who is still a user, refusing: %s", exc)
+                known = False
+            if not known:
+                from fastapi import HTTPException
+                raise HTTPException(status_code=401, detail=(
+                    f"{identity.id!r} is no longer a user of this server (not in its users "
+                    "file): their sessions and API keys are refused"))
 
     @property
     def policy(self) -> Policy:
@@ -346,6 +232,7 @@ class ProposalAccessPolicy(AccessPolicy):
         policy = self.policy
         if principal is None:
             return NO_SCOPES
+        self._check_still_a_user(principal)
         staff, proposals = policy.access(principal)
         if staff:
             return READ_SCOPES
@@ -361,6 +248,7 @@ class ProposalAccessPolicy(AccessPolicy):
             return NO_ACCESS
         if not set(scopes) <= READ_SCOPES:
             return NO_ACCESS
+        self._check_still_a_user(principal)
         staff, proposals = policy.access(principal)
         if staff or not _is_catalog(node):
             return ALL_ACCESS
@@ -449,6 +337,7 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
         raise ServerConfigError(f"{path}: single_user_api_key is for --api-key-file mode; "
                                 "with logins each user makes their own keys")
     users_file = None
+    password_providers: dict[str, str] = {}
     providers = authn.get("providers")
     if providers is None:
         providers = [{"provider": "local", "authenticator": AUTHENTICATOR,
@@ -464,6 +353,7 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
             args["path"] = users_file = _beside(path, args.get("path", "users.txt"),
                                                 "the users file")
             p["args"] = args
+            password_providers[str(p.get("provider"))] = users_file
         resolved.append(p)
     authn["providers"] = resolved
     if "secret_keys" not in authn:
@@ -490,5 +380,7 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
     if "policy_file" in access:
         access["policy_file"] = _beside(path, access["policy_file"], "access.policy_file")
     policy = ProposalAccessPolicy(**access)
+    for provider, users in password_providers.items():
+        policy.bind_users(provider, users)
     return ServeConfig(path=path, authentication=authentication, database_uri=uri,
                        access_policy=policy, users_file=users_file)

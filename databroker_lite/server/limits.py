@@ -199,6 +199,31 @@ def _selection_shape(shape: tuple, slice_param: str) -> tuple:
         return tuple(shape)  # the route itself refuses it, with its message
 
 
+#: Server memory per cell when a stream is sent as a table (tiled's DataFrame formats):
+#: the stream becomes one row per element of its largest broadcast (an image column
+#: makes a row per pixel) and openpyxl keeps ~440 bytes a cell (measured) for Excel.
+TABLE_BYTES_PER_CELL = {
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": 512,
+    "text/html": 128, "text/csv": 64, "text/comma-separated-values": 64, "text/plain": 64,
+    "application/json": 64, "application/vnd.apache.arrow.file": 16,
+    "application/x-parquet": 16}
+
+
+def _table_cost(node: Any, media: str) -> int | None:
+    """Bytes of a stream (``xarray_dataset``) sent as a table, or None if it is not."""
+    per_cell = TABLE_BYTES_PER_CELL.get(media)
+    if per_cell is None or "xarray_dataset" not in {s.name for s in getattr(node, "specs", ())}:
+        return None
+    sizes: dict[str, int] = {}
+    for key in list(node.keys()):
+        st = node[key].structure()
+        sizes.update(zip(st.dims or (), st.shape))
+    rows = 1
+    for n in sizes.values():
+        rows *= int(n)
+    return rows * len(node) * per_cell
+
+
 def _tree_cost(node: Any, binary: bool, budget: int) -> int:
     """Bytes of every array under a container, stopping once over ``budget``."""
     total = 0
@@ -220,7 +245,7 @@ _DATA_ROUTES = ("/api/v1/array/full/", "/api/v1/array/block/", "/api/v1/containe
 
 
 def response_cost(root: Any, route: str, path: str, params: dict, binary: bool,
-                  budget: int) -> tuple[int, str]:
+                  budget: int, media: str = "") -> tuple[int, str]:
     """(estimated bytes, what was asked) of a request on one of the data routes."""
     from .adapters import CatalogAdapter
     node = root
@@ -242,6 +267,9 @@ def response_cost(root: Any, route: str, path: str, params: dict, binary: bool,
         return _cost(shape, itemsize, binary), path
     if isinstance(node, CatalogAdapter):
         return WHOLE_CATALOG, path
+    table = _table_cost(node, media)
+    if table is not None:
+        return table, path
     return _tree_cost(node, binary, budget), path
 
 
@@ -257,7 +285,8 @@ def too_large(root: Any, scope: dict, limit: int) -> str | None:
     media = _media_type(params, headers)
     binary = media.startswith(_BINARY) or media in ("*/*", "")  # tiled's default: binary
     try:
-        cost, what = response_cost(root, route, path[len(route):], params, binary, limit)
+        cost, what = response_cost(root, route, path[len(route):], params, binary, limit,
+                                   media)
     except Exception:  # noqa: BLE001 - a bad path or slice: the route answers it, with its message
         return None
     if cost <= limit:
@@ -267,10 +296,21 @@ def too_large(root: Any, scope: dict, limit: int) -> str | None:
                 "run's stream (/api/v1/container/full/UID/STREAM/data) or an array")
     hint = ("ask for a slice of an array (/api/v1/array/full/PATH?slice=0:10), one block "
             "(/api/v1/array/block/PATH?block=0,0,0), or one column at a time")
-    if not binary:
+    if media in TABLE_BYTES_PER_CELL and _is_stream(root, path[len(route):]):
+        hint = ("as a table a stream has a row for every element of its largest column "
+                "(every pixel of an image); ask for format=application/x-hdf5, or for one "
+                "column at a time (/api/v1/array/full/PATH/COLUMN, a slice with ?slice=0:10)")
+    elif not binary:
         hint += "; binary (format=application/octet-stream) is ~8x smaller than JSON"
     return (f"the response to {what!r} as {media} would take about {_mb(cost)} on the "
             f"server, more than its limit of {_mb(limit)}; {hint}")
+
+
+def _is_stream(root: Any, path: str) -> bool:
+    node = root
+    for part in (p for p in path.split("/") if p):
+        node = node[part]
+    return _table_cost(node, "text/csv") is not None
 
 
 def _mb(n: int) -> str:

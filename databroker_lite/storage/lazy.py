@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ExternalDataError, ShapeMismatch
 from . import handlers
 from .files import cached_h5, open_h5
 from .handlers import ExternalRef, load_external_many, same_file_runs
@@ -54,30 +55,45 @@ class ExternalStack:
 
     Holds where each value is (:class:`ExternalRef`), never data; reads on
     ``__getitem__`` only the events the selection touches, consecutive frames of one
-    file in one read.
+    file in one read. When every ref is a consecutive point of one AD_HDF5 file (the
+    usual detector run) a selection is one h5py slice of that file's dataset.
     """
 
-    __slots__ = ("refs", "frame", "dtype", "key", "run_uid", "shape", "ndim")
+    __slots__ = ("refs", "frame", "dtype", "key", "run_uid", "shape", "ndim", "_points")
 
     def __init__(self, refs: list[ExternalRef], frame: tuple, dtype: np.dtype, key: str,
-                 run_uid: str) -> None:
+                 run_uid: str, points: Any = None) -> None:
         self.refs, self.frame, self.key, self.run_uid = list(refs), tuple(frame), key, run_uid
         self.dtype = np.dtype(dtype)
         self.shape = (len(self.refs), *self.frame)
         self.ndim = len(self.shape)
+        self._points = points  # see points(): None until worked out, then a tuple or False
 
     def __getstate__(self) -> tuple:
-        return (self.refs, self.frame, self.dtype.str, self.key, self.run_uid)
+        return (self.refs, self.frame, self.dtype.str, self.key, self.run_uid, self._points)
 
     def __setstate__(self, state: tuple) -> None:
-        refs, frame, dtype, key, run_uid = state
-        self.__init__(refs, frame, np.dtype(dtype), key, run_uid)
+        refs, frame, dtype, key, run_uid, *points = state
+        self.__init__(refs, frame, np.dtype(dtype), key, run_uid, *points)
 
     def __len__(self) -> int:
         return self.shape[0]
 
+    def points(self) -> tuple[str, int, int] | None:
+        """``(file, first point, frames per point)`` if one AD_HDF5 slice holds every
+        value (:func:`~.handlers.points_plan`), worked out once; else None."""
+        if self._points is None:
+            plan = handlers.points_plan(self.refs) if None not in self.frame else None
+            self._points = plan or False
+        return self._points or None
+
     def __getitem__(self, sel: Any) -> np.ndarray:
         read, post = split_selection(sel, self.shape)
+        plan = self.points()
+        if plan is not None:
+            out = handlers._guarded(lambda: self._read_points(plan, read), self.refs[0],
+                                    self.key, self.run_uid)
+            return out[post] if needs_post(post) else out
         rows = range(self.shape[0])[read[0]]
         out = np.empty((len(rows), *self.frame), dtype=self.dtype)
         if rows.step == 1:
@@ -93,6 +109,37 @@ class ExternalStack:
         if any(s != slice(0, n) for s, n in zip(read[1:], self.frame)):
             out = out[inner]
         return out[post] if needs_post(post) else out
+
+    def _read_points(self, plan: tuple[str, int, int], read: tuple) -> np.ndarray:
+        """``read`` (one forward slice per axis) as one slice of the AD_HDF5 dataset."""
+        path, first, fpp = plan
+        ds = handlers._h5_dataset(path, handlers.AD_DATASET)
+        rows = range(self.shape[0])[read[0]]
+        want = (len(rows), *(len(range(n)[s]) for s, n in zip(read[1:], self.frame)))
+        per_datum = [fpp, *ds.shape[1:]]
+        if [d for d in per_datum if d != 1] != [d for d in self.frame if d != 1]:  # conform()'s rule
+            raise ShapeMismatch(f"run {self.run_uid}, key {self.key!r}: the data has shape "
+                                f"{per_datum} but the descriptor declares {list(self.frame)}")
+        if not all(want):
+            return np.empty(want, dtype=self.dtype)
+        start, stop = (first + rows.start) * fpp, (first + rows[-1] + 1) * fpp
+        if stop > ds.shape[0]:
+            raise ExternalDataError(f"{path}: datums ask for frames {start}:{stop} but the file "
+                                    f"holds {ds.shape[0]}")
+        if rows.step == 1 and all(s == slice(0, n) for s, n in zip(read[1:], self.frame)):
+            # whole frames: the handler's one read, straight into the result when it can
+            out = np.empty(want, dtype=self.dtype)
+            got = handlers._handler(self.refs[0]).read_points(first + rows.start, len(rows), out)
+            return out if np.may_share_memory(got, out) else got.reshape(want).astype(self.dtype, copy=False)
+        row_sel = slice(first + rows.start, first + rows[-1] + 1, rows.step)
+        if fpp == 1 and tuple(ds.shape[1:]) == self.frame:
+            out = ds[(row_sel, *read[1:])]
+        elif fpp == 1 and self.frame == (1, *ds.shape[1:]):  # ophyd's [1, h, w] per datum
+            out = ds[(row_sel, *read[2:])][:, None]
+        else:
+            block = ds[start:stop].reshape(-1, *self.frame)[::rows.step]
+            out = block[(slice(None), *read[1:])]
+        return out.astype(self.dtype, copy=False)
 
 
 def split_selection(sel: Any, shape: tuple) -> tuple[tuple, tuple]:

@@ -148,6 +148,17 @@ def _checker(col: Column, run_uid: str) -> Callable[[Any, dict], Any]:
     return check_array
 
 
+EXACT_IN_FLOAT = 2**53
+
+
+def _beyond_float(v: Any) -> bool:
+    """Whether an integer value (or array) holds a number float64 would round."""
+    a = np.asarray(v)
+    if a.size == 0 or a.dtype.kind not in "iuO":
+        return False
+    return bool(a.max() > EXACT_IN_FLOAT or a.min() < -EXACT_IN_FLOAT)
+
+
 class _NeedsFloat(Exception):
     """An "integer" column received a fractional number (ophyd.sim setpoints do this)."""
 
@@ -169,6 +180,7 @@ class _SegmentBuffer:
         self.key_set = set(self.data_keys)
         self.filled_keys: set[str] = {k for k, v in self.data_keys.items() if v.get("external")}
         self.json_keys: set[str] = set()
+        self.big_ints: set[str] = set()  # integer keys with stored values beyond 2**53
         self.run_uid = writer.run_uid
         self.writer = writer
         self._reset()
@@ -195,6 +207,11 @@ class _SegmentBuffer:
     def _promote(self, key: str, value: Any, ev: Mapping) -> Any:
         # Rejecting the event would abort the user's run and lose data; widen the column
         # to float64 instead (stored rows are converted at the next flush) and say so.
+        # Integers float64 cannot hold exactly (beyond 2**53) keep the key as JSON instead.
+        if key in self.big_ints or any(_beyond_float(v) for v in self.data[key]):
+            return self._to_json(key, f"data[{key!r}] = {value!r} is not an integer, and "
+                                 "integers this column holds are beyond float64's exact range "
+                                 "(2**53)", value, ev)
         old = self.columns[key]
         self.columns[key] = col = Column(key, np.dtype("float64"), old.shape, old.dims,
                                          old.external, old.data_key)
@@ -378,6 +395,8 @@ class _SegmentBuffer:
                 arr[...] = values if ds.ndim == 1 else np.stack(values)
             else:
                 arr = np.asarray(values, dtype=col.dtype)
+                if col.dtype.kind in "iu" and key not in self.big_ints and _beyond_float(arr):
+                    self.big_ints.add(key)
             ds.resize(n0 + n, axis=0)
             if col.variable and not col.external:
                 for i, v in enumerate(arr):  # h5py mis-broadcasts slices of equal-length rows
