@@ -279,6 +279,50 @@ def test_serve_a_postgresql_indexed_catalog(tmp_path, postgres_url, monkeypatch)
     assert "Traceback" not in log
 
 
+@needs_server
+@pytest.mark.parametrize("how", ["--index", "yaml"])
+def test_a_stock_tiled_client_lists_and_searches_a_postgresql_indexed_catalog(
+        tmp_path, postgres_url, monkeypatch, how):
+    """``serve --index URL`` (or a catalog YAML naming its index): nothing but the
+    PostgreSQL index answers (no SQLite index appears), and tiled's own client lists,
+    looks up, searches and pages through the runs as the local catalog has them."""
+    from tiled.client import from_uri
+    from tiled.queries import Comparison, Eq, In, Key
+    directory = tmp_path / "data" / "45id"
+    url = postgres_url + "&catalog=45id"
+    local = databroker_lite.open_catalog(directory, index=url)
+    uids = [_add(local, scan_id=i, sample=("Cu", "Fe", "Au")[i % 3], plan_name=("count", "scan")[i % 2])
+            for i in range(1, 13)]
+    monkeypatch.delenv(backends.INDEX_ENV, raising=False)
+    if how == "yaml":
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        (conf / "45id.yml").write_text("sources:\n  45id:\n    driver: databroker_lite\n"
+                                       f"    args: {{path: {directory}, index: '{url}'}}\n")
+        monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(conf))
+        args = ["45id"]
+    else:
+        args = [str(directory), "--index", url]
+    key = "0123456789abcdef"
+    with serving(tmp_path, key, *args) as server:
+        client = from_uri(server, api_key=key)
+        assert list(client) == uids and len(client) == 12
+        assert client[uids[4]].metadata["start"]["scan_id"] == 5
+        for query, expected in [
+                (Key("sample") == "Fe", {"sample": "Fe"}),
+                (Eq("plan_name", "scan"), {"plan_name": "scan"}),
+                (In("sample", ["Cu", "Au", "Pt", "Zn"]), {"sample": {"$in": ["Cu", "Au"]}}),
+                (Comparison("gt", "scan_id", 6), {"scan_id": {"$gt": 6}})]:
+            found = client.search(query)
+            assert list(found) == list(local.search(expected)) != []
+            assert len(found) == len(local.search(expected))
+        assert list(client.search(Key("sample") == "Fe").search(Key("scan_id") > 4)) == \
+            list(local.search({"sample": "Fe", "scan_id": {"$gt": 4}}))
+        assert [k for k, _ in client.items()][:3] == uids[:3]
+    assert not (directory / ".databroker_lite" / "index.sqlite").exists()
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
 # --- errors a facility meets ---------------------------------------------------------
 
 def test_an_unreachable_server_is_a_catalog_error_without_the_password(tmp_path):
