@@ -391,3 +391,47 @@ def test_a_long_in_is_one_array_parameter_on_postgresql():
         _, where, params = compile_queries([{key: {"$in": values}}], POSTGRES)
         assert "= ANY(?::" in where and where.count("?") <= 6, where
         assert any(isinstance(p, list) and len(p) == 1000 for p in params)
+
+
+# --- collation: non-ASCII and mixed-case text the same on both backends ---------------
+WORDS = ["apple", "Apple", "APPLE", "äpfel", "Äpfel", "Zebra", "zebra", "école", "Ecole", "ecole",
+         "ß", "ss", "SS", "日本", "😀", "a b", "A", "a", "İstanbul", "istanbul", "Ω", "ω", "ﬁ", "fi"]
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory, postgres_url):
+    directory = tmp_path_factory.mktemp("words") / "cat"
+    lite = databroker_lite.open_catalog(directory, index="beside")
+    uid_of = {w: _add(lite, scan_id=i, word=w, plan_name=w, tags=[w.lower(), w.upper()])
+              for i, w in enumerate(WORDS)}
+    pg = databroker_lite.open_catalog(directory, index=postgres_url + "&catalog=words")
+    return lite, pg, uid_of
+
+
+@pytest.mark.parametrize("key", ["word", "plan_name"])
+def test_text_orders_and_matches_by_code_point_on_both(words, key):
+    """Comparisons order text by code point (no locale: 'Z' < 'a' < 'ä'), equality is
+    exact (no case folding, no normalisation), on both backends alike."""
+    lite, pg, uid_of = words
+    for pivot in WORDS:
+        for op, test in (("$gt", str.__gt__), ("$lte", str.__le__)):
+            q = {key: {op: pivot}}
+            expected = sorted(uid_of[w] for w in WORDS if test(w, pivot))
+            assert sorted(lite.search(q)) == expected, q
+            assert sorted(pg.search(q)) == expected, q
+        assert list(pg.search({key: pivot})) == list(lite.search({key: pivot})) == [uid_of[pivot]]
+    many = ["apple", "ÄPFEL", "ss", "ω", "ﬁ", "nothing"]
+    assert sorted(pg.search({key: {"$in": many}})) == sorted(lite.search({key: {"$in": many}})) == \
+        sorted(uid_of[w] for w in many if w in uid_of)
+    for pattern in ("^[a-z]", "^[A-Z]", "pfel$", "^.$", "(?i)^apple$"):
+        q = {key: {"$regex": pattern}}
+        assert sorted(pg.search(q)) == sorted(lite.search(q)) == \
+            sorted(uid_of[w] for w in WORDS if re.search(pattern, w)), q
+
+
+def test_array_elements_match_exactly_on_both(words):
+    lite, pg, uid_of = words
+    for w in ("apple", "APPLE", "äpfel", "ÄPFEL", "ss", "SS", "ω", "Ω"):
+        q = {"tags": w}
+        assert sorted(pg.search(q)) == sorted(lite.search(q)) == \
+            sorted(u for x, u in uid_of.items() if w in (x.lower(), x.upper())), q
