@@ -103,9 +103,10 @@ class Catalog(Mapping):
         where = self._in_search()
         if isinstance(key, int):
             if key < 0:
-                n = index.count(q)
-                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key <= n else []
+                # no count first: on PostgreSQL a count visits every row (10 ms at 100k runs)
+                uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key < 2**62 else []
                 if not uids:
+                    n = index.count(q)
                     raise RecentRunNotFound(lookup.no_kth(n, -key, where) + self._bad_note())
                 return self._run(*index.locate_with_documents(q, key="uid", value=uids[0], limit=1)[0])
             found = index.locate_with_documents(q, key="scan_id", value=key, limit=2)
