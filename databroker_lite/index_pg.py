@@ -254,10 +254,14 @@ class PostgresIndex(Index):
 
     def _insert_runs(self, runs: list[_fill.Summary]) -> None:
         conn = self.conn
-        conn.executemany("DELETE FROM runs WHERE uid = ? OR file = ?", [(r.uid, r.file) for r in runs])
+        uids, files = [r.uid for r in runs], [r.file for r in runs]
+        # one statement per batch: a prepared "uid = $1 OR file = $2" run once per row
+        # gets a generic plan that scans the table (1 ms a row at 10,000 rows)
+        conn.execute("DELETE FROM runs WHERE uid = ANY(?::text[]) OR file = ANY(?::text[])",
+                     (uids, files))
         conn.executemany("INSERT INTO runs VALUES (?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?::jsonb)",
                          [r.row for r in runs])
-        conn.executemany("DELETE FROM bad_files WHERE file = ?", [(r.file,) for r in runs])
+        conn.execute("DELETE FROM bad_files WHERE file = ANY(?::text[])", (files,))
 
     def _forget_all(self) -> None:
         self.conn.execute("TRUNCATE runs, bad_files")
