@@ -344,9 +344,8 @@ async def fast_array(root: Any, scope: dict, auth: bytes, limit: int) -> bytes |
     if not given or not hmac.compare_digest(given, auth):
         return None
     accept = headers.get(b"accept", b"")
-    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    params = dict(pairs)
-    fields = [v for k, v in pairs if k == "field"]
+    params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                            keep_blank_values=True))
     fmt = params.get("format")
     if set(params) - _FAST_PARAMS or (fmt and fmt != "application/octet-stream") or \
             (not fmt and b"application/octet-stream" not in accept):
