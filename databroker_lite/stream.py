@@ -208,7 +208,7 @@ class Stream:
             return self._external(seg, col, n, lazy)
         if col.json:
             return self._json_column(seg, col, n, lazy)
-        info = self._reader.dataset_info(seg, col.key)
+        info = self._reader.dataset_info(seg, col.key, chunks=lazy)  # read(): no chunks needed
         text = _is_text(col)
         dtype = np.dtype("U") if text else col.dtype
         if info is None:  # a descriptor without events yet
