@@ -471,13 +471,29 @@ def _read_rows(dsid: Any, shape: tuple, dtype: np.dtype, sel: slice) -> np.ndarr
     out = np.empty((b - a, *shape[1:]), dtype=dtype)
     if not out.size:
         return out
+    mtype = _mem_type(dtype)
     if a == 0 and b == shape[0]:
-        dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+        dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out, mtype)
     else:
         space = dsid.get_space()
         space.select_hyperslab((a,) + (0,) * (len(shape) - 1), out.shape)
-        dsid.read(h5py.h5s.create_simple(out.shape), space, out)
+        dsid.read(h5py.h5s.create_simple(out.shape), space, out, mtype)
     return out
+
+
+_MEM_TYPES: dict[np.dtype, Any] = {}
+
+
+def _mem_type(dt: np.dtype) -> Any:
+    """The HDF5 memory type h5py would build for ``dt`` on every read (~5 us, most of
+    reading 50 numbers), built once per dtype; None (h5py's own) for anything but plain
+    integers, floats and complex numbers without h5py metadata (enums, bools)."""
+    if dt.metadata is not None or dt.kind not in "iufc":
+        return None
+    mt = _MEM_TYPES.get(dt)
+    if mt is None:
+        mt = _MEM_TYPES[dt] = h5py.h5t.py_create(dt)
+    return mt
 
 
 def _stored_dtype(col: Column, stored: Any) -> Column:
