@@ -53,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"databroker_lite benchmarks ({mode}, repeat={repeat}); data in {tmp}", flush=True)
     try:
-        from . import catalog, index_backends, ingest, pack, peer, reads
+        from . import catalog, frames, index_backends, ingest, pack, peer, reads
         n, h, w = cfg["stack"]
         plan = {
             "scalar": lambda: (reads.bench_scalar(tmp, repeat, rng)
                                + reads.bench_distinct(tmp, repeat, args.quick, args.workers)),
-            "images": lambda: reads.bench_images(tmp, repeat, n, h, w, rng),
+            "images": lambda: (reads.bench_images(tmp, repeat, n, h, w, rng)
+                               + frames.bench_external(tmp, repeat, *((128, 128) if args.quick
+                                                                       else (h, w)))),
             "ingest": lambda: ingest.bench_ingest(tmp, repeat, n, h, w, cfg["scalar_events"], rng),
             "catalog": lambda: catalog.bench_catalog(tmp, repeat, n_runs, args.workers, rng),
             "pack": lambda: pack.bench_pack(tmp, repeat, cfg["pack_mb"], rng),

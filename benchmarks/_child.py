@@ -74,12 +74,13 @@ def task_read(kind: str, directory: str = "", uid: str = "", path: str = "", nam
 
 
 def task_reduce(kind: str, how: str, directory: str = "", uid: str = "", path: str = "",
-                name: str = "", field: str = "img", warm: int = 5) -> dict:
+                name: str = "", field: str = "img", warm: int = 5, preimport: bool = True) -> dict:
     """mean/sum/max over time of an image stack: ArrayColumn, to_dask(), or h5py frame by frame.
 
-    The first call of the process is measured with its peak memory (for dask: its
-    first-use imports and thread pool); then ``warm`` more calls, whose median is
-    ``warm_s`` (wall) and ``warm_cpu_s`` (CPU time of the process).
+    The first call of the process is measured with its peak memory (for dask with
+    ``preimport=False``: everything a new user pays, importing xarray and dask
+    included); then ``warm`` more calls, whose medians are ``warm_s`` (wall),
+    ``warm_cpu_s`` (CPU time of the process) and ``warm_op_mb`` (memory each added).
     """
     import numpy as np
     if kind == "h5py":
@@ -107,8 +108,9 @@ def task_reduce(kind: str, how: str, directory: str = "", uid: str = "", path: s
             def op():
                 return getattr(col, how)()
         else:  # dask, through xarray
-            import dask.array  # noqa: F401 - imported before timing on both lazy paths
-            import xarray  # noqa: F401
+            if preimport:
+                import dask.array  # noqa: F401 - imported before timing on both lazy paths
+                import xarray  # noqa: F401
 
             def op():
                 return getattr(run.primary.to_dask()[field], how)("time").compute().values
@@ -119,14 +121,11 @@ def task_reduce(kind: str, how: str, directory: str = "", uid: str = "", path: s
         return res["v"]
     out = _measure(keep)
     out["checksum"] = float(np.asarray(res["v"], dtype="f8").sum())
-    walls, cpus = [], []
-    for _ in range(warm):
-        t0, c0 = time.perf_counter(), time.process_time()
-        op()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    if warm:
-        out["warm_s"], out["warm_cpu_s"] = float(np.median(walls)), float(np.median(cpus))
+    del res["v"]
+    warm_runs = [_measure(op) for _ in range(warm)]
+    if warm_runs:
+        for key, got in (("warm_s", "seconds"), ("warm_cpu_s", "cpu_s"), ("warm_op_mb", "op_mb")):
+            out[key] = float(np.median([w[got] for w in warm_runs]))
     return out
 
 

@@ -63,6 +63,17 @@ def _open(where: str) -> databroker_lite.Catalog:
     return databroker_lite.as_catalog(where)
 
 
+def _open_indexed(where: str, index: str) -> databroker_lite.Catalog:
+    """A catalog given as a directory or a name, read-only, with this index."""
+    name, root_map = None, None
+    if not os.path.isdir(where):
+        entry = databroker_lite.catalog.entries().get(where)
+        if entry is not None:
+            name, root_map = entry.name, entry.args.get("root_map")
+    return databroker_lite.open_catalog(_catalog_dir(where), mode="r", index=index, name=name,
+                                        root_map=root_map)
+
+
 def _cmd_reindex(args: argparse.Namespace) -> int:
     # mode "a" would create a missing directory: a typo must not make a catalog
     index, name = args.index, None
@@ -282,15 +293,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"databroker-lite serve: error: needs the server extra "
               f"(pip install 'databroker_lite[server]'): {exc}", file=sys.stderr)
         return 2
+    if args.index:  # every catalog served from this index (a named one keeps its name)
+        args.catalogs = [_open_indexed(c, args.index) for c in args.catalogs]
     if args.config:
         from databroker_lite.server.auth import load_serve_config
         config = load_serve_config(args.config)
-        print(f"serving {', '.join(args.catalogs)} on http://{args.host}:{args.port} "
+        print(f"serving {', '.join(map(str, args.catalogs))} on http://{args.host}:{args.port} "
               f"({config.describe()}); Ctrl-C stops", flush=True)
         serve(args.catalogs, config=config, host=args.host, port=args.port)
         return 0
     key = read_api_key(args.api_key_file)
-    print(f"serving {', '.join(args.catalogs)} on http://{args.host}:{args.port} "
+    print(f"serving {', '.join(map(str, args.catalogs))} on http://{args.host}:{args.port} "
           "(API key from the key file); Ctrl-C stops", flush=True)
     serve(args.catalogs, api_key=key, host=args.host, port=args.port)
     return 0
@@ -336,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("catalogs", nargs="+", metavar="CATALOG", help="catalog directory or name")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     s.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    s.add_argument("--index", metavar="WHERE", help="the index to answer from: 'beside', 'host' "
+                   "or a postgresql://user@server/db[?catalog=NAME] URL (default: each catalog's "
+                   "own: its YAML entry's, $DATABROKER_LITE_INDEX, else SQLite)")
     how = s.add_mutually_exclusive_group(required=True)
     how.add_argument("--api-key-file", metavar="FILE",
                      help="file holding the API key clients must send (letters and digits)")

@@ -246,6 +246,7 @@ class PostgresDialect:
     _KINDS = {"number": "= 'number'", "bool": "= 'boolean'", "text": "= 'string'",
               "array": "= 'array'", "null": "= 'null'"}
     _TEXT_COLUMNS = ("uid", "plan_name")
+    IN_INDEXED = 32  # $in on a document key: up to this many values, each through the GIN index
 
     def not_(self, sql: str) -> str:
         return f"NOT COALESCE(({sql}), false)"
@@ -302,6 +303,28 @@ class PostgresDialect:
                 f"({self._at(c, ref)} = {c.p(as_json)}::jsonb OR "
                 f"({self.is_kind(self.type_of(c, ref), 'array')} AND "
                 f"{self._at(c, ref)} @> {c.p('[' + as_json + ']')}::jsonb)))")
+
+    def in_scalars(self, c: _Compiler, ref: Ref, kind: str, values: list) -> str:
+        """The key equals one of these values (all of one kind), or is an array holding
+        one: ``= ANY`` of a single array parameter, however many values."""
+        values = [pg_json(v) for v in values
+                  if not (isinstance(v, float) and not math.isfinite(v))]  # no jsonb holds them
+        if not values:
+            return self.false
+        if ref.column and ref.column != "scan_id":
+            if not self._column_ok(ref, kind):
+                return self.false
+            if ref.column == "time":
+                return f"(time = ANY({c.p([float(v) for v in values])}::float8[]))"
+            return f"({ref.column} = ANY({c.p(values)}::text[]))"
+        as_json = [json.dumps(v) for v in values]
+        if ref.column == "scan_id":
+            return f"(scan_id = ANY({c.p(as_json)}::jsonb[]))"
+        if len(values) <= self.IN_INDEXED:  # each value's containment test uses the GIN index
+            return "(" + " OR ".join(self.eq_scalar(c, ref, v) for v in values) + ")"
+        return (f"({self._at(c, ref)} = ANY({c.p(as_json)}::jsonb[]) OR "
+                f"({self.is_kind(self.type_of(c, ref), 'array')} AND EXISTS (SELECT 1 FROM "
+                f"jsonb_array_elements({self._at(c, ref)}) AS e(v) WHERE e.v = ANY({c.p(as_json)}::jsonb[]))))")
 
     def compare(self, c: _Compiler, ref: Ref, op: str, value: Any) -> str:
         kind = kind_of(value)

@@ -19,11 +19,11 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from . import documents as _docs
+from . import index_fill as _fill
 from .dialects import field_rows
-from .errors import CatalogError, CorruptRunFile, InvalidQuery
+from .errors import CatalogError, InvalidQuery
+from .index_fill import text_of as _text_of
 from .query import HOIST_LEVEL, SQLITE, compile_queries, db_regexp, sql_value
-from .storage import RunSummary
 from .storage.files import not_a_run_file
 
 INDEX_DIR = ".databroker_lite"
@@ -91,9 +91,13 @@ def _field_rows(rowid: int, start: Any, stop: Any) -> list[tuple]:
     return rows
 
 
+
 # what SQLite says of a statement nested deeper than its parser or expression limits
 _TOO_COMPLEX = ("parser stack overflow", "Expression tree is too large", "too many levels")
 
+# the columns of runs, in order
+_RUN_COLUMNS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file",
+                "mtime_ns", "size", "start", "stop")
 RUN_FIELDS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file")
 
 
@@ -107,40 +111,6 @@ def plain_run_file(name: object) -> bool:
 def _stat(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size
-
-
-def _words(value: Any, out: list[str], top: bool = False) -> None:
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if not (top and k in ("uid", "run_start")):  # ids are found by look-up, not words
-                _words(v, out)
-    elif isinstance(value, list):
-        for v in value:
-            _words(v, out)
-
-
-def _text_of(start: Any, stop: Any) -> str:
-    """The words full-text search finds a run by: every string in its start and stop
-    documents (given as dicts or as their JSON)."""
-    out: list[str] = []
-    for doc in (start, stop):
-        if isinstance(doc, str):
-            try:
-                doc = json.loads(doc)
-            except ValueError:
-                continue
-        _words(doc, out, top=True)
-    return "\n".join(out)
-
-
-def _time(doc: Mapping) -> float:
-    t = doc.get("time", 0.0)
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        return 0.0
-    t = sql_value(t)
-    return t if t == t else 0.0  # NaN: no time
 
 
 class IndexNotUpdated(UserWarning):
@@ -400,7 +370,8 @@ class Index:
         gone = [f for f in known if f not in on_disk]
         gone_bad = [f for f in bad if f not in on_disk and f not in odd]
         conn = self.conn
-        with self._updating(), conn:
+
+        def tidy() -> None:  # files gone, and what is not a run file at all
             for f in gone:
                 # a writer may have created and recorded it since the directory was listed;
                 # a row naming anything but a file in this directory is never trusted
@@ -414,26 +385,49 @@ class Index:
                 if bad.get(f) != st:
                     self._put_bad(f, *st, f"{os.path.join(self.directory, f)}: {why}", held=was(f))
                     counts["bad"] += 1
-            for f in todo:
-                path = os.path.join(self.directory, f)
-                try:
-                    reader = RunSummary(path)
-                    mtime, size = on_disk[f]
-                    if reader.stop is None and conn.execute(
-                            "SELECT 1 FROM runs WHERE uid = ? AND file = ? AND stop IS NOT NULL",
-                            (reader.uid, f)).fetchone():
-                        continue  # read before its writer added the stop, which the index has
-                    self._upsert(reader.start, reader.stop, reader.stream_names, f, mtime, size)
-                    conn.execute("DELETE FROM bad_files WHERE file = ?", (f,))
-                    counts["updated" if f in known else "added"] += 1
-                except (CorruptRunFile, OSError, KeyError, ValueError, TypeError, OverflowError) as exc:
-                    # A listed run without a stop may be mid-flush in another process: keep
-                    # its row. A finished run that no longer reads is damaged: say so.
-                    conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
-                    counts["bad"] += self._record_bad(f, *on_disk[f], str(exc), held=was(f))
+
+        # Read (in worker processes when there are many), write in batches: one
+        # transaction each, so that writers of new runs are not kept waiting for long.
+        outcomes = _fill.summaries(self.directory, self.kind, self._has_text(),
+                                   [(f, *on_disk[f]) for f in todo])
+        first = True
+        for batch in _fill.batches(outcomes):
+            with self._updating(), conn:
+                if first:
+                    tidy()
+                    first = False
+                self._write_outcomes(batch, on_disk, known, counts, was)
+        with self._updating(), conn:
             self._set_meta("dir_stamp", stamp)
             self._set_meta("refreshed", time.time())
         return counts
+
+    def _write_outcomes(self, batch: list[tuple], on_disk: Mapping, known: Mapping,
+                        counts: dict[str, int], was: Any) -> None:
+        """Write a batch of :func:`~databroker_lite.index_fill.summaries` outcomes (in a
+        transaction): runs in one go, unreadable files one by one."""
+        conn = self.conn
+        good: dict[str, _fill.Summary] = {}  # by uid: of two files holding one run, the last
+        for kind, f, what in batch:
+            if kind == "error":
+                raise what
+            if kind == "bad":
+                # A listed run without a stop may be mid-flush in another process: keep
+                # its row. A finished run that no longer reads is damaged: say so.
+                conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
+                counts["bad"] += self._record_bad(f, *on_disk[f], what, held=was(f))
+                continue
+            if not what.finished and conn.execute(
+                    "SELECT 1 FROM runs WHERE uid = ? AND file = ? AND stop IS NOT NULL",
+                    (what.uid, f)).fetchone():
+                continue  # read before its writer added the stop, which the index has
+            good.pop(what.uid, None)
+            good[what.uid] = what
+            counts["updated" if f in known else "added"] += 1
+        for run, exc in self._write_runs(list(good.values())) if good else ():
+            counts["updated" if run.file in known else "added"] -= 1
+            conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (run.file,))
+            counts["bad"] += self._record_bad(run.file, *on_disk[run.file], str(exc), held=was(run.file))
 
     def _may_be_stale(self, st: tuple[int, int]) -> bool:
         """Whether a running run's file must be read again although its (mtime, size) did
@@ -463,13 +457,23 @@ class Index:
         for f, u, s in conn.execute("SELECT file, uid, scan_id FROM bad_files WHERE uid IS NOT NULL"):
             held.setdefault(f, (u, s))
         with self._updating(), conn:
-            if self._has_text():
-                conn.execute("DELETE FROM runs_text")
-            if self.kind == "sqlite":
-                conn.execute("DELETE FROM fields")
-            conn.execute("DELETE FROM runs")
-            conn.execute("DELETE FROM bad_files")
+            self._forget_all()
         return self.refresh(full=True, held=held)
+
+    def _forget_all(self) -> None:
+        """Empty the tables (in the caller's transaction). Without their triggers for the
+        while, so that SQLite drops the rows in one go instead of one by one."""
+        conn = self.conn
+        conn.execute("DELETE FROM bad_files")  # (opens the transaction: DDL does not)
+        text = self._has_text()
+        conn.execute("DROP TRIGGER IF EXISTS runs_text_gone")
+        conn.execute("DROP TRIGGER IF EXISTS fields_gone")
+        if text:
+            conn.execute("DROP TABLE runs_text")
+        conn.execute("DELETE FROM fields")
+        conn.execute("DELETE FROM runs")
+        for stmt in (*(_TEXT_SCHEMA if text else ()), *_FIELDS_SCHEMA):
+            conn.execute(stmt)
 
     @contextlib.contextmanager
     def _updating(self) -> Iterator[None]:
@@ -486,35 +490,32 @@ class Index:
 
     def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
                 mtime_ns: int, size: int) -> None:
-        scan_id = start.get("scan_id")
-        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str)):
-            scan_id = None
-        else:
-            scan_id = sql_value(scan_id)
-        plan = start.get("plan_name")
-        status = None if stop is None else stop.get("exit_status")
-        uid = start["uid"]
+        """Index one run (replacing what held its uid or its file)."""
+        summary = _fill.encode(self.kind, self._has_text(), start, stop, streams, file, mtime_ns, size)
+        for _, exc in self._write_runs([summary]):
+            raise exc
+
+    def _write_runs(self, runs: list[_fill.Summary]) -> list[tuple[_fill.Summary, Exception]]:
+        """Index these runs (distinct uids and files), all at once if they go in, else one
+        by one; returns the runs the index refused (a value it cannot hold), with why."""
+        try:
+            with self._unit():
+                self._insert_runs(runs)
+            return []
+        except _fill.READ_ERRORS as exc:
+            if len(runs) == 1:
+                return [(runs[0], exc)]
+        return [failed for run in runs for failed in self._write_runs([run])]
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[None]:
+        """All or nothing, inside the current transaction or as one of its own (which
+        first takes the write lock: no stale snapshot)."""
         conn = self.conn
-        # Delete, then insert (a REPLACE would not fire the trigger that keeps runs_text),
-        # as one unit even on an autocommit connection: another process may write too.
-        own = not conn.in_transaction  # then take the write lock first (no stale snapshot)
+        own = not conn.in_transaction
         conn.execute("BEGIN IMMEDIATE" if own else "SAVEPOINT upsert")
         try:
-            conn.execute("DELETE FROM runs WHERE uid = ? OR file = ?", (uid, file))
-            cur = conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (uid, scan_id, _time(start),
-                 None if stop is None else _time(stop),
-                 status if isinstance(status, str) else None,
-                 plan if isinstance(plan, str) else None,
-                 json.dumps(list(streams)), file, mtime_ns, size,
-                 _docs.dumps(start), None if stop is None else _docs.dumps(stop)))
-            if self._has_text():
-                conn.execute("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
-                             (cur.lastrowid, _text_of(start, stop)))
-            if self.kind == "sqlite":
-                conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)",
-                                 _field_rows(cur.lastrowid, start, stop))
+            yield
         except BaseException:
             if conn.in_transaction:  # (SQLite itself rolls back on some errors, a full disk)
                 with contextlib.suppress(sqlite3.OperationalError):
@@ -525,6 +526,25 @@ class Index:
                         conn.execute("RELEASE upsert")
             raise
         conn.execute("COMMIT" if own else "RELEASE upsert")
+
+    def _insert_runs(self, runs: list[_fill.Summary]) -> None:
+        """Delete, then insert (a REPLACE would not fire the triggers that keep runs_text
+        and fields), with rowids given here so the runs' words and fields name them."""
+        conn = self.conn
+        conn.executemany("DELETE FROM runs WHERE uid = ? OR file = ?", [(r.uid, r.file) for r in runs])
+        base = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs").fetchone()[0] + 1
+        conn.executemany(f"INSERT INTO runs(rowid, {', '.join(_RUN_COLUMNS)}) "
+                         f"VALUES (?{', ?' * len(_RUN_COLUMNS)})",
+                         [(base + i, *r.row) for i, r in enumerate(runs)])
+        if self._has_text():
+            conn.executemany("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
+                             [(base + i, r.text if r.text is not None else _text_of(
+                                 json.loads(r.row[10]), r.row[11] and json.loads(r.row[11])))
+                              for i, r in enumerate(runs)])
+        rows = [(k, v, base + i) for i, r in enumerate(runs) for k, v in r.fields]
+        rows.sort()  # in key order (one kind of value per key): the B-tree fills page by page
+        conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)", rows)
+        conn.executemany("DELETE FROM bad_files WHERE file = ?", [(r.file,) for r in runs])
 
     def record_run(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
                    *, dir_before: str | None = None) -> None:

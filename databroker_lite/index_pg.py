@@ -17,14 +17,15 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from . import documents as _docs
+from . import index_fill as _fill
 from .dialects import PostgresDialect, pg_json
 from .errors import CatalogError, InvalidQuery
-from .index import SCHEMA_VERSION, Index, _time
+from .index import SCHEMA_VERSION, Index
+from .index_fill import pg_text
 from .query import sql_value
 
 try:
@@ -108,6 +109,17 @@ class _Connection:
         except psycopg.errors.InvalidRegularExpression as exc:
             raise InvalidQuery(f"$regex: PostgreSQL cannot use this pattern "
                                f"({str(exc).strip()})") from None
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def executemany(self, sql: str, rows: list) -> None:
+        """``sql`` once for each row, in one round trip (psycopg's pipeline)."""
+        if not rows:
+            return
+        text = sql.replace("%", "%%").replace("?", "%s")
+        try:
+            with self.raw.cursor() as cur:
+                cur.executemany(text, rows)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 
@@ -226,7 +238,7 @@ class PostgresIndex(Index):
         self.conn.execute("INSERT INTO bad_files VALUES (?, ?, ?, ?, ?, ?::jsonb) ON CONFLICT (file) "
                           "DO UPDATE SET mtime_ns = EXCLUDED.mtime_ns, size = EXCLUDED.size, "
                           "error = EXCLUDED.error, uid = EXCLUDED.uid, scan_id = EXCLUDED.scan_id",
-                          (file, mtime_ns, size, _text(error), uid, scan_id))
+                          (file, mtime_ns, size, pg_text(error), uid, scan_id))
 
     def _record_bad(self, file: str, mtime_ns: int, size: int, error: str,
                     held: tuple = (None, None)) -> bool:
@@ -235,25 +247,24 @@ class PostgresIndex(Index):
         self._put_bad(file, mtime_ns, size, error, held)
         return True
 
-    def _upsert(self, start: dict, stop: dict | None, streams: Iterable[str], file: str,
-                mtime_ns: int, size: int) -> None:
-        scan_id = start.get("scan_id")
-        if isinstance(scan_id, bool) or not isinstance(scan_id, (int, float, str)):
-            scan_id = None
-        else:  # as SQLite holds it (a huge int as a float), so look-ups agree
-            scan_id = pg_json(sql_value(scan_id))
-        plan = start.get("plan_name")
-        status = None if stop is None else stop.get("exit_status")
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[None]:
+        with self.conn:  # inside a transaction: a savepoint
+            yield
+
+    def _insert_runs(self, runs: list[_fill.Summary]) -> None:
         conn = self.conn
-        conn.execute("DELETE FROM runs WHERE uid = ? OR file = ?", (start["uid"], file))
-        conn.execute(
-            "INSERT INTO runs VALUES (?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?::jsonb)",
-            (start["uid"], None if scan_id is None else json.dumps(scan_id),
-             _time(start), None if stop is None else _time(stop),
-             _text(status) if isinstance(status, str) else None,
-             _text(plan) if isinstance(plan, str) else None,
-             json.dumps(list(streams)), file, mtime_ns, size,
-             _jsonb(start), None if stop is None else _jsonb(stop)))
+        uids, files = [r.uid for r in runs], [r.file for r in runs]
+        # one statement per batch: a prepared "uid = $1 OR file = $2" run once per row
+        # gets a generic plan that scans the table (1 ms a row at 10,000 rows)
+        conn.execute("DELETE FROM runs WHERE uid = ANY(?::text[]) OR file = ANY(?::text[])",
+                     (uids, files))
+        conn.executemany("INSERT INTO runs VALUES (?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?::jsonb)",
+                         [r.row for r in runs])
+        conn.execute("DELETE FROM bad_files WHERE file = ANY(?::text[])", (files,))
+
+    def _forget_all(self) -> None:
+        self.conn.execute("TRUNCATE runs, bad_files")
 
     def refresh(self, *, full: bool = False, **kwargs: Any) -> dict[str, int]:
         counts = super().refresh(full=full, **kwargs)
@@ -285,12 +296,3 @@ class PostgresIndex(Index):
             conn.raw.execute(_sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                 _sql.Identifier(self.schema)))
         self.close()
-
-
-def _text(value: Any) -> Any:
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
-
-
-def _jsonb(doc: Mapping) -> str:
-    """A document as jsonb text (numpy types plain, see :func:`~databroker_lite.dialects.pg_json`)."""
-    return json.dumps(pg_json(json.loads(_docs.dumps(doc))))

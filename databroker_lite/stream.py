@@ -79,8 +79,8 @@ class Stream:
     """One stream of a run (``run.primary``): its events as columns.
 
     A finished run never changes, so what a build looks up (times, row counts, datum
-    refs, the dask arrays themselves) is remembered here and a second ``to_dask()``
-    reads nothing. A run still being written gets a new Stream on each ``run[name]``
+    refs, the dask arrays themselves) is remembered with its reader and a second
+    ``to_dask()`` reads nothing. A run still being written gets a new Stream on each ``run[name]``
     (see :class:`~databroker_lite.Run`), so it sees the events flushed since.
     """
 
@@ -89,7 +89,14 @@ class Stream:
         self.name = name
         self._reader = run._reader()
         self.segments: list[Segment] = self._reader.stream_segments(name)
-        self._memo: dict[tuple, Any] = {}
+        # Kept with the reader, which the process keeps while the file is unchanged, so a
+        # new Run of the same file (cat[uid] again) finds them too; per root_map, since
+        # the datum refs hold root-mapped paths.
+        root_map = tuple(sorted((getattr(run.catalog, "root_map", None) or {}).items()))
+        memo = getattr(self._reader, "_memo", None)
+        self._memo: dict[tuple, Any] = (
+            memo.setdefault(("stream memo", name, run.uid, root_map), {})
+            if self._reader.finished and isinstance(memo, dict) else {})
 
     def _remember(self, key: tuple, make: Any) -> Any:
         """``make()``, kept for the next call when the run is finished."""

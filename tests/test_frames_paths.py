@@ -141,7 +141,9 @@ def test_second_to_dask_of_a_finished_stream_reads_nothing(ad_run, monkeypatch):
                             calls.append(_n) or _real(self, *a, **k))
     second = s.to_dask()
     s["img"]  # the column shares the stream's datum refs too
+    other = run.catalog[run.uid].primary.to_dask()  # a new Run of the same, unchanged file
     assert calls == []
+    np.testing.assert_array_equal(other["img"].values, frames)
     np.testing.assert_array_equal(second["img"].values, frames)
     np.testing.assert_array_equal(second["time"].values, first["time"].values)
     # Datasets are the user's to change: nothing of one build leaks into the next

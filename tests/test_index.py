@@ -384,3 +384,66 @@ def test_a_search_sqlite_cannot_run_is_our_error(four, monkeypatch):
     monkeypatch.setattr(type(cat._index), "conn", property(lambda self: Broken()))
     with pytest.raises(databroker_lite.CatalogError, match="the search failed .disk I/O error"):
         list(cat.search({"plan_name": "count"}))
+
+
+def _messy(four) -> databroker_lite.Catalog:
+    """four runs, a file that is not HDF5, a copy of a run under another name, a run
+    without a stop and one with a newer layout."""
+    cat, uids = four
+    with open(os.path.join(cat.directory, "junk.h5"), "wb") as f:
+        f.write(b"this is not HDF5")
+    shutil.copy(os.path.join(cat.directory, uids[0] + ".h5"), os.path.join(cat.directory, "copy.h5"))
+    bundle = event_model.compose_run(time=T0 + 100, metadata={"scan_id": 9, "plan_name": "count"})
+    cat.insert("start", bundle.start_doc)
+    return cat
+
+
+def _state(cat: databroker_lite.Catalog) -> tuple:
+    return (list(cat), cat[-1].uid, cat[3].uid, list(cat.search({"sample.name": "Cu"})),
+            [(cat[u].metadata["stop"] or {}).get("exit_status") for u in cat],
+            sorted(cat.bad_files), len(cat.search({"scan_id": 9})),
+            len(cat.search({"$or": [{"plan_name": "count"}, {"sample.name": "Fe"}]})))
+
+
+def test_a_reindex_in_worker_processes_gives_what_reading_here_gives(four, monkeypatch):
+    from databroker_lite import index_fill
+    cat = _messy(four)
+    serial = (cat.reindex(), _state(cat))
+    started = []
+    popen = index_fill.subprocess.Popen
+
+    def spy(*args, **kwargs):
+        started.append(args[0])
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(index_fill.subprocess, "Popen", spy)
+    monkeypatch.setattr(index_fill, "PARALLEL_FROM", 1)
+    parallel = (cat.reindex(), _state(cat))
+    assert len(started) == min(index_fill.MAX_WORKERS, os.cpu_count() or 1) > 1 or os.cpu_count() == 1
+    assert parallel == serial
+    assert serial[0] == {"added": 6, "updated": 0, "removed": 0, "bad": 1}
+    fresh = databroker_lite.open_catalog(cat.directory, mode="r")
+    assert _state(fresh) == serial[1]
+
+
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
+def test_workers_that_cannot_start_or_die_leave_the_reading_to_the_catalog(four, monkeypatch,
+                                                                           executable):
+    from databroker_lite import index_fill
+    cat = _messy(four)
+    serial = (cat.reindex(), _state(cat))
+    monkeypatch.setattr(index_fill, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(index_fill.sys, "executable", executable)
+    assert (cat.reindex(), _state(cat)) == serial
+
+
+def test_worker_outcomes_are_those_of_reading_here(four):
+    from databroker_lite import index_fill
+    cat = _messy(four)
+    todo = [(e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(cat.directory)
+            if e.name.endswith(".h5")]
+    for kind in ("sqlite", "postgresql"):
+        here = sorted(index_fill.summaries(cat.directory, kind, True, todo, workers=1))
+        there = sorted(index_fill.summaries(cat.directory, kind, True, todo, workers=2))
+        assert here == there and len(here) == len(todo)
+        assert [o[0] for o in here].count("bad") == 1

@@ -127,6 +127,17 @@ QUERIES = [
     {"time": {"$gt": 0}}, {"stop.exit_status": "success"}, {"start.text": "ABC"},
     {"n": float("nan")}, {"n": {"$lt": float("inf")}}, {"n": {"$gt": float("inf")}},
     {"n": {"$gt": -(10**400)}}, {"text": "it's \"odd\"; --"}, {'we"ird': 1}, {"text": "a\x00b"},
+    # $in of more than three values: one array parameter (json_each, = ANY) on each kind of key
+    {"scan_id": {"$in": [1, 2, 3, 4, 2**40, "1", 7.0]}}, {"plan_name": {"$in": ["a", "b", "c", "scan"]}},
+    {"text": {"$in": ["Cu foil", "ABC", "abc123", "ünïcode ß", "none", "a\x00b"]}},
+    {"tags": {"$in": ["x", "y", "z", "Fe foil"]}}, {"n": {"$in": [0, 1.5, 3, 4.5, float("nan")]}},
+    {"mixed": {"$in": ["1", 2, "3", 4, None]}}, {"flag": {"$in": [True, 5, 6, 7]}},
+    {"nested.deep.v": {"$in": [1, 2, 3, 4, 5]}}, {"time": {"$in": [1.0, 2.0, 3.0, 4.0]}},
+    {"text": {"$nin": ["Cu foil", "ABC", "abc123", "x.y"]}},
+    {"uid": {"$in": ["a", "b", "c", "d"]}}, {"big": {"$in": [1, 2, 3, 2**70]}},
+    {"text": {"$in": [*TEXTS[::2], *(f"v{i}" for i in range(40))]}},
+    {"tags": {"$in": [*(f"v{i}" for i in range(40)), "Fe foil"]}},
+    {"n": {"$in": [*range(100, 140), 3, 4.5]}}, {"mixed": {"$nin": [*map(str, range(40)), 5]}},
 ]
 
 
@@ -268,6 +279,50 @@ def test_serve_a_postgresql_indexed_catalog(tmp_path, postgres_url, monkeypatch)
     assert "Traceback" not in log
 
 
+@needs_server
+@pytest.mark.parametrize("how", ["--index", "yaml"])
+def test_a_stock_tiled_client_lists_and_searches_a_postgresql_indexed_catalog(
+        tmp_path, postgres_url, monkeypatch, how):
+    """``serve --index URL`` (or a catalog YAML naming its index): nothing but the
+    PostgreSQL index answers (no SQLite index appears), and tiled's own client lists,
+    looks up, searches and pages through the runs as the local catalog has them."""
+    from tiled.client import from_uri
+    from tiled.queries import Comparison, Eq, In, Key
+    directory = tmp_path / "data" / "45id"
+    url = postgres_url + "&catalog=45id"
+    local = databroker_lite.open_catalog(directory, index=url)
+    uids = [_add(local, scan_id=i, sample=("Cu", "Fe", "Au")[i % 3], plan_name=("count", "scan")[i % 2])
+            for i in range(1, 13)]
+    monkeypatch.delenv(backends.INDEX_ENV, raising=False)
+    if how == "yaml":
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        (conf / "45id.yml").write_text("sources:\n  45id:\n    driver: databroker_lite\n"
+                                       f"    args: {{path: {directory}, index: '{url}'}}\n")
+        monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(conf))
+        args = ["45id"]
+    else:
+        args = [str(directory), "--index", url]
+    key = "0123456789abcdef"
+    with serving(tmp_path, key, *args) as server:
+        client = from_uri(server, api_key=key)
+        assert list(client) == uids and len(client) == 12
+        assert client[uids[4]].metadata["start"]["scan_id"] == 5
+        for query, expected in [
+                (Key("sample") == "Fe", {"sample": "Fe"}),
+                (Eq("plan_name", "scan"), {"plan_name": "scan"}),
+                (In("sample", ["Cu", "Au", "Pt", "Zn"]), {"sample": {"$in": ["Cu", "Au"]}}),
+                (Comparison("gt", "scan_id", 6), {"scan_id": {"$gt": 6}})]:
+            found = client.search(query)
+            assert list(found) == list(local.search(expected)) != []
+            assert len(found) == len(local.search(expected))
+        assert list(client.search(Key("sample") == "Fe").search(Key("scan_id") > 4)) == \
+            list(local.search({"sample": "Fe", "scan_id": {"$gt": 4}}))
+        assert [k for k, _ in client.items()][:3] == uids[:3]
+    assert not (directory / ".databroker_lite" / "index.sqlite").exists()
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
 # --- errors a facility meets ---------------------------------------------------------
 
 def test_an_unreachable_server_is_a_catalog_error_without_the_password(tmp_path):
@@ -325,3 +380,14 @@ def test_a_writer_outlives_its_database_and_the_index_catches_up(tmp_path):
     with TempPostgres() as again:
         back = databroker_lite.open_catalog(tmp_path / "cat", index=again.url)
         assert back[9].uid == run.uid and back[9].primary.read()["x"].shape == (25,)
+
+
+def test_a_long_in_is_one_array_parameter_on_postgresql():
+    """$in of many values compiles to ``= ANY(array)``: one parameter, however many values."""
+    from databroker_lite.index_pg import POSTGRES
+    from databroker_lite.query import compile_queries
+    values = [f"p{i}" for i in range(1000)]
+    for key in ("plan_name", "scan_id", "proposal_id"):
+        _, where, params = compile_queries([{key: {"$in": values}}], POSTGRES)
+        assert "= ANY(?::" in where and where.count("?") <= 6, where
+        assert any(isinstance(p, list) and len(p) == 1000 for p in params)
