@@ -383,6 +383,10 @@ class RunReader:
         n = self.n_events(seg)
         sel = slice(*sel.indices(n))
         name = f"{seg.group}/data/{h5name(key)}"
+        if self.finished:  # the cached handle, without a context manager: the common case
+            out = self._read_plain(cached_h5(self.path), name, seg, sel)
+            if out is not None:
+                return out
         with self.h5() as f:
             out = self._read_plain(f, name, seg, sel)
             if out is not None:
