@@ -215,7 +215,7 @@ class Stream:
             return self._external(seg, col, n, lazy)
         if col.json:
             return self._json_column(seg, col, n, lazy)
-        info = self._reader.dataset_info(seg, col.key)
+        info = self._reader.dataset_info(seg, col.key, chunks=lazy)  # read(): no chunks needed
         text = _is_text(col)
         dtype = np.dtype("U") if text else col.dtype
         if info is None:  # a descriptor without events yet
@@ -402,9 +402,13 @@ def _from_arraylike(obj: Any, chunks: tuple, name: str, dtype: np.dtype):
     """
     import itertools
 
-    from dask._task_spec import DataNode, Task
     from dask.array.core import getter, normalize_chunks
     from dask.highlevelgraph import HighLevelGraph
+    try:
+        from dask._task_spec import DataNode, Task
+    except ImportError:  # a dask without task objects: its own from_array
+        return _da().from_array(obj, chunks=chunks, asarray=False, name=name,
+                                meta=np.zeros((0,) * len(obj.shape), dtype=dtype))
 
     chunks = normalize_chunks(chunks, obj.shape, dtype=dtype)
     edges = [np.cumsum((0, *c)).tolist() for c in chunks]
