@@ -182,3 +182,22 @@ def test_run_being_written_reads_its_flushed_rows(tmp_path):
     assert col.shape == (4,)
     np.testing.assert_array_equal(col[1:3], [1.5, 3.0])
     assert col[-1] == 4.5
+
+
+def test_text_dtype_has_the_width_read_gives(run):
+    """stream["label"].dtype is '<U7' for values up to 'point 4', as read() has it."""
+    col = run.primary["label"]
+    assert col.dtype == run.primary.read()["label"].dtype == np.dtype("<U7")
+    assert col[:].dtype == col.dtype and "<U7" in repr(col)
+
+
+@pytest.mark.parametrize("sel", [1.5, "x", np.float64(2.0), [0.5, 1.0], (0, 1.0), np.array([1], dtype=object)])
+def test_a_non_integer_index_is_an_index_error(run, sel):
+    """As numpy: floats, strings and non-integer arrays are no index (no row, no raw ufunc error)."""
+    for key in ("x", "vec"):
+        with pytest.raises(IndexError, match=None if isinstance(sel, tuple) else "only integers, slices"):
+            run.primary[key][sel]
+        with pytest.raises(IndexError):
+            np.zeros(run.primary[key].shape)[sel]
+    assert run.primary["x"][[]].shape == (0,)
+

@@ -194,6 +194,9 @@ def split_selection(sel: Any, shape: tuple) -> tuple[tuple, tuple]:
         a = np.asarray(s)
         if a.dtype == bool:
             a = np.flatnonzero(a)
+        elif a.dtype.kind not in "iu" and (a.size or a.dtype.kind not in "f"):  # [] is fine
+            raise IndexError("only integers, slices (`:`), ellipsis (`...`), numpy.newaxis "
+                             f"(`None`) and integer or boolean arrays are valid indices, not {s!r:.40}")
         a = np.where(a < 0, a + n, a).astype(np.intp)
         if a.size and (a.min() < 0 or a.max() >= n):
             raise IndexError(f"index out of bounds for axis {axis - 1} with size {n}")

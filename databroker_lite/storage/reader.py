@@ -5,6 +5,7 @@ import contextlib
 import heapq
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import h5py
 import numpy as np
 
 from .. import documents as _docs
-from ..errors import CorruptRunFile, ShapeMismatch, StreamNotFound, UnsupportedLayout
+from ..errors import CorruptRunFile, DescriptorMismatchWarning, StreamNotFound, UnsupportedLayout
 from .files import FILE_CACHE, JOURNAL_SUFFIX, cached_h5, known_datasets, open_h5
 from .layout import (
     LAYOUT_ATTR,
@@ -307,10 +308,14 @@ class RunReader:
                         if col.json and not prev.json:  # one descriptor's values are JSON: all are
                             out[key] = col
                         continue
-                    if prev is not None and (prev.shape != col.shape):
-                        raise ShapeMismatch(
-                            f"run {self.uid}, stream {stream!r}: key {key!r} has shape "
-                            f"{list(prev.shape)} in one descriptor and {list(col.shape)} in another")
+                    if prev is not None and (prev.shape != col.shape or not _same_kind(prev, col)):
+                        # a detector reconfigured mid-run (ROI, binning): one array per event
+                        out[key] = json_column(key, prev.data_key)
+                        _warn_descriptors_differ(self.uid, stream, key, prev, col)
+                        continue
+                    if prev is not None and prev.dtype != col.dtype:  # int64 then float64, say
+                        out[key] = Column(key, np.result_type(prev.dtype, col.dtype), prev.shape,
+                                          prev.dims, prev.external, prev.data_key)
                     out.setdefault(key, col)
         return out
 
@@ -378,6 +383,10 @@ class RunReader:
         n = self.n_events(seg)
         sel = slice(*sel.indices(n))
         name = f"{seg.group}/data/{h5name(key)}"
+        if self.finished:  # the cached handle, without a context manager: the common case
+            out = self._read_plain(cached_h5(self.path), name, seg, sel)
+            if out is not None:
+                return out
         with self.h5() as f:
             out = self._read_plain(f, name, seg, sel)
             if out is not None:
@@ -467,6 +476,23 @@ class RunReader:
         with self.h5() as f:
             g = f[seg.group]
             return g["no_filled"][sel] if "no_filled" in g else None
+
+
+def _same_kind(a: Column, b: Column) -> bool:
+    """Whether two descriptors' columns of one key concatenate as one typed array: both
+    plain numbers (numpy promotes), or both the same other dtype (text, say), alike external."""
+    if (a.external is None) != (b.external is None):
+        return False
+    if a.dtype == b.dtype:
+        return True
+    return _plain_numbers(a.dtype) and _plain_numbers(b.dtype) and a.external is None
+
+
+def _warn_descriptors_differ(uid: str, stream: str, key: str, a: Column, b: Column) -> None:
+    warnings.warn(f"run {uid}, stream {stream!r}: key {key!r} is {a.dtype} of shape {list(a.shape)} "
+                  f"in one descriptor and {b.dtype} of shape {list(b.shape)} in another (a "
+                  "detector reconfigured mid-run, say); it is read as one array per event",
+                  DescriptorMismatchWarning, stacklevel=6)
 
 
 _UNKNOWN: Any = object()  # chunks of a column not looked up yet (see dataset_info)
