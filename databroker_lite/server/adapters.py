@@ -140,7 +140,11 @@ def _variable_adapter(ds: Any, key: str, where: str) -> ArrayAdapter:
     if data.dtype.kind in "OU" or not hasattr(data, "dask"):  # text and coords: small, eager
         arr = np.asarray(var.values)
         if arr.dtype.kind == "O":
-            arr = arr.astype(str)
+            try:
+                arr = arr.astype(str)
+            except ValueError:  # arrays per event (a key whose shape changed between descriptors)
+                arr = np.array([json.dumps(v.tolist()) if isinstance(v, np.ndarray) else str(v)
+                                for v in arr.ravel()], dtype=str).reshape(arr.shape)
         return ArrayAdapter.from_array(arr, dims=var.dims, metadata=meta, specs=[spec])
     structure = ArrayStructure.from_array(data, dims=var.dims)
     return ChunkedArrayAdapter(data, structure, name=f"{where}/{key}", metadata=meta,
