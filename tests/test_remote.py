@@ -438,6 +438,16 @@ def test_every_failure_is_a_4xx_with_the_servers_message(server, remote) -> None
         databroker_lite.from_uri(url, api_key="sécret")
     r = httpx.get(f"{url}/api/v1/search/", params={"filter[nosuch][condition][x]": "1"}, headers=auth)
     assert r.status_code == 400 and "unknown query type 'nosuch'" in r.text
+    search = f"{url}/api/v1/search/"
+    r = httpx.get(search, params={"filter[eq][condition][key]": "start.scan_id",
+                                  "filter[eq][condition][value]": "notjson"}, headers=auth)
+    assert r.status_code == 400 and "cannot read the 'eq' filter" in r.text, r.text
+    assert "JSON" in r.json()["detail"]["message"]
+    r = httpx.get(search, params={"filter[eq][condition][key]": "start.scan_id"}, headers=auth)
+    assert r.status_code == 400 and "it needs key, value" in r.text, r.text
+    r = httpx.get(search, params={"filter[eq][condition][key]": "start.scan_id",
+                                  "filter[eq][condition][value]": "10"}, headers=auth)
+    assert r.status_code == 200 and [d["id"] for d in r.json()["data"]] == [local[10].uid]
 
 
 @needs_server

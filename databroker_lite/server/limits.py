@@ -37,7 +37,8 @@ def unknown_filter(query_string: str) -> str | None:
     if "filter" not in query_string:
         return None
     types = default_query_registry.name_to_query_type
-    for key, _ in parse_qsl(query_string, keep_blank_values=True):
+    given: dict[str, dict[str, list[str]]] = {}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
         if not key.startswith("filter"):
             continue
         m = _FILTER.match(key)
@@ -52,6 +53,17 @@ def unknown_filter(query_string: str) -> str | None:
         if field not in fields:
             return (f"query type {name!r} has no field {field!r}; its fields are "
                     f"{', '.join(fields)}")
+        given.setdefault(name, {}).setdefault(field, []).append(value)
+    for name, by_field in given.items():  # each filter as tiled will decode it
+        for i in range(max(len(v) for v in by_field.values())):
+            kwargs = {f: v[i] for f, v in by_field.items() if i < len(v)}
+            try:
+                types[name].decode(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - whatever decode raises: the caller's input
+                why = (f"it needs {', '.join(f.name for f in dataclasses.fields(types[name]))}"
+                       if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}")
+                return (f"cannot read the {name!r} filter {kwargs}: {why} (values such as "
+                        "'value' are JSON: a string in double quotes, a number, a list)")
     return None
 
 
