@@ -286,6 +286,7 @@ class RunReader:
                 for key, dk in seg.descriptor["data_keys"].items():
                     name = f"{seg.group}/data/{h5name(key)}"
                     stored = _open_dataset(data, h5name(key).encode())
+                    dt = None if stored is None else stored.dtype  # an h5py object each time asked
                     if stored is None and seg.n_events and not is_stream_external(dk):
                         # every event stores every key: a segment with events and no dataset
                         # for one is damaged (a flipped bit in the group's B-tree, say)
@@ -299,10 +300,10 @@ class RunReader:
                         self._memo[("info", seg.group, key)] = (
                             None if stored is None else (name, shape, _UNKNOWN))
                         if shape and shape[0] >= seg.n_events:  # rows checked: read_column's
-                            known.setdefault(("id", name), (stored, shape, stored.dtype))
+                            known.setdefault(("id", name), (stored, shape, dt))
                     col = column_from_data_key(key, dk)
                     if stored is not None and not col.external:
-                        col = _stored_dtype(col, stored)
+                        col = _stored_dtype(col, stored, dt)
                     prev = out.get(key)
                     if prev is not None and (prev.json or col.json):
                         if col.json and not prev.json:  # one descriptor's values are JSON: all are
@@ -580,15 +581,15 @@ def _mem_type(dt: np.dtype) -> Any:
     return mt
 
 
-def _stored_dtype(col: Column, stored: Any) -> Column:
+def _stored_dtype(col: Column, stored: Any, dt: np.dtype | None = None) -> Column:
     """The column with the dtype its values were stored with (what read() gives back).
 
     ``stored`` is a low-level dataset. Plain numbers are stored in the dtype users get:
     the dataset's own dtype says it, without reading the ``dtype`` attribute (an HDF5
     attribute read per column per run was a tenth of a loop over runs). Text and ragged
-    values keep the attribute's word.
+    values keep the attribute's word. ``dt``: the dataset's dtype if already asked.
     """
-    dt = stored.dtype
+    dt = stored.dtype if dt is None else dt
     if _plain_numbers(dt):
         if dt == col.dtype:
             return col
