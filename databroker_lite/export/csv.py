@@ -135,9 +135,8 @@ class CSVWriter(ExportWriter):
                 app = sf.npy[key] = NpyAppender(os.path.join(self.directory, f"{stem}.npy"),
                                                 arr.dtype, arr.shape[1:])
                 self._wrote(app.path)
-            if arr.shape[1:] != app.row_shape:
-                raise ValueError(f"{key!r} of stream {stream!r}: rows of shape {arr.shape[1:]} "
-                                 f"after rows of shape {app.row_shape}")
+            if arr.shape[1:] != app.row_shape:  # a new descriptor changed the shape mid-run:
+                return [_cell(v) for v in arr]   # these rows as JSON text, whole
             first = app.n
             app.append(arr)
             base = os.path.basename(app.path)

@@ -212,9 +212,11 @@ class NexusWriter(ExportWriter):
                 if dk and a in dk:
                     ds.attrs[a] = str(dk[a])
         ds = g[name]
-        if arr.shape[1:] != ds.shape[1:]:
-            raise ValueError(f"{key!r}: rows of shape {arr.shape[1:]} after rows of shape "
-                             f"{ds.shape[1:]} (file {self._f.filename if self._f else '?'})")
+        if arr.shape[1:] != ds.shape[1:]:  # a new descriptor changed the shape mid-run: the
+            # rows of this shape go to a dataset of their own, the others' rows left empty
+            shape = "x".join(str(s) for s in arr.shape[1:]) or "scalar"
+            ds.resize(max(ds.shape[0], at + len(arr)), axis=0)  # rows stay aligned with time
+            return self._extend(g, f"{key}_shape_{shape}", arr, dtype, at, dk)
         ds.resize(at + len(arr), axis=0)
         ds[at:at + len(arr)] = arr
 
