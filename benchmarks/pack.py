@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import time
 
@@ -86,14 +85,16 @@ def bench_pack(tmp: str, repeat: int, total_mb: int, rng: np.random.Generator) -
     rss = [in_child("pack", src=src, dest=os.path.join(tmp, f"pack-rss-{i}"))["op_mb"]
            for i in range(max(1, repeat // 2))]
     shutil.rmtree(src, ignore_errors=True)
-    cpu_ratio = statistics.median(ours_cpu) / statistics.median(cp_cpu)
     note = (f"{n_runs} runs, {mb:.0f} MB; ours copies through a partial file and hashes every byte "
-            f"(BLAKE3); CPU time ours {statistics.median(ours_cpu) * 1e3:.0f} ms, cp "
-            f"{statistics.median(cp_cpu) * 1e3:.0f} ms ({cpu_ratio:.2f}x); load {os.getloadavg()[0]:.1f}")
+            f"(BLAKE3); load average {os.getloadavg()[0]:.1f}")
     return [
         Figure("5. pack", f"pack --all, {mb:.0f} MB (throughput)", "/s",
                [mb / t for t in ours], [Baseline("cp -r of the same files", [mb / t for t in cp])],
                goal=("ratio", 1 / 0.8), note=note + " (unit: MB/s)"),
+        Figure("5. pack", f"  CPU time of that pack, {mb:.0f} MB", "s", ours_cpu,
+               [Baseline("cp -r (the child's user + system time)", cp_cpu)],
+               note="every thread of this process; steadier than wall time on a shared machine, "
+                    "and what a second idle core cannot hide"),
         Figure("5. pack", "peak RSS added by pack (fresh process)", "MB", rss,
                note="memory must stay flat: files are hashed 32 MB of a memory map at a time"),
     ]

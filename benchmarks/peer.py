@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -200,17 +201,26 @@ def _flat(samples: list[dict], key: str) -> list[float]:
     return out
 
 
+# Started by a small interpreter, not by this process: a child's ru_maxrss includes the
+# peak of the process it was spawned from (Linux records the old memory's high-water mark
+# at exec), and this one holds GBs by then. The launcher times the command and writes
+# "seconds maxrss_kb" to the file named by its first argument.
+_LAUNCH = ("import os, sys, time; t = time.perf_counter(); pid = os.posix_spawnp(sys.argv[2], "
+           "sys.argv[2:], os.environ); _, st, ru = os.wait4(pid, 0); dt = time.perf_counter() - t; "
+           "open(sys.argv[1], 'w').write(f'{dt} {ru.ru_maxrss}'); "
+           "sys.exit(os.waitstatus_to_exitcode(st))")
+
+
 def _wait_rss(cmd: list[str], env: dict) -> tuple[float, float]:
-    """Run ``cmd``; its wall seconds and peak RSS in MB (from wait4)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    dt = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{err[-3000:]}")
-    return dt, usage.ru_maxrss / 1024
+    """Run ``cmd``; its wall seconds and peak RSS in MB (from wait4, in a small launcher)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCH, out.name, *cmd],
+                              env=env, capture_output=True)
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace")
+            raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{err[-3000:]}")
+        dt, kb = out.read().split()
+    return float(dt), int(kb) / 1024
 
 
 def _check_pack(dest: str, uids: list[str], who: str) -> None:

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
     from .storage import Column, Segment
     from .storage.lazy import ExternalStack
 
-_REDUCE_BYTES = 1 << 20
-_UNSET = object()  # rows read per step of a reduction: about this many bytes
+# Rows read per step of a reduction: about this many bytes (a 512 x 512 uint16 frame at a
+# time). Fresh processes ran a 50 x 256 x 256 max() fastest with 128-256 KB blocks, warm
+# ones with 256 KB-1 MB: a block stays in the CPU caches while it is reduced.
+_REDUCE_BYTES = 1 << 18
+_UNSET = object()
 
 
 def _dims(col: Column) -> tuple[str, ...]:
@@ -121,14 +124,26 @@ class ArrayColumn(ColumnLike):
         else:
             row = tuple(s or 0 for s in col.shape)
         self.shape: tuple[int, ...] = (sum(self._rows), *row)
-        self.dtype: np.dtype = np.dtype("U") if self._text else col.dtype
+        # text: '<U' until its width is asked for (see dtype)
+        self._dtype: np.dtype = np.dtype("U") if self._text else col.dtype
         if any(key not in s.descriptor["data_keys"] for s in self._segs) and col.dtype.kind in "biu":
-            self.dtype = np.result_type(col.dtype, "f8")  # NaN where a descriptor lacks the key
+            self._dtype = np.result_type(col.dtype, "f8")  # NaN where a descriptor lacks the key
+        self._width: np.dtype | None = None
         self._fast: Any = _UNSET  # see _plan()
         self._dsname = info[0] if info is not None else None
         self._stacks: dict[int, ExternalStack] = {}
 
     # --- array-like --------------------------------------------------------
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype ``read()`` gives. Text is ``'<U'`` of its longest value: the first
+        time it is asked, a text column's values are read to find that width."""
+        if not self._text:
+            return self._dtype
+        if self._width is None:
+            self._width = self[...].dtype if self.shape[0] else np.dtype("U1")
+        return self._width
+
     @property
     def dims(self) -> tuple[str, ...]:
         """Dimension names, as ``read()`` names them (the first is ``time``)."""
@@ -241,6 +256,9 @@ class ArrayColumn(ColumnLike):
         """``read`` (one forward slice per axis) over every segment, concatenated."""
         rows, inner = read[0], read[1:]
         want = range(self.shape[0])[rows]
+        order = self.stream._order()
+        if order is not None and len(want):  # descriptors' events interleaved
+            return self._gather_rows(order[np.arange(want.start, want.stop, want.step)], inner)
         parts, offset = [], 0
         for i, (seg, m) in enumerate(zip(self._segs, self._rows)):
             lo, hi = offset, offset + m
@@ -254,11 +272,32 @@ class ArrayColumn(ColumnLike):
             parts.append(self._segment(i, seg, m, slice(first - lo, last - lo + 1, want.step), inner))
         if not parts:
             shape = (0, *(len(range(n)[s]) for s, n in zip(inner, self.shape[1:])))
-            return np.zeros(shape, dtype=object if self._col.variable or self._col.json else self.dtype)
+            return np.zeros(shape, dtype=object if self._col.variable or self._col.json
+                            else ("U1" if self._text else self._dtype))
         out = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
         if self._text or self._col.variable or self._col.json:
             return out
-        return out.astype(self.dtype, copy=False)
+        return out.astype(self._dtype, copy=False)
+
+    def _gather_rows(self, rows: np.ndarray, inner: tuple) -> np.ndarray:
+        """Rows ``rows`` of the segments one after another (one read per segment touched),
+        in the order given."""
+        ends = np.cumsum(self._rows)
+        which = np.searchsorted(ends, rows, side="right")
+        parts, where = [], []
+        for i in np.unique(which):
+            pos = np.flatnonzero(which == i)
+            local = rows[pos] - (ends[i] - self._rows[i])
+            lo, hi = int(local.min()), int(local.max()) + 1
+            block = self._segment(int(i), self._segs[i], self._rows[i], slice(lo, hi, 1), inner)
+            parts.append(block[local - lo])
+            where.append(pos)
+        joined = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        out = np.empty_like(joined)
+        out[np.concatenate(where)] = joined
+        if self._text or self._col.variable or self._col.json:
+            return out
+        return out.astype(self._dtype, copy=False)
 
     def _segment(self, i: int, seg: Segment, n: int, rows: slice, inner: tuple) -> np.ndarray:
         col, stream = self._col, self.stream
@@ -274,7 +313,7 @@ class ArrayColumn(ColumnLike):
             return self._stack(i)[box]
         info = self._reader.dataset_info(seg, self.key)
         if info is None:
-            return np.zeros((0, *self.shape[1:]), dtype=self.dtype)
+            return np.zeros((0, *self.shape[1:]), dtype="U1" if self._text else self._dtype)
         sel = rows if col.variable else box
         with self._reader.h5() as f:
             out = read_dataset(f, info[0], sel, self._reader.path,
@@ -285,7 +324,7 @@ class ArrayColumn(ColumnLike):
 
     # --- reductions over time ------------------------------------------------
     def _reduce(self, how: str, axis: Any) -> np.ndarray:
-        if axis not in (0, -self.ndim) or self.dtype.kind not in "biuf" or self.shape[0] == 0:
+        if axis not in (0, -self.ndim) or self._dtype.kind not in "biuf" or self.shape[0] == 0:
             return getattr(np, how)(self[...], axis=axis)
         n = self.shape[0]
         per_row = max(1, self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64)))

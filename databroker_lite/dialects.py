@@ -21,6 +21,14 @@ from typing import Any, Protocol
 from .errors import InvalidQuery
 
 
+def _parsable(doc: str) -> str:
+    """SQL for a stored document SQLite's JSON functions can read: documents keep NaN and
+    infinities as JSON's NaN/Infinity tokens, which SQLite 3.40 refuses ("malformed
+    JSON", failing the whole search); there they read as null, as in PostgreSQL's jsonb."""
+    return (f"(CASE WHEN json_valid({doc}) THEN {doc} ELSE replace(replace(replace({doc}, "
+            f"'-Infinity', 'null'), 'Infinity', 'null'), 'NaN', 'null') END)")
+
+
 class _Compiler(Protocol):
     """The query compiler (:mod:`databroker_lite.query`) as a dialect sees it; a Protocol,
     so that this module does not import the compiler that imports it."""
@@ -142,7 +150,7 @@ class SQLiteDialect:
             return ref.column
         if not self.addressable(ref):
             return "NULL"
-        return f"json_extract({ref.doc}, {c.p(_path(ref.parts))})"
+        return f"json_extract({_parsable(ref.doc)}, {c.p(_path(ref.parts))})"
 
     def type_of(self, c: _Compiler, ref: Ref) -> str:
         """SQL for the key's JSON type ('integer', 'real', 'text', 'array', ...; NULL when absent)."""
@@ -152,7 +160,7 @@ class SQLiteDialect:
                     f"WHEN typeof({col})='real' THEN 'real' ELSE 'text' END)")
         if not self.addressable(ref):
             return "NULL"
-        return f"json_type({ref.doc}, {c.p(_path(ref.parts))})"
+        return f"json_type({_parsable(ref.doc)}, {c.p(_path(ref.parts))})"
 
     def eq_json(self, c: _Compiler, ref: Ref, value: Any) -> str:
         """The key's value equals this list or dict."""

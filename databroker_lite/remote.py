@@ -421,6 +421,20 @@ class _RemoteArray:
         return out[post] if needs_post(post) else out
 
 
+def _from_json_texts(var: xr.Variable) -> xr.Variable:
+    """A served column of JSON texts as read() gives it locally: one object per event."""
+    from .documents import loads
+    from .server.adapters import JSON_VALUES as key
+    from .stream import _object_rows
+    values = np.asarray(var.values)
+    decoded = np.empty(values.shape, dtype=object)
+    for i, text in enumerate(values.ravel()):
+        decoded.reshape(-1)[i] = loads(str(text))
+    attrs = {k: v for k, v in var.attrs.items() if k != key}
+    return xr.Variable(var.dims, _object_rows(decoded) if decoded.ndim == 1 else decoded,
+                       attrs=attrs)
+
+
 def _lazy_variable(arr: Any, url: str) -> xr.Variable:
     """A served array as a dask-backed Variable, chunked like the server's chunks.
 
@@ -432,7 +446,12 @@ def _lazy_variable(arr: Any, url: str) -> xr.Variable:
     dtype = st.data_type.to_numpy_dtype()
     dims, attrs = tuple(st.dims or ()), dict(arr.metadata.get("attrs", {}))
     if dtype.kind in "OUS" or not st.shape:  # text and scalars: small, read now
-        return xr.Variable(dims, da.from_array(_read_slice(arr, (), url)), attrs=attrs)
+        from .server.adapters import JSON_VALUES
+        var = xr.Variable(dims, _read_slice(arr, (), url), attrs=attrs)
+        if attrs.get(JSON_VALUES):
+            var = _from_json_texts(var)
+        values = var.values
+        return var.copy(data=da.from_array(values, chunks=values.shape or ()))
     chunks = tuple(tuple(c) for c in st.chunks)
     name = f"remote-{tokenize(arr.uri, tuple(st.shape), chunks, dtype.str)}"
     source = _RemoteArray(arr, tuple(st.shape), dtype, url)
@@ -539,12 +558,19 @@ class RemoteColumn(ColumnLike):
         self.dtype: np.dtype = np.dtype("U") if dtype.kind in "OUS" else dtype
         self.dims: tuple[str, ...] = tuple(st.dims or ())
         self.attrs: dict = dict(self._arr.metadata.get("attrs", {}))
+        from .server.adapters import JSON_VALUES
+        self._json = bool(self.attrs.pop(JSON_VALUES, False))
+        if self._json:  # values kept as they came: one object per event, as locally
+            self.dtype = np.dtype(object)
 
     def __repr__(self) -> str:
         return (f"<RemoteColumn {self.key!r} of stream {self.stream.name!r}: shape "
                 f"{self.shape}, dtype {self.dtype}>")
 
     def __getitem__(self, sel: Any) -> np.ndarray:
+        if self._json:
+            texts = xr.Variable(self.dims, np.asarray(_read_slice(self._arr, (), self._url)))
+            return np.asarray(_from_json_texts(texts).values)[sel]
         if self.dtype.kind == "U":  # text travels whole (it is small), as in read()
             values = np.asarray(_read_slice(self._arr, (), self._url))
             return (values.astype(str) if values.size else values.astype("U1"))[sel]
@@ -632,8 +658,11 @@ class RemoteStream:
         variables = self._variables(fields)
         with _translate(self.run.catalog.url):
             ds = self._node.read(variables=variables)
+        from .server.adapters import JSON_VALUES
         for k, v in ds.variables.items():  # text travels as objects: '<U' as read() locally
-            if v.dtype.kind == "O":
+            if v.attrs.get(JSON_VALUES):
+                ds[k] = _from_json_texts(v)
+            elif v.dtype.kind == "O":
                 ds[k] = v.astype(str) if v.size else v.astype("U1")
         return ds
 

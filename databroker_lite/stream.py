@@ -18,6 +18,7 @@ from .storage.handlers import (
     resource_location,
     uri_to_path,
 )
+from .storage.layout import column_from_data_key
 from .storage.lazy import ExternalStack, LazyDataset
 from .summaries import ColumnInfo, stream_html, stream_summary
 
@@ -166,7 +167,26 @@ class Stream:
             if not len(t) and self._stream_rows(seg):
                 t = np.full(self._stream_rows(seg), np.nan)
             parts.append(t)
-        return np.concatenate(parts) if parts else np.zeros(0)
+        return _in_order(np.concatenate(parts) if parts else np.zeros(0), self._order())
+
+    def _order(self) -> np.ndarray | None:
+        """Where each row, in acquisition order, is among the segments' rows one after
+        another; None when they already are in that order (one descriptor, or descriptors
+        whose events did not interleave)."""
+        return self._remember(("order",), self._find_order)
+
+    def _find_order(self) -> np.ndarray | None:
+        if len(self.segments) < 2:
+            return None
+        parts = []
+        for seg in self.segments:
+            if self._rows(seg) != self._reader.n_events(seg):
+                return None  # rows of stream_datum without events: no document order per row
+            parts.append(self._reader.read_events(seg, "doc_index"))
+        idx = np.concatenate(parts)
+        if len(idx) < 2 or bool(np.all(idx[1:] > idx[:-1])):
+            return None
+        return np.argsort(idx, kind="stable")
 
     def _build(self, fields: Any, lazy: bool) -> xr.Dataset:
         cols = self._select(fields)
@@ -177,7 +197,8 @@ class Stream:
                 arr = self._remember(("lazy", key), lambda col=col: self._lazy_column(col))
             else:
                 pieces = [self._segment_column(seg, col, lazy) for seg in self.segments]
-                arr = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+                arr = _in_order(np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0],
+                                self._order())
             # fastpath: xarray would turn a None kept as it came into NaN; and for plain
             # numpy numbers and text it has nothing to convert, while its checks import
             # dask (~0.4 s) on a process's first read
@@ -188,7 +209,8 @@ class Stream:
     def _lazy_column(self, col: Column):
         """One key over every segment, as one dask array."""
         pieces = [self._segment_column(seg, col, True) for seg in self.segments]
-        arr = _da().concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+        arr = _in_order(_da().concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0],
+                        self._order())
         if _is_text(col):
             # dask assembles chunks into an array of the FIRST chunk's dtype, so
             # '<U3' then '<U4' chunks would truncate: keep str objects per chunk and
@@ -211,11 +233,15 @@ class Stream:
         n = self._rows(seg)
         if col.key not in seg.descriptor["data_keys"]:
             return self._filler(n, col, lazy)
+        if col.json:  # one object per event; a descriptor's external values are loaded first
+            own = column_from_data_key(col.key, seg.descriptor["data_keys"][col.key])
+            if own.external:
+                return _per_event(self._external(seg, own, n, lazy), lazy)
         if col.external:
             return self._external(seg, col, n, lazy)
         if col.json:
             return self._json_column(seg, col, n, lazy)
-        info = self._reader.dataset_info(seg, col.key)
+        info = self._reader.dataset_info(seg, col.key, chunks=lazy)  # read(): no chunks needed
         text = _is_text(col)
         dtype = np.dtype("U") if text else col.dtype
         if info is None:  # a descriptor without events yet
@@ -367,7 +393,7 @@ class Stream:
         data = {}
         for key in cols:
             parts = [self._seg_timestamps(seg, key) for seg in self.segments]
-            data[key] = ("time", np.concatenate(parts) if parts else np.zeros(0))
+            data[key] = ("time", _in_order(np.concatenate(parts) if parts else np.zeros(0), self._order()))
         return _xr().Dataset(data, coords={"time": ("time", self._times())})
 
     def _seg_timestamps(self, seg: Segment, key: str) -> np.ndarray:
@@ -402,9 +428,13 @@ def _from_arraylike(obj: Any, chunks: tuple, name: str, dtype: np.dtype):
     """
     import itertools
 
-    from dask._task_spec import DataNode, Task
     from dask.array.core import getter, normalize_chunks
     from dask.highlevelgraph import HighLevelGraph
+    try:
+        from dask._task_spec import DataNode, Task
+    except ImportError:  # a dask without task objects: its own from_array
+        return _da().from_array(obj, chunks=chunks, asarray=False, name=name,
+                                meta=np.zeros((0,) * len(obj.shape), dtype=dtype))
 
     chunks = normalize_chunks(chunks, obj.shape, dtype=dtype)
     edges = [np.cumsum((0, *c)).tolist() for c in chunks]
@@ -474,6 +504,19 @@ def _json_value(v: Any) -> Any:
     if a.dtype.kind == "U" and all(isinstance(x, str) for x in np.ravel(np.asarray(v, dtype=object))):
         return a
     return v
+
+
+def _in_order(arr: Any, order: np.ndarray | None) -> Any:
+    """The rows of ``arr`` (numpy or dask, segments one after another) in acquisition order."""
+    return arr if order is None else arr[order]
+
+
+def _per_event(arr: Any, lazy: bool) -> Any:
+    """Rows of ``arr`` (numpy or dask) as one object per event, as a JSON column has them."""
+    if not lazy:
+        return _object_rows(arr)
+    return arr.map_blocks(_object_rows, drop_axis=list(range(1, arr.ndim)) or None,
+                          dtype=object, meta=np.empty(0, dtype=object))
 
 
 def _object_rows(block: np.ndarray) -> np.ndarray:

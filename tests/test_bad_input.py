@@ -406,3 +406,21 @@ def test_a_key_kept_as_json_reads_through_stream_getitem(half_run):
     assert col.shape == (5,) and col.dtype == object
     assert col[2].tolist() == [1.0, 2.0] and col[0].tolist() == vals[0].tolist()
     assert [v.tolist() for v in col[1:3]] == [vals[1].tolist(), [1.0, 2.0]]
+
+
+def test_a_null_in_a_number_column_reads_as_none_everywhere(half_run):
+    """A ``None`` (JSON null) in a number column is a value the descriptor does not
+    describe: kept as it came, one object per event, None where the producer sent
+    nothing (not a NaN, which a reading can also be), in read(), to_dask() and
+    stream[key] alike; ``astype(float)`` gives NaN for it."""
+    cat, docs = half_run
+    ev = _store_odd_event(cat, docs, "x", None, "a number")
+    got = _finish_odd(cat, docs, ev, "x")
+    want = got.tolist()
+    assert want == [0.0, 1.5, None, 4.5, 6.0]
+    stream = cat[2].primary
+    lazy = stream.to_dask()["x"]
+    assert lazy.dtype == object and lazy.compute().values.tolist() == want
+    assert stream["x"].dtype == object and stream["x"][:].tolist() == want
+    as_float = stream.read()["x"].astype(float).values
+    assert np.isnan(as_float[2]) and as_float[[0, 1, 3, 4]].tolist() == [want[i] for i in (0, 1, 3, 4)]

@@ -1,6 +1,7 @@
 """stream[key]: an ArrayColumn whose slices equal read()'s values, dtypes and shapes."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import event_model
@@ -182,3 +183,66 @@ def test_run_being_written_reads_its_flushed_rows(tmp_path):
     assert col.shape == (4,)
     np.testing.assert_array_equal(col[1:3], [1.5, 3.0])
     assert col[-1] == 4.5
+
+
+def test_text_dtype_has_the_width_read_gives(run):
+    """stream["label"].dtype is '<U7' for values up to 'point 4', as read() has it."""
+    col = run.primary["label"]
+    assert col.dtype == run.primary.read()["label"].dtype == np.dtype("<U7")
+    assert col[:].dtype == col.dtype and "<U7" in repr(col)
+
+
+@pytest.mark.parametrize("sel", [1.5, "x", np.float64(2.0), [0.5, 1.0], (0, 1.0), np.array([1], dtype=object)])
+def test_a_non_integer_index_is_an_index_error(run, sel):
+    """As numpy: floats, strings and non-integer arrays are no index (no row, no raw ufunc error)."""
+    for key in ("x", "vec"):
+        with pytest.raises(IndexError, match=None if isinstance(sel, tuple) else "only integers, slices"):
+            run.primary[key][sel]
+        with pytest.raises(IndexError):
+            np.zeros(run.primary[key].shape)[sel]
+    assert run.primary["x"][[]].shape == (0,)
+
+
+
+def test_external_frames_whose_shape_changes_between_descriptors(tmp_path):
+    """An area detector whose ROI changes mid-run: a second descriptor declares img
+    [6, 7] instead of [4, 5], its frames in another AD_HDF5 file. Events interleave;
+    img reads as one frame per event, in acquisition order, read() as stream[key]."""
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    root = str(tmp_path / "det")
+    os.makedirs(root)
+    b = event_model.compose_run()
+    cat.insert("start", b.start_doc)
+    descs, res = [], []
+    for shape, rel in (((4, 5), "a.h5"), ((6, 7), "b.h5")):
+        with h5py.File(os.path.join(root, rel), "w") as f:
+            f.create_dataset("entry/data/data", data=np.stack(
+                [np.full(shape, 10 * shape[0] + i, "u2") for i in range(2)]))
+        d = b.compose_descriptor(name="primary", data_keys={"img": {
+            "dtype": "array", "shape": list(shape), "dtype_numpy": "<u2", "source": "cam",
+            "external": "FILESTORE:"}})
+        with pytest.warns(databroker_lite.DescriptorMismatchWarning) if descs else contextlib.nullcontext():
+            cat.insert("descriptor", d.descriptor_doc)
+        r = b.compose_resource(spec="AD_HDF5", root=root, resource_path=rel,
+                               resource_kwargs={"frame_per_point": 1})
+        cat.insert("resource", r.resource_doc)
+        descs.append(d)
+        res.append(r)
+    for seq, (j, point) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        datum = res[j].compose_datum(datum_kwargs={"point_number": point})
+        cat.insert("datum", datum)
+        cat.insert("event", descs[j].compose_event(data={"img": datum["datum_id"]},
+                                                   timestamps={"img": 1.0}, seq_num=seq + 1))
+    cat.insert("stop", b.compose_stop())
+    stream = cat[-1].primary
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning):
+        img = stream.read()["img"].values
+    assert img.dtype == object
+    assert [(v.shape, int(v[0, 0])) for v in img] == [((4, 5), 40), ((6, 7), 60), ((4, 5), 41), ((6, 7), 61)]
+    lazy = stream.to_dask()["img"].compute().values
+    col = stream["img"]
+    assert col.shape == (4,) and col.dtype == object
+    for sel in (slice(None), slice(None, None, -1), [3, 0]):
+        for a, b_, c in zip(col[sel], img[sel], lazy[sel]):
+            np.testing.assert_array_equal(a, b_)
+            np.testing.assert_array_equal(c, b_)

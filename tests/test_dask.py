@@ -102,8 +102,8 @@ def test_one_frame_reads_one_chunk(image_run, monkeypatch):
     read = []
     orig = lazy.read_dataset
 
-    def spy(f, name, sel, path):
-        out = orig(f, name, sel, path)
+    def spy(f, name, sel, path, **kwargs):
+        out = orig(f, name, sel, path, **kwargs)
         read.append((name.rpartition("/")[2], out.shape))
         return out
 

@@ -293,3 +293,33 @@ def test_a_run_whose_data_does_not_fit_its_descriptor_is_a_422(tmp_path: Path) -
         r = ctx.http_client.get(f"/api/v1/array/full/{uid}/primary/data/img", params={"slice": "0"})
         assert r.status_code == 422 and "ShapeMismatch" in r.text
         assert c[uid].primary.read(variables=["I0"])["I0"].values.tolist() == [0.0, 1.0]
+
+
+def test_a_key_whose_shape_changes_between_descriptors_is_served(tmp_path: Path) -> None:
+    """A detector reconfigured mid-run (img [2, 2], then [3, 3]): the run is served, its
+    scalar columns as numbers in acquisition order, img one text (JSON) per event."""
+    import json
+
+    from tiled.client import Context, from_context
+
+    from databroker_lite.server import build_app
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    b = event_model.compose_run()
+    cat.insert("start", b.start_doc)
+    desc = [b.compose_descriptor(name="primary", data_keys={
+        "img": {"dtype": "array", "shape": [n, n], "source": "cam"},
+        "x": {"dtype": "number", "shape": [], "source": "x"}}) for n in (2, 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", databroker_lite.DescriptorMismatchWarning)
+        for d in desc:
+            cat.insert("descriptor", d.descriptor_doc)
+        for i, d in enumerate([desc[0], desc[1], desc[0]]):
+            n = 2 if d is desc[0] else 3
+            cat.insert("event", d.compose_event(data={"img": np.full((n, n), float(i)), "x": float(i)},
+                                                timestamps={"img": 1.0, "x": 1.0}, seq_num=i + 1))
+        cat.insert("stop", b.compose_stop())
+        uid = b.start_doc["uid"]
+        with Context.from_app(build_app([cat.directory], KEY), api_key=KEY) as ctx:
+            ds = from_context(ctx)[uid].primary.read()
+    assert ds["x"].values.tolist() == [0.0, 1.0, 2.0]
+    assert [np.asarray(json.loads(v)).shape for v in ds["img"].values] == [(2, 2), (3, 3), (2, 2)]

@@ -433,6 +433,35 @@ def test_live_spec_new_keys_mid_run_continue_as_a_new_scan(tmp_path):
     assert sdf.getScan("8.1").data["y"] == [5.0]
 
 
+def test_live_image_shape_changed_mid_run_loses_no_rows(tmp_path):
+    """A detector's ROI changed mid-run (a second descriptor declares another shape): the
+    live CSV and NeXus writers keep going and write every row (they raised before, which
+    a RunEngine takes as the scan failing)."""
+    import h5py
+    docs = make_run_docs(2, metadata={"scan_id": 9, "plan_name": "count"},
+                         data_keys={"img": {"source": "s", "dtype": "array", "shape": [2, 2]}},
+                         data=lambda i: {"img": np.full((2, 2), i)}, stop=False)
+    start, desc = docs[0][1], docs[1][1]
+    desc2 = dict(desc, uid="desc-roi", data_keys={"img": {"source": "s", "dtype": "array",
+                                                          "shape": [3, 3]}})
+    ev = {"uid": "ev-3", "descriptor": "desc-roi", "time": start["time"] + 1, "seq_num": 3,
+          "data": {"img": np.full((3, 3), 7).tolist()}, "timestamps": {"img": 0}}
+    stop = {"uid": "stop-9", "run_start": start["uid"], "time": start["time"] + 2,
+            "exit_status": "success"}
+    writers = [CSVWriter(tmp_path / "csv"), NexusWriter(tmp_path / "nexus")]
+    for name, doc in [*docs, ("descriptor", desc2), ("event", ev), ("stop", stop)]:
+        for w in writers:
+            w(name, doc)
+    (path,) = glob.glob(str(tmp_path / "csv" / "*_primary.csv"))
+    _, rows = _read_csv(path)
+    assert len(rows) == 3 and json.loads(rows[2][1]) == [[7] * 3] * 3
+    (nxs,) = glob.glob(str(tmp_path / "nexus" / "*.nxs"))
+    with h5py.File(nxs, "r") as f:
+        g = f["entry/bluesky/streams/primary"]
+        assert g["img"].shape == (3, 2, 2) and g["img"][1].tolist() == [[1, 1], [1, 1]]
+        assert g["img_shape_3x3"].shape == (3, 3, 3) and g["img_shape_3x3"][2].tolist() == [[7] * 3] * 3
+
+
 def test_run_without_stop_is_marked_incomplete(cat, tmp_path):
     insert_all(cat, make_run_docs(2, stop=False, metadata={"scan_id": 7, "plan_name": "count"}))
     run = cat[7]

@@ -173,3 +173,17 @@ def test_dataset_built_directly_is_the_one_xarray_builds(cat):
     # a key named "time" too
     with pytest.raises(ValueError):
         _dataset({"time": xr.Variable(("time",), np.zeros(len(t)))}, t + 1, {})
+
+
+def test_dataset_info_gives_chunks_when_asked_after_the_columns_pass(cat):
+    run = cat[1]
+    r = run._reader()
+    seg = run.primary.segments[0]
+    r.columns("primary")  # fills dataset_info's answers, without chunks
+    with h5py.File(run.path, "r") as f:
+        ds = f[f"{seg.group}/data/vec"]
+        want = (ds.name.lstrip("/"), ds.shape, ds.chunks)
+    assert want[2] is not None
+    assert r.dataset_info(seg, "vec", chunks=False) == (*want[:2], None)
+    assert r.dataset_info(seg, "vec") == want
+    assert r.dataset_info(seg, "vec", chunks=False) == want  # once found, kept

@@ -566,7 +566,8 @@ def shapes(tmp_path_factory) -> tuple[databroker_lite.Catalog, list[str]]:
     cat = databroker_lite.open_catalog(tmp_path_factory.mktemp("shapes") / "cat")
     mds = [{"a": 1, "flag": True, "vals": [1, 5], "big": 2**70},
            {"a": {"b": 1}, "flag": 1, "vals": 5, "big": 3},
-           {"a": {"b": [1, 2]}, "flag": False, "vals": [[5]], "deep": {"x": [{"y": 1}]}}]
+           {"a": {"b": [1, 2]}, "flag": False, "vals": [[5]], "deep": {"x": [{"y": 1}]}},
+           {"a": {"b": 3}, "temp": float("nan"), "limits": [float("-inf"), float("inf")]}]
     return cat, [_add(cat, T0 + i, md) for i, md in enumerate(mds)]
 
 
@@ -583,7 +584,12 @@ def shapes(tmp_path_factory) -> tuple[databroker_lite.Catalog, list[str]]:
     ({"deep.x.y": 1}, []),  # no reaching into documents inside arrays
     ({"big": 2**70}, [0]),
     ({"big": {"$gt": 10**20}}, [0]),
-    ({"a.b": {"$exists": True}}, [1, 2]),
+    ({"a.b": {"$exists": True}}, [1, 2, 3]),
+    # a NaN or infinity in one start document fails no search of the others
+    ({"temp": {"$exists": True}}, [3]),
+    ({"limits": {"$exists": False}, "a": {"$exists": True}}, [0, 1, 2]),
+    ({"a": {"b": 3}}, [3]),
+    ({"temp": {"$gt": 0}}, []),
 ])
 def test_value_shapes_match_as_documented(shapes, query, expected):
     cat, uids = shapes

@@ -149,15 +149,71 @@ def test_read_equals_to_dask_compute(run, stream):
 
 
 def test_several_descriptors_in_one_stream(multi_run):
-    eager = multi_run.primary.read()
+    """Events of two descriptors interleaved (d2, d1, d2, d1, d2) come back in the order
+    they were acquired, not grouped by descriptor: read(), to_dask(), stream[key] and
+    timestamps alike."""
+    stream = multi_run.primary
+    eager = stream.read()
     assert eager.sizes["time"] == 5
-    # events grouped by descriptor, in descriptor order (as databroker concatenates)
-    assert sorted(eager["I0"].values.tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
-    by_time = eager.sortby("time")
-    np.testing.assert_array_equal(by_time["I0"].values, np.arange(5.0))
-    assert list(by_time["label"].values) == ["", "x", "xx", "xxx", "xxxx"]
-    np.testing.assert_array_equal(by_time["im"].values[:, 0, 0], np.arange(5))
-    assert len(multi_run.primary.metadata["descriptors"]) == 2
+    np.testing.assert_array_equal(eager["time"].values, 2000.0 + np.arange(5))
+    np.testing.assert_array_equal(eager["I0"].values, np.arange(5.0))
+    assert list(eager["label"].values) == ["", "x", "xx", "xxx", "xxxx"]
+    np.testing.assert_array_equal(eager["im"].values[:, 0, 0], np.arange(5))
+    assert_same(stream.to_dask().compute(), eager)
+    np.testing.assert_array_equal(stream.timestamps["time"].values, eager["time"].values)
+    for key in ("I0", "label", "im"):
+        col = stream[key]
+        assert col.dtype == eager[key].dtype
+        for sel in (slice(None), 3, -1, slice(None, None, -2), [4, 0, 1], slice(1, 4)):
+            np.testing.assert_array_equal(col[sel], eager[key].values[sel])
+    assert [d["data"]["I0"] for n, d in multi_run.documents() if n == "event"] == [0, 1, 2, 3, 4]
+    assert len(stream.metadata["descriptors"]) == 2
+
+
+def test_a_key_whose_shape_changes_between_descriptors(cat):
+    """A detector reconfigured mid-run (ROI or binning): bluesky sends a second descriptor
+    declaring img [3, 3] instead of [2, 2]. Insertion warns; the run reads: scalar columns
+    as usual, img as one array per event, the same way in read(), to_dask() and stream[key]."""
+    def key(n):
+        return {"dtype": "array", "shape": [n, n], "source": "cam", "dtype_numpy": "<u2"}
+
+    bundle = event_model.compose_run()
+    cat.insert("start", bundle.start_doc)
+    d1 = bundle.compose_descriptor(name="primary", data_keys={
+        "img": key(2), "x": DATA_KEYS["I0"]})
+    d2 = bundle.compose_descriptor(name="primary", data_keys={
+        "img": key(3), "x": DATA_KEYS["I0"]})
+    cat.insert("descriptor", d1.descriptor_doc)
+    cat.insert("event", d1.compose_event(data={"img": np.full((2, 2), 1, "u2"), "x": 1.0},
+                                         timestamps={"img": 1.0, "x": 1.0}, seq_num=1, time=10.0))
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning, match=r"'img' of shape \[3, 3\]"):
+        cat.insert("descriptor", d2.descriptor_doc)
+    for i in (2, 3):
+        cat.insert("event", d2.compose_event(data={"img": np.full((3, 3), i, "u2"), "x": float(i)},
+                                             timestamps={"img": 1.0, "x": 1.0}, seq_num=i, time=10.0 + i))
+    cat.insert("stop", bundle.compose_stop())
+    run = cat[-1]
+    stream = run.primary
+    with pytest.warns(databroker_lite.DescriptorMismatchWarning, match="one array per event"):
+        assert stream.read(["x"])["x"].values.tolist() == [1.0, 2.0, 3.0]
+    eager = stream.read()
+    assert eager["x"].dtype == np.float64
+    img = eager["img"]
+    assert img.dims == ("time",) and img.dtype == object
+    assert [v.shape for v in img.values] == [(2, 2), (3, 3), (3, 3)]
+    assert [v.dtype for v in img.values] == [np.dtype("u2")] * 3
+    assert [int(v[0, 0]) for v in img.values] == [1, 2, 3]
+    computed = stream.to_dask().compute()
+    assert [v.shape for v in computed["img"].values] == [(2, 2), (3, 3), (3, 3)]
+    for a, b in zip(computed["img"].values, img.values):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(computed["x"].values, eager["x"].values)
+    col = stream["img"]
+    assert col.shape == (3,) and col.dtype == object
+    np.testing.assert_array_equal(col[1], np.full((3, 3), 2, "u2"))
+    assert [v.shape for v in col[::-1]] == [(3, 3), (3, 3), (2, 2)]
+    events = [d for n, d in run.documents() if n == "event"]
+    assert [np.asarray(e["data"]["img"]).shape for e in events] == [(2, 2), (3, 3), (3, 3)]
 
 
 def test_lazy_strings_are_not_truncated(multi_run):

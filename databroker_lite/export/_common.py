@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 import event_model
 import numpy as np
 
+from ..storage.layout import is_variable
+
 
 class StreamLike(Protocol):
     """What the exporters read of a stream: its descriptors and its lazy Dataset."""
@@ -189,6 +191,27 @@ def merged_descriptor(descriptors: list[dict], name: str) -> dict:
     return first
 
 
+def as_read(descriptor: dict, ds: Any) -> dict:
+    """``descriptor`` with each key's ``shape`` and ``dims`` as ``Stream.read()`` gives them
+    (an ophyd-async ``[1, 240, 320]`` reads as ``(240, 320)`` per event, ``[1]`` as a scalar),
+    so the writers lay out what the user reads. Keys whose rows differ in shape (a declared
+    variable length, or values stored as they came) keep their declared shape: the writers
+    tell them apart by their data."""
+    keys = {}
+    for key, dk in descriptor.get("data_keys", {}).items():
+        var = ds.data_vars.get(key) if key in ds.data_vars else None
+        if var is not None and not is_variable(dk) and not (
+                var.dtype.kind == "O" and var.ndim == 1 and row_shape(dk)):
+            dk = {**dk, "shape": [int(s) for s in var.shape[1:]], "dims": list(var.dims[1:])}
+        keys[key] = dk
+    return {**descriptor, "data_keys": keys}
+
+
+def is_container(value: Any) -> bool:
+    """Whether an (object) value is an array, list or mapping: written as JSON text."""
+    return isinstance(value, (list, tuple, dict, np.ndarray))
+
+
 def _rows_per_block(ds: Any) -> int:
     per_row = sum(int(np.prod(v.shape[1:], dtype=np.int64)) * max(v.dtype.itemsize, 8)
                   for v in ds.data_vars.values()) or 8
@@ -233,10 +256,11 @@ def replay(run: Run, writer: ExportWriter, streams: Iterable[str] | None = None)
         descs = stream.metadata["descriptors"]
         if not descs:
             continue
-        desc = merged_descriptor(descs, name)
+        ds = stream.to_dask()
+        desc = as_read(merged_descriptor(descs, name), ds)
         writer._source_descriptors[name] = descs
         writer("descriptor", desc)
-        datasets[name] = (desc, stream.to_dask())
+        datasets[name] = (desc, ds)
     for desc, ds in datasets.values():
         for page in iter_pages(ds, desc["uid"]):
             writer("event_page", page)

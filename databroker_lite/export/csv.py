@@ -7,8 +7,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..storage.layout import is_variable
-from ._common import ExportWriter, dumps, run_prefix, safe_name, write_atomic
+from ._common import ExportWriter, dumps, is_container, is_variable, run_prefix, safe_name, write_atomic
 
 _NPY_HEADER = 256  # bytes; fixed so that the shape can be rewritten as rows are appended
 
@@ -64,7 +63,8 @@ class CSVWriter(ExportWriter):
     A column whose values are arrays is stored in ``scan5_1a2b3c4d_<stream>_<key>.npy`` (one
     row per event) and its CSV cells name that file and the row: ``file.npy[3]``; one
     whose rows differ in shape (a variable-length dimension) has one ``..._<key>_<row>.npy``
-    per event, named in its cell.
+    per event, named in its cell; a value stored as it came (an array of another shape than
+    declared, a mapping) is its JSON text in the cell.
     A later descriptor of the same stream that brings new keys starts ``..._<stream>_2.csv``.
     """
 
@@ -106,7 +106,8 @@ class CSVWriter(ExportWriter):
         self._write_metadata()
         return doc
 
-    def _cells(self, sf: _StreamFile, stream: str, key: str, values: Any, variable: bool) -> list:
+    def _cells(self, sf: _StreamFile, stream: str, key: str, values: Any, dk: dict) -> list:
+        variable = is_variable(dk)
         stem = f"{os.path.splitext(os.path.basename(sf.path))[0]}_{safe_name(key)}"
         if variable:  # rows of different shapes: one .npy file per row, named in the cell
             cells = []
@@ -117,9 +118,16 @@ class CSVWriter(ExportWriter):
                 self._wrote(os.path.join(self.directory, name))
                 cells.append(name)
             return cells
+        arr = None
         if isinstance(values, np.ndarray) and values.ndim > 1 or (
                 isinstance(values, list) and values and isinstance(values[0], (list, np.ndarray))):
-            arr = np.asarray(values)
+            try:
+                arr = np.asarray(values)
+            except ValueError:  # rows of different lengths, as they came: JSON text cells
+                arr = None
+        if arr is not None and "shape" in dk and tuple(dk["shape"] or ()) != arr.shape[1:]:
+            arr = None  # not the descriptor's shape: stored as it came, so JSON text cells
+        if arr is not None and arr.ndim > 1:
             if arr.dtype.kind == "O":
                 arr = arr.astype(str)
             app = sf.npy.get(key)
@@ -127,9 +135,8 @@ class CSVWriter(ExportWriter):
                 app = sf.npy[key] = NpyAppender(os.path.join(self.directory, f"{stem}.npy"),
                                                 arr.dtype, arr.shape[1:])
                 self._wrote(app.path)
-            if arr.shape[1:] != app.row_shape:
-                raise ValueError(f"{key!r} of stream {stream!r}: rows of shape {arr.shape[1:]} "
-                                 f"after rows of shape {app.row_shape}")
+            if arr.shape[1:] != app.row_shape:  # a new descriptor changed the shape mid-run:
+                return [_cell(v) for v in arr]   # these rows as JSON text, whole
             first = app.n
             app.append(arr)
             base = os.path.basename(app.path)
@@ -142,8 +149,8 @@ class CSVWriter(ExportWriter):
         cols = [[repr(float(t)) for t in page["time"]]]
         for key in sf.keys:
             if key in page["data"]:
-                variable = is_variable(descriptor["data_keys"].get(key, {}))
-                cols.append(self._cells(sf, descriptor.get("name", ""), key, page["data"][key], variable))
+                cols.append(self._cells(sf, descriptor.get("name", ""), key, page["data"][key],
+                                        descriptor["data_keys"].get(key, {})))
             else:
                 cols.append([""] * n)
         sf.w.writerows(zip(*cols))
@@ -164,6 +171,10 @@ class CSVWriter(ExportWriter):
 
 
 def _cell(v: Any) -> Any:
+    """One CSV cell: numbers and text as they are; an array, list or mapping (a value
+    stored as it came) as its JSON text, whole."""
+    if is_container(v):
+        return dumps(v)
     if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, float):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import ExportWriter, dumps, run_prefix, safe_name
+from ._common import ExportWriter, dumps, is_container, is_variable, run_prefix, safe_name
 
 #: What the file says about itself (the ``"format"`` member).
 FORMAT = "databroker_lite.export.json/2"
@@ -17,7 +17,8 @@ RESERVED = frozenset({"format", "nonfinite_floats", "metadata"})
 
 
 class _Column:
-    """The JSON text of one column, spooled to a file so that big streams are not in memory."""
+    """The JSON text of one column, spooled to a file (one row a line) so that big streams
+    are not in memory."""
 
     def __init__(self, path: str) -> None:
         self.path, self.n = path, 0
@@ -27,26 +28,43 @@ class _Column:
         if at_row > self.n:  # rows of a descriptor without this key
             self.add([fill] * (at_row - self.n), self.n, fill)
         for v in values:
-            self.f.write(("," if self.n else "") + dumps(v))
+            self.f.write(dumps(v) + "\n")
             self.n += 1
 
 
-def _dims(key: str, dk: dict) -> list[str]:
-    """The dimensions ``Stream.read()`` gives the key (``time`` first)."""
-    shape = dk.get("shape") or []
-    if any(s is None or (isinstance(s, int) and s < 0) for s in shape):
-        return ["time"]  # variable length: one object per event
+def _dims(key: str, dk: dict, shape: tuple | None) -> list[str]:
+    """The dimensions of the key (``time`` first) for rows of ``shape``; ``None`` for rows
+    that are not one regular array (one JSON text per event)."""
+    if shape is None:
+        return ["time"]
     dims = dk.get("dims")
     if dims and len(dims) == len(shape):
         return ["time", *dims]
     return ["time", *(f"{key}_dim_{i}" for i in range(len(shape)))]
 
 
-def _attrs(dk: dict) -> dict:
+def _attrs(dk: dict, as_json: bool) -> dict:
     out = {k: dk[k] for k in ("source", "units", "object_name", "precision") if k in dk}
     if dk.get("external"):
         out["external"] = dk["external"]
+    if as_json:
+        out["encoding"] = "json"
     return out
+
+
+def _row_shape(values: Any, dk: dict) -> tuple | None:
+    """The shape of one row of a page's ``values``, or ``None`` if they are not one regular
+    array: rows of different shapes, arrays or mappings in an object column, or a shape
+    other than the descriptor's (what the run file stores as it came)."""
+    try:
+        arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+    except ValueError:  # ragged rows
+        return None
+    if arr.dtype.kind == "O" and any(is_container(x) for x in arr.ravel()):
+        return None
+    if arr.ndim > 1 and "shape" in dk and tuple(dk["shape"] or ()) != arr.shape[1:]:
+        return None
+    return arr.shape[1:]
 
 
 def _fill(dk: dict) -> Any:
@@ -76,7 +94,10 @@ class JSONWriter(ExportWriter):
          "baseline": {...}}
 
     The file is strict JSON: non-finite floats are written as the strings ``"NaN"``,
-    ``"Infinity"`` and ``"-Infinity"``; arrays are nested lists. Live, the file is written
+    ``"Infinity"`` and ``"-Infinity"``; arrays are nested lists, with the dims of the rows as
+    they came. A key whose rows are not one regular array (a ``None`` in its shape, values
+    stored as they came) has dims ``["time"]``, each row as its JSON text and
+    ``attrs["encoding"] = "json"``, so that ``from_dict`` reads it. Live, the file is written
     at start (metadata, no streams yet) and complete at stop; the rows wait in spool
     files beside it meanwhile.
     """
@@ -88,7 +109,7 @@ class JSONWriter(ExportWriter):
         os.makedirs(self.directory, exist_ok=True)
         self._cols: dict[str, dict[str, _Column]] = {}
         self._keys: dict[str, dict[str, dict]] = {}
-        self._shapes: dict[tuple[str, str], tuple] = {}
+        self._shapes: dict[tuple[str, str], tuple | None] = {}  # row shapes as they came
         self._nrows: dict[str, int] = {}
         self._spool = ""
         self._path = ""
@@ -134,10 +155,12 @@ class JSONWriter(ExportWriter):
         self._column(stream, "time").add(list(page["time"]), at, None)
         keys = self._keys.get(stream, {})
         for key, values in page["data"].items():
-            arr = np.asarray(values) if not isinstance(values, np.ndarray) else values
-            if arr.dtype.kind != "O" and arr.ndim > 1:
-                self._shapes.setdefault((stream, key), arr.shape[1:])
-            self._column(stream, key).add(list(values), at, _fill(keys.get(key, {})))
+            dk = keys.get(key, {})
+            seen = self._shapes.get((stream, key), False)  # False: no rows yet
+            if seen is not None:  # None: irregular, for good
+                shape = None if is_variable(dk) else _row_shape(values, dk)
+                self._shapes[(stream, key)] = shape if seen is False or seen == shape else None
+            self._column(stream, key).add(list(values), at, _fill(dk))
         self._nrows[stream] = at + len(page["time"])
 
     def _end(self, stop: dict | None) -> None:
@@ -153,12 +176,19 @@ class JSONWriter(ExportWriter):
         shutil.rmtree(self._spool, ignore_errors=True)
         self._spool = ""
 
+    def _shape(self, stream: str, key: str) -> tuple | None:
+        """The row shape of a column: as its rows came (``None`` if irregular), else as declared."""
+        dk = self._keys.get(stream, {}).get(key, {})
+        if (stream, key) in self._shapes:
+            return self._shapes[(stream, key)]
+        return None if is_variable(dk) else tuple(int(s) for s in dk.get("shape") or [])
+
     def _stream_dims(self, stream: str, n: int) -> dict[str, int]:
         dims = {"time": n}
         for key, dk in self._keys.get(stream, {}).items():
-            names = _dims(key, dk)[1:]
-            shape = self._shapes.get((stream, key)) or tuple(int(s) for s in dk.get("shape") or [])
-            dims.update((d, int(s)) for d, s in zip(names, shape))
+            shape = self._shape(stream, key)
+            if shape is not None:
+                dims.update(zip(_dims(key, dk, shape)[1:], shape))
         return dims
 
     def _write(self, complete: bool = False) -> None:
@@ -178,9 +208,11 @@ class JSONWriter(ExportWriter):
                 keys = [k for k in cols if k != "time"]
                 for j, key in enumerate(keys):
                     dk = self._keys.get(stream, {}).get(key, {})
-                    f.write(("," if j else "") + dumps(key) + ': {"dims": ' + dumps(_dims(key, dk))
-                            + ', "attrs": ' + dumps(_attrs(dk)) + ', "data": [')
-                    self._copy(cols[key], n, f, _fill(dk))
+                    shape = self._shape(stream, key)
+                    f.write(("," if j else "") + dumps(key) + ': {"dims": '
+                            + dumps(_dims(key, dk, shape)) + ', "attrs": '
+                            + dumps(_attrs(dk, shape is None)) + ', "data": [')
+                    self._copy(cols[key], n, f, _fill(dk), as_json=shape is None)
                     f.write("]}")
                 f.write("}}")
             f.write("}")
@@ -188,8 +220,12 @@ class JSONWriter(ExportWriter):
         self._wrote(self._path)
 
     @staticmethod
-    def _copy(col: _Column, n: int, out: Any, fill: Any) -> None:
+    def _copy(col: _Column, n: int, out: Any, fill: Any, as_json: bool = False) -> None:
+        """Write the column's rows, comma-separated; with ``as_json`` each as a JSON string
+        of its text (so that ``xarray.Dataset.from_dict`` reads rows of any shape)."""
         col.add([], n, fill)  # pad the tail
         col.f.flush()
         with open(col.path, encoding="utf-8") as src:
-            shutil.copyfileobj(src, out)
+            for i, line in enumerate(src):
+                row = line[:-1]
+                out.write(("," if i else "") + (dumps(row) if as_json else row))

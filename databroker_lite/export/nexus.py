@@ -8,8 +8,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..storage.layout import is_variable
-from ._common import ExportWriter, dumps, plain, run_prefix
+from ._common import ExportWriter, dumps, is_container, is_variable, plain, run_prefix
 from .spec import plan_description
 
 _STR = h5py.string_dtype()
@@ -70,14 +69,18 @@ class NexusWriter(ExportWriter):
                                              end_time, exit_status, plan_name
           /data                     NXdata of the primary stream: ``signal`` (the first
                                     hinted detector), ``axes`` (the plan's
-                                    start["hints"]["dimensions"], else the motors, else time)
+                                    start["hints"]["dimensions"], else the motors, else time);
+                                    without primary numbers (a fly scan), of the first other
+                                    stream with some; none (and no ``default``) if no stream has
           /instrument               NXinstrument: name (beamline_id), /bluesky_streams ->
           /sample                   NXsample: from start["sample"]
           /bluesky                  NXcollection: start (as an NXcollection), start_json,
                                     stop_json, descriptors_json
             /streams/<stream>       NXcollection: time and one dataset per data key
 
-    Datasets grow as events arrive and the file is flushed after each page.
+    Datasets grow as events arrive and the file is flushed after each page. A key whose
+    rows are not one regular array (values stored as they came: arrays of other lengths,
+    mappings) is a string dataset of each row's JSON text, with ``encoding="json"``.
     """
 
     def __init__(self, directory: str | os.PathLike, stream: str = "primary", *,
@@ -105,8 +108,7 @@ class NexusWriter(ExportWriter):
         f.attrs.update(NX_class="NXroot", default="entry", creator="databroker_lite",
                        file_name=os.path.basename(path), file_time=_iso(doc.get("time")),
                        HDF5_Version=h5py.version.hdf5_version, h5py_version=h5py.version.version)
-        e = _nx_group(f, "entry", "NXentry")
-        e.attrs["default"] = "data"
+        e = _nx_group(f, "entry", "NXentry")  # its "default" is set with the NXdata
         _text(e, "title", f"scan {doc.get('scan_id', '?')}: {plan_description(doc)}")
         _text(e, "entry_identifier", doc["uid"])
         _text(e, "start_time", _iso(doc.get("time")))
@@ -155,6 +157,11 @@ class NexusWriter(ExportWriter):
             self._append(g, f"{key}_shape", np.array([r.shape for r in rows], dtype="i8"), at, None)
             self._extend(g, key, flat, h5py.vlen_dtype(base), at, dk)
             return
+        arr = self._json_rows(g, key, values, dk)
+        if arr is not None:  # values stored as they came (arrays of other shapes, mappings)
+            self._extend(g, key, arr, _STR, at, dk)
+            g[_h5name(key)].attrs["encoding"] = "json"
+            return
         arr = np.asarray(plain(values) if isinstance(values, list) and values
                          and isinstance(values[0], str) else values)
         if arr.dtype.kind in "OUS":
@@ -163,6 +170,29 @@ class NexusWriter(ExportWriter):
         else:
             dtype = arr.dtype
         self._extend(g, key, arr, dtype, at, dk)
+
+    @staticmethod
+    def _json_rows(g: h5py.Group, key: str, values: Any, dk: dict | None) -> np.ndarray | None:
+        """The JSON text of each row, if the key's rows are not one regular array: rows of
+        different shapes, arrays in an object column, or a shape other than the descriptor's
+        (what the run file stores as it came). ``None`` for a regular column."""
+        name = _h5name(key)
+        if name in g:
+            if g[name].attrs.get("encoding") != "json":
+                return None
+        else:
+            try:
+                arr = np.asarray(values)
+            except ValueError:  # ragged rows
+                arr = None
+            if arr is not None:
+                declared = tuple((dk or {}).get("shape") or ())
+                if not (arr.dtype.kind == "O" and any(is_container(x) for x in arr.ravel())
+                        or dk and "shape" in dk and arr.ndim > 1 and arr.shape[1:] != declared):
+                    return None
+        out = np.empty(len(values), dtype=object)
+        out[:] = [dumps(v) for v in values]
+        return out
 
     def _extend(self, g: h5py.Group, key: str, arr: np.ndarray, dtype: Any, at: int,
                 dk: dict | None) -> None:
@@ -173,15 +203,20 @@ class NexusWriter(ExportWriter):
                     else None if arr.dtype.kind == "O" else 0)
             row = int(np.prod(arr.shape[1:], dtype=np.int64)) * max(arr.dtype.itemsize, 8)
             chunk_rows = max(1, min(1024, (1 << 16) // max(row, 1)))  # ~64 kB chunks
-            ds = g.create_dataset(name, shape=(0, *arr.shape[1:]), maxshape=(None, *arr.shape[1:]),
-                                  dtype=dtype, chunks=(chunk_rows, *arr.shape[1:]), fillvalue=fill)
+            rest = arr.shape[1:]  # a zero-length axis (an empty peak list) stays resizable,
+            # as HDF5 wants chunks of at least 1 along every axis
+            ds = g.create_dataset(name, shape=(0, *rest), maxshape=(None, *(s or None for s in rest)),
+                                  dtype=dtype, chunks=(chunk_rows, *(s or 1 for s in rest)),
+                                  fillvalue=fill)
             for a in ("units", "source", "dtype", "precision"):
                 if dk and a in dk:
                     ds.attrs[a] = str(dk[a])
         ds = g[name]
-        if arr.shape[1:] != ds.shape[1:]:
-            raise ValueError(f"{key!r}: rows of shape {arr.shape[1:]} after rows of shape "
-                             f"{ds.shape[1:]} (file {self._f.filename if self._f else '?'})")
+        if arr.shape[1:] != ds.shape[1:]:  # a new descriptor changed the shape mid-run: the
+            # rows of this shape go to a dataset of their own, the others' rows left empty
+            shape = "x".join(str(s) for s in arr.shape[1:]) or "scalar"
+            ds.resize(max(ds.shape[0], at + len(arr)), axis=0)  # rows stay aligned with time
+            return self._extend(g, f"{key}_shape_{shape}", arr, dtype, at, dk)
         ds.resize(at + len(arr), axis=0)
         ds[at:at + len(arr)] = arr
 
@@ -196,28 +231,34 @@ class NexusWriter(ExportWriter):
             self._append(g, key, values, at, descriptor["data_keys"].get(key))
         self._nrows[name] = at + len(page["time"])
         if name == self.stream and "data" not in self._entry:
-            self._nxdata(g)
+            self._nxdata(name)
         self._f.flush()
 
-    def _nxdata(self, g: h5py.Group) -> None:
+    def _nxdata(self, stream: str) -> bool:
+        """Link ``stream``'s signal and axes into ``/entry/data`` (NXdata) and make it the
+        entry's default; False if the stream has no numeric data key with rows."""
+        g = self._entry["bluesky/streams"].get(_h5name(stream))
+        if g is None:
+            return False
         start = self._start or {}
-        numeric = [k for k in g if g[k].dtype.kind in "iufb"]
+        numeric = [k for k in g if isinstance(g[k], h5py.Dataset) and g[k].dtype.kind in "iufb"
+                   and len(g[k]) and 0 not in g[k].shape[1:]]
         axes: list[str] = []
-        for fields, stream in (start.get("hints") or {}).get("dimensions", []) or []:
-            if stream == self.stream:
+        for fields, s in (start.get("hints") or {}).get("dimensions", []) or []:
+            if s == stream:
                 axes += [_h5name(f) for f in fields if _h5name(f) in numeric]
         if not axes:
             axes = [_h5name(m) for m in start.get("motors", []) or [] if _h5name(m) in numeric]
         axes = list(dict.fromkeys(axes)) or ["time"]
-        hinted = [_h5name(f) for d in self._descriptors.values() if d.get("name") == self.stream
+        hinted = [_h5name(f) for d in self._descriptors.values() if d.get("name") == stream
                   for h in (d.get("hints") or {}).values() for f in h.get("fields", [])]
         candidates = [k for k in hinted if k in numeric and k not in axes]
-        order = [_h5name(k) for d in self._descriptors.values() if d.get("name") == self.stream
+        order = [_h5name(k) for d in self._descriptors.values() if d.get("name") == stream
                  for k in d["data_keys"]]
         rest = [k for k in dict.fromkeys(order) if k in numeric and k not in axes]
         candidates += sorted(rest, key=lambda k: g[k].dtype.kind == "b")  # numbers before flags
-        if not candidates:
-            return
+        if not candidates or axes[0] not in g:
+            return False
         signal = candidates[0]
         d = _nx_group(self._entry, "data", "NXdata")
         for k in dict.fromkeys([signal, *axes]):
@@ -226,11 +267,18 @@ class NexusWriter(ExportWriter):
         d.attrs["axes"] = [axes[0]] + ["."] * (g[signal].ndim - 1)
         for a in axes:
             d.attrs[f"{a}_indices"] = 0
+        self._entry.attrs["default"] = "data"
+        return True
 
     def _end(self, stop: dict | None) -> None:
         if self._f is None:
             return
         e = self._entry
+        if "data" not in e:  # no primary (a fly scan): the first other stream with numbers
+            names = [n for n in self._nrows if n != self.stream]
+            for name in sorted(names, key=lambda n: n == "baseline"):  # baseline last
+                if self._nxdata(name):
+                    break
         if stop is not None:
             _text(e, "end_time", _iso(stop.get("time")))
             _text(e, "exit_status", str(stop.get("exit_status", "")))

@@ -24,6 +24,20 @@ def _numeric_scalar(dk: dict) -> bool:
             and not dk.get("external"))
 
 
+def _numeric_values(values: Any) -> bool:
+    """Whether a page's values of a key are one number per event, whatever the descriptor
+    says (an ophyd-async ``[1]`` reads as scalars; an EnumSignal's "integer" carries text)."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # rows of different lengths
+        return False
+    if arr.ndim != 1:
+        return False
+    if arr.dtype.kind == "O":
+        return all(isinstance(x, (int, float, np.number, np.bool_)) for x in arr)
+    return arr.dtype.kind in "iufb"
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "1" if v else "0"
@@ -66,8 +80,8 @@ class SpecWriter(ExportWriter):
 
     The scan is ``#S <scan_id> <plan description>``; its ``#P`` positioner values are the
     first reading of the ``baseline`` stream (names in the file header's ``#O`` lines,
-    a new header block being written when they change); its columns (``#L``) are the numeric
-    scalar keys of the ``primary`` stream: the scanned motors first (plan hints, then
+    a new header block being written when they change); its columns (``#L``) are the keys of
+    the ``primary`` stream whose values (in the first event page) are one number per event: the scanned motors first (plan hints, then
     ``start["motors"]``), ``Epoch`` (seconds since the header's ``#E``, as SPEC counts
     it: ``#E`` is the start of the header's first run, so ``#E + Epoch`` is the event
     time; an older run gets a new header block), the other keys, and the
@@ -109,10 +123,13 @@ class SpecWriter(ExportWriter):
                     keys.setdefault(k, v)
         return keys
 
-    def _choose_columns(self) -> tuple[list[str], list[str]]:
+    def _choose_columns(self, data: dict) -> tuple[list[str], list[str]]:
+        """``#L``'s columns and the keys left out; a key is a column if its values in the
+        first page (``data``) are numbers, one per event (by its descriptor if absent)."""
         start = self._start or {}
         keys = self._primary_keys()
-        numeric = [k for k, v in keys.items() if _numeric_scalar(v)]
+        numeric = [k for k, v in keys.items()
+                   if (_numeric_values(data[k]) if k in data else _numeric_scalar(v))]
         motors: list[str] = []
         for fields, stream in (start.get("hints") or {}).get("dimensions", []) or []:
             if stream == self.stream:
@@ -141,7 +158,7 @@ class SpecWriter(ExportWriter):
             lines.append(f"#O{i // _PER_LINE} " + "  ".join(names[i:i + _PER_LINE]))
         return lines
 
-    def _scan_header(self) -> None:
+    def _scan_header(self, data: dict) -> None:
         start = self._start or {}
         base = self._baseline or {}
         names = sorted(base)  # descriptor key order is not stable across runs
@@ -150,7 +167,7 @@ class SpecWriter(ExportWriter):
         if names != self._header_names or (t is not None and t < self._epoch):
             lines += self._file_header(names)
             self._header_names = names
-        self._columns, skipped = self._choose_columns()
+        self._columns, skipped = self._choose_columns(data)
         lines += ["", f"#S {start.get('scan_id', 0)} {plan_description(start)}",
                   f"#D {_ctime(start.get('time'))}",
                   f"#C uid = {start.get('uid')}"]
@@ -177,14 +194,14 @@ class SpecWriter(ExportWriter):
         name = descriptor.get("name")
         if name == "baseline" and self.stream != "baseline":
             if self._baseline is None:
-                self._baseline = {k: page["data"][k][0] for k, v in descriptor["data_keys"].items()
-                                  if _numeric_scalar(v) and k in page["data"]}
+                self._baseline = {k: page["data"][k][0] for k in descriptor["data_keys"]
+                                  if k in page["data"] and _numeric_values(page["data"][k])}
             return
         if name != self.stream:
             self._others[name] = self._others.get(name, 0) + len(page["time"])
             return
         if self._columns is None:
-            self._scan_header()
+            self._scan_header(page["data"])
         t0 = self._epoch
         cols = []
         for c in self._columns or []:
@@ -201,7 +218,7 @@ class SpecWriter(ExportWriter):
         if self._start is None:
             return
         if self._columns is None and self._npts == 0:
-            self._scan_header()
+            self._scan_header({})
         lines = [f"#C stream {n!r} ({k} events) is not in this scan; export the run as CSV, "
                  "JSON or NeXus to get it" for n, k in self._others.items()]
         if stop is None:

@@ -132,6 +132,18 @@ class ChunkedArrayAdapter(ArrayAdapter):
         return out[inner] if inner else out
 
 
+#: The attribute of a served column whose values are JSON texts, one per event: values
+#: a run kept as they came (None, bools in a number column, ragged arrays, dicts).
+JSON_VALUES = "databroker_lite_json_values"
+
+
+def json_texts(values: np.ndarray) -> np.ndarray:
+    """Each value of an object array as its JSON text (a '<U' array of the same shape)."""
+    from ..documents import dumps
+    flat = [dumps(v) for v in values.ravel()]
+    return np.array(flat, dtype=str).reshape(values.shape) if flat else values.astype("U1")
+
+
 def _variable_adapter(ds: Any, key: str, where: str) -> ArrayAdapter:
     var = ds[key].variable
     spec = Spec("xarray_coord") if key in ds.coords else Spec("xarray_data_var")
@@ -139,8 +151,9 @@ def _variable_adapter(ds: Any, key: str, where: str) -> ArrayAdapter:
     data = var.data
     if data.dtype.kind in "OU" or not hasattr(data, "dask"):  # text and coords: small, eager
         arr = np.asarray(var.values)
-        if arr.dtype.kind == "O":
-            arr = arr.astype(str)
+        if arr.dtype.kind == "O":  # values kept as they came: each as its JSON text
+            arr = json_texts(arr)
+            meta["attrs"][JSON_VALUES] = True
         return ArrayAdapter.from_array(arr, dims=var.dims, metadata=meta, specs=[spec])
     structure = ArrayStructure.from_array(data, dims=var.dims)
     return ChunkedArrayAdapter(data, structure, name=f"{where}/{key}", metadata=meta,
@@ -238,7 +251,7 @@ def stream_adapter(stream: Stream) -> MapAdapter:
     """A stream as databroker 2 serves one: ``data``, ``timestamps``, ``config``,
     ``config_timestamps`` (spec ``BlueskyEventStream``, version 1)."""
     where = f"{stream.run.uid}/{stream.name}"
-    meta = {"descriptors": stream.descriptors, "stream_name": stream.name}
+    meta = servable({"descriptors": stream.descriptors, "stream_name": stream.name})
     factories = {
         "data": lambda: dataset_adapter(stream.to_dask(), f"{where}/data", meta),
         "timestamps": lambda: dataset_adapter(stream.timestamps, f"{where}/timestamps", meta),
@@ -251,6 +264,24 @@ def stream_adapter(stream: Stream) -> MapAdapter:
 
 
 # --- runs ------------------------------------------------------------------------
+_WIDEST = (-(2**63), 2**64 - 1)  # what msgpack and orjson, tiled's encoders, can write
+
+
+def servable(value: Any) -> Any:
+    """``value`` as tiled's msgpack and JSON encoders take it: an integer beyond 64 bits
+    (valid JSON, kept exactly in the run file) travels as its decimal text. The same
+    object comes back when nothing needs changing."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if not _WIDEST[0] <= value <= _WIDEST[1] else value
+    if isinstance(value, dict):
+        out = {k: servable(v) for k, v in value.items()}
+        return value if all(out[k] is value[k] for k in value) else out
+    if isinstance(value, list):
+        items = [servable(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    return value
+
+
 def run_summary_metadata(run: Run) -> dict:
     """``start``, ``stop`` and the ``summary`` databroker 2 servers put on a run."""
     from datetime import datetime
@@ -259,7 +290,7 @@ def run_summary_metadata(run: Run) -> dict:
                "datetime": datetime.fromtimestamp(start["time"]).isoformat(),
                "plan_name": start.get("plan_name"), "stream_names": names,
                "duration": (stop["time"] - start["time"]) if stop else None}
-    return {"start": start, "stop": stop, "summary": summary}
+    return servable({"start": start, "stop": stop, "summary": summary})
 
 
 class RunAdapter(MapAdapter):

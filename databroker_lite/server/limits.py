@@ -37,7 +37,8 @@ def unknown_filter(query_string: str) -> str | None:
     if "filter" not in query_string:
         return None
     types = default_query_registry.name_to_query_type
-    for key, _ in parse_qsl(query_string, keep_blank_values=True):
+    given: dict[str, dict[str, list[str]]] = {}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
         if not key.startswith("filter"):
             continue
         m = _FILTER.match(key)
@@ -52,6 +53,19 @@ def unknown_filter(query_string: str) -> str | None:
         if field not in fields:
             return (f"query type {name!r} has no field {field!r}; its fields are "
                     f"{', '.join(fields)}")
+        given.setdefault(name, {}).setdefault(field, []).append(value)
+    for name, by_field in given.items():  # each filter as tiled will decode it
+        for i in range(max(len(v) for v in by_field.values())):
+            kwargs = {f: v[i] for f, v in by_field.items() if i < len(v)}
+            try:
+                types[name].decode(**kwargs)
+            except (TypeError, json.JSONDecodeError) as exc:  # tiled's route would fail alike
+                why = (f"it needs {', '.join(f.name for f in dataclasses.fields(types[name]))}"
+                       if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}")
+                return (f"cannot read the {name!r} filter {kwargs}: {why} (values such as "
+                        "'value' are JSON: a string in double quotes, a number, a list)")
+            except Exception:  # noqa: BLE001, S112 - others the route decodes its own way
+                continue
     return None
 
 
@@ -209,19 +223,22 @@ TABLE_BYTES_PER_CELL = {
     "application/x-parquet": 16}
 
 
-def _table_cost(node: Any, media: str) -> int | None:
-    """Bytes of a stream (``xarray_dataset``) sent as a table, or None if it is not."""
+def _table_cost(node: Any, media: str, fields: list[str] | None = None) -> int | None:
+    """Bytes of a stream (``xarray_dataset``), or of its ``fields``, sent as a table, or
+    None if it is not one. (tiled's client reads a stream's 1-D columns as one table,
+    naming them with ``field=``, and its other columns one by one.)"""
     per_cell = TABLE_BYTES_PER_CELL.get(media)
     if per_cell is None or "xarray_dataset" not in {s.name for s in getattr(node, "specs", ())}:
         return None
+    keys = [k for k in fields if k in node] if fields else list(node.keys())
     sizes: dict[str, int] = {}
-    for key in list(node.keys()):
+    for key in keys:
         st = node[key].structure()
         sizes.update(zip(st.dims or (), st.shape))
     rows = 1
     for n in sizes.values():
         rows *= int(n)
-    return rows * len(node) * per_cell
+    return rows * len(keys) * per_cell
 
 
 def _tree_cost(node: Any, binary: bool, budget: int) -> int:
@@ -245,7 +262,8 @@ _DATA_ROUTES = ("/api/v1/array/full/", "/api/v1/array/block/", "/api/v1/containe
 
 
 def response_cost(root: Any, route: str, path: str, params: dict, binary: bool,
-                  budget: int, media: str = "") -> tuple[int, str]:
+                  budget: int, media: str = "", fields: list[str] | None = None
+                  ) -> tuple[int, str]:
     """(estimated bytes, what was asked) of a request on one of the data routes."""
     from .adapters import CatalogAdapter
     node = root
@@ -267,7 +285,7 @@ def response_cost(root: Any, route: str, path: str, params: dict, binary: bool,
         return _cost(shape, itemsize, binary), path
     if isinstance(node, CatalogAdapter):
         return WHOLE_CATALOG, path
-    table = _table_cost(node, media)
+    table = _table_cost(node, media, fields)
     if table is not None:
         return table, path
     return _tree_cost(node, binary, budget), path
@@ -279,14 +297,15 @@ def too_large(root: Any, scope: dict, limit: int) -> str | None:
     route = next((r for r in _DATA_ROUTES if path.startswith(r)), None)
     if route is None:
         return None
-    params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                            keep_blank_values=True))
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    params = dict(pairs)
+    fields = [v for k, v in pairs if k == "field"]
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
     media = _media_type(params, headers)
     binary = media.startswith(_BINARY) or media in ("*/*", "")  # tiled's default: binary
     try:
         cost, what = response_cost(root, route, path[len(route):], params, binary, limit,
-                                   media)
+                                   media, fields)
     except Exception:  # noqa: BLE001 - a bad path or slice: the route answers it, with its message
         return None
     if cost <= limit:

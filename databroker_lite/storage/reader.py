@@ -5,6 +5,7 @@ import contextlib
 import heapq
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import h5py
 import numpy as np
 
 from .. import documents as _docs
-from ..errors import CorruptRunFile, ShapeMismatch, StreamNotFound, UnsupportedLayout
+from ..errors import CorruptRunFile, DescriptorMismatchWarning, StreamNotFound, UnsupportedLayout
 from .files import FILE_CACHE, JOURNAL_SUFFIX, cached_h5, known_datasets, open_h5
 from .layout import (
     LAYOUT_ATTR,
@@ -285,6 +286,7 @@ class RunReader:
                 for key, dk in seg.descriptor["data_keys"].items():
                     name = f"{seg.group}/data/{h5name(key)}"
                     stored = _open_dataset(data, h5name(key).encode())
+                    dt = None if stored is None else stored.dtype  # an h5py object each time asked
                     if stored is None and seg.n_events and not is_stream_external(dk):
                         # every event stores every key: a segment with events and no dataset
                         # for one is damaged (a flipped bit in the group's B-tree, say)
@@ -293,22 +295,28 @@ class RunReader:
                                              "the file is damaged")
                     if self.finished:  # dataset_info's answer, found on the way
                         shape = None if stored is None else stored.shape
+                        # chunks only when asked (dataset_info): a creation property
+                        # list per column was a tenth of a small read
                         self._memo[("info", seg.group, key)] = (
-                            None if stored is None else (name, shape, _chunks(stored)))
+                            None if stored is None else (name, shape, _UNKNOWN))
                         if shape and shape[0] >= seg.n_events:  # rows checked: read_column's
-                            known.setdefault(("id", name), (stored, shape, stored.dtype))
+                            known.setdefault(("id", name), (stored, shape, dt))
                     col = column_from_data_key(key, dk)
                     if stored is not None and not col.external:
-                        col = _stored_dtype(col, stored)
+                        col = _stored_dtype(col, stored, dt)
                     prev = out.get(key)
                     if prev is not None and (prev.json or col.json):
                         if col.json and not prev.json:  # one descriptor's values are JSON: all are
                             out[key] = col
                         continue
-                    if prev is not None and (prev.shape != col.shape):
-                        raise ShapeMismatch(
-                            f"run {self.uid}, stream {stream!r}: key {key!r} has shape "
-                            f"{list(prev.shape)} in one descriptor and {list(col.shape)} in another")
+                    if prev is not None and (prev.shape != col.shape or not _same_kind(prev, col)):
+                        # a detector reconfigured mid-run (ROI, binning): one array per event
+                        out[key] = json_column(key, prev.data_key)
+                        _warn_descriptors_differ(self.uid, stream, key, prev, col)
+                        continue
+                    if prev is not None and prev.dtype != col.dtype:  # int64 then float64, say
+                        out[key] = Column(key, np.result_type(prev.dtype, col.dtype), prev.shape,
+                                          prev.dims, prev.external, prev.data_key)
                     out.setdefault(key, col)
         return out
 
@@ -318,11 +326,24 @@ class RunReader:
         # comes out ragged while flushes land (a new reader sees the new rows).
         return seg.n_events
 
-    def dataset_info(self, seg: Segment, key: str) -> tuple[str, tuple, tuple | None] | None:
-        """(dataset path, stored shape, HDF5 chunks) of an internal column, or None."""
+    def dataset_info(self, seg: Segment, key: str, chunks: bool = True
+                     ) -> tuple[str, tuple, tuple | None] | None:
+        """(dataset path, stored shape, HDF5 chunks) of an internal column, or None.
+
+        With ``chunks=False`` the chunks may be left out (None): finding them costs a
+        dataset creation property list, and a plain read does not need them."""
         memo_key = ("info", seg.group, key)
         if memo_key in self._memo:
-            return self._memo[memo_key]
+            info = self._memo[memo_key]
+            if info is None or info[2] is not _UNKNOWN:
+                return info
+            if not chunks:
+                return (info[0], info[1], None)
+            with self.h5() as f:
+                hit = known_datasets(f).get(("id", info[0]))
+                info = (info[0], info[1], _chunks(hit[0] if hit else h5py.h5d.open(f.id, info[0].encode())))
+            self._memo[memo_key] = info
+            return info
         name = f"{seg.group}/data/{h5name(key)}"
         with self.h5() as f:
             ds = f.get(name)
@@ -363,6 +384,10 @@ class RunReader:
         n = self.n_events(seg)
         sel = slice(*sel.indices(n))
         name = f"{seg.group}/data/{h5name(key)}"
+        if self.finished:  # the cached handle, without a context manager: the common case
+            out = self._read_plain(cached_h5(self.path), name, seg, sel)
+            if out is not None:
+                return out
         with self.h5() as f:
             out = self._read_plain(f, name, seg, sel)
             if out is not None:
@@ -454,6 +479,26 @@ class RunReader:
             return g["no_filled"][sel] if "no_filled" in g else None
 
 
+def _same_kind(a: Column, b: Column) -> bool:
+    """Whether two descriptors' columns of one key concatenate as one typed array: both
+    plain numbers (numpy promotes), or both the same other dtype (text, say), alike external."""
+    if (a.external is None) != (b.external is None):
+        return False
+    if a.dtype == b.dtype:
+        return True
+    return _plain_numbers(a.dtype) and _plain_numbers(b.dtype) and a.external is None
+
+
+def _warn_descriptors_differ(uid: str, stream: str, key: str, a: Column, b: Column) -> None:
+    warnings.warn(f"run {uid}, stream {stream!r}: key {key!r} is {a.dtype} of shape {list(a.shape)} "
+                  f"in one descriptor and {b.dtype} of shape {list(b.shape)} in another (a "
+                  "detector reconfigured mid-run, say); it is read as one array per event",
+                  DescriptorMismatchWarning, stacklevel=6)
+
+
+_UNKNOWN: Any = object()  # chunks of a column not looked up yet (see dataset_info)
+
+
 def _children(gid: Any) -> list[bytes]:
     """Link names of a low-level group, in HDF5's order."""
     names: list[bytes] = []
@@ -511,24 +556,40 @@ def _read_rows(dsid: Any, shape: tuple, dtype: np.dtype, sel: slice) -> np.ndarr
     out = np.empty((b - a, *shape[1:]), dtype=dtype)
     if not out.size:
         return out
+    mtype = _mem_type(dtype)
     if a == 0 and b == shape[0]:
-        dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+        dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out, mtype)
     else:
         space = dsid.get_space()
         space.select_hyperslab((a,) + (0,) * (len(shape) - 1), out.shape)
-        dsid.read(h5py.h5s.create_simple(out.shape), space, out)
+        dsid.read(h5py.h5s.create_simple(out.shape), space, out, mtype)
     return out
 
 
-def _stored_dtype(col: Column, stored: Any) -> Column:
+_MEM_TYPES: dict[np.dtype, Any] = {}
+
+
+def _mem_type(dt: np.dtype) -> Any:
+    """The HDF5 memory type h5py would build for ``dt`` on every read (~5 us, most of
+    reading 50 numbers), built once per dtype; None (h5py's own) for anything but plain
+    integers, floats and complex numbers without h5py metadata (enums, bools)."""
+    if dt.metadata is not None or dt.kind not in "iufc":
+        return None
+    mt = _MEM_TYPES.get(dt)
+    if mt is None:
+        mt = _MEM_TYPES[dt] = h5py.h5t.py_create(dt)
+    return mt
+
+
+def _stored_dtype(col: Column, stored: Any, dt: np.dtype | None = None) -> Column:
     """The column with the dtype its values were stored with (what read() gives back).
 
     ``stored`` is a low-level dataset. Plain numbers are stored in the dtype users get:
     the dataset's own dtype says it, without reading the ``dtype`` attribute (an HDF5
     attribute read per column per run was a tenth of a loop over runs). Text and ragged
-    values keep the attribute's word.
+    values keep the attribute's word. ``dt``: the dataset's dtype if already asked.
     """
-    dt = stored.dtype
+    dt = stored.dtype if dt is None else dt
     if _plain_numbers(dt):
         if dt == col.dtype:
             return col

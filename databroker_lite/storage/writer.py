@@ -449,6 +449,7 @@ class RunWriter:
         self._side_ids: dict[str, set] = {n: set() for n in SIDE_DOCUMENTS}
         self._doc_index = 1
         self._warned: set[str] = set()
+        self._warned_shapes: set[str] = set()  # keys whose shape changed between descriptors
         if os.path.exists(self.path):
             raise InvalidDocument(f"a run file already exists at {self.path}",
                                   run_uid=self.run_uid, name="start")
@@ -501,6 +502,23 @@ class RunWriter:
                       "came (JSON text, one per event) and read back as one object per event",
                       DescriptorMismatchWarning, stacklevel=7)
 
+    def _compare_descriptors(self, stream: str, doc: Mapping) -> None:
+        """Say (once per key) that a key changes shape between descriptors of a stream (a
+        detector's ROI or binning reconfigured mid-run): it is read as one array per event."""
+        for seg in self._segments.values():
+            if seg.descriptor.get("name", "primary") != stream:
+                continue
+            for key, dk in doc["data_keys"].items():
+                old = seg.descriptor["data_keys"].get(key)
+                if old is None or key in self._warned_shapes or \
+                        list(old.get("shape") or []) == list(dk.get("shape") or []):
+                    continue
+                self._warned_shapes.add(key)
+                warnings.warn(f"run {self.run_uid}, stream {stream!r}: descriptor {doc['uid']} declares "
+                              f"{key!r} of shape {dk.get('shape')}, descriptor {seg.descriptor['uid']} "
+                              f"of shape {old.get('shape')}; the key is read as one array per event",
+                              DescriptorMismatchWarning, stacklevel=6)
+
     def _next_index(self) -> int:
         i = self._doc_index
         self._doc_index += 1
@@ -513,6 +531,7 @@ class RunWriter:
             if "\x00" in name:  # HDF5 names end at NUL
                 self._fail("descriptor", doc, f"the name {name!r} contains a NUL character")
         stream = doc.get("name", "primary")
+        self._compare_descriptors(stream, doc)
         i = self._stream_counts.get(stream, 0)
         self._stream_counts[stream] = i + 1
         seg = _SegmentBuffer(self, doc, f"streams/{h5name(stream)}/{i}", self._next_index())
