@@ -294,6 +294,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               f"(pip install 'databroker_lite[server]'): {exc}", file=sys.stderr)
         return 2
     if args.index:  # every catalog served from this index (a named one keeps its name)
+        from urllib.parse import parse_qs, urlsplit
+        if len(args.catalogs) > 1 and "catalog" in parse_qs(urlsplit(args.index).query):
+            print("databroker-lite serve: error: --index names one catalog key (catalog=...) "
+                  f"for {len(args.catalogs)} catalogs, whose runs would overwrite each "
+                  "other's: leave catalog= out (each catalog gets its own key) or serve them "
+                  "one at a time", file=sys.stderr)
+            return 2
         args.catalogs = [_open_indexed(c, args.index) for c in args.catalogs]
     if args.config:
         from databroker_lite.server.auth import load_serve_config

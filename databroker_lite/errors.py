@@ -105,6 +105,12 @@ class DescriptorMismatchWarning(UserWarning):
     """
 
 
+class RunFilesMissingWarning(UserWarning):
+    """A catalog's directory holds no run files although its index lists runs: an
+    unmounted or not yet mounted file system, most likely. The index is kept as it is
+    (nothing is removed) until the files are back or ``reindex`` is asked for."""
+
+
 class ShapeMismatch(DatabrokerLiteError, ValueError):
     """Data has a shape other than the one its descriptor declares."""
 

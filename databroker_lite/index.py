@@ -364,6 +364,15 @@ class Index:
         def was(f: str) -> tuple:
             return held.get(f) or (f[:-len(RUN_SUFFIX)], None)  # a run file is named <uid>.h5
         counts = {"added": 0, "updated": 0, "removed": 0, "bad": 0}
+        if known and not on_disk and not odd and not full:
+            # Every run gone at once is a file system not mounted (on this host, or yet),
+            # not a deletion: an index shared by several hosts would lose every run.
+            from .errors import RunFilesMissingWarning
+            warnings.warn(f"{self.directory} holds no run files although the index lists "
+                          f"{len(known)} runs: is its file system mounted? The index is kept "
+                          "as it is; 'databroker-lite reindex' empties it if the runs were "
+                          "deleted", RunFilesMissingWarning, stacklevel=3)
+            return counts
         todo = [f for f, st in on_disk.items()
                 if full or (known.get(f) != st and bad.get(f) != st)
                 or (f in running and self._may_be_stale(st))]

@@ -501,6 +501,9 @@ def test_policy_names_groups_staff_and_providers() -> None:
     assert p.allows_run({"proposal": {"id": 7}}, frozenset({"7"}))
     assert p.allows_run({"proposal": {"id": ["X", "B"]}}, frozenset({"B"}))
     assert not p.allows_run({"proposal": {"id": True}}, frozenset({"True"}))
+    # as the catalog's index query matches them: 7.0 is proposal 7, 7.5 no proposal
+    assert p.allows_run({"proposal": {"id": 7.0}}, frozenset({"7"}))
+    assert not p.allows_run({"proposal": {"id": 7.5}}, frozenset({"7.5"}))
     assert not p.allows_run({"proposal_id": "B"}, frozenset({"B"}))  # the configured key only
     assert p.query_values({"7", "B", "007"}) == ["007", "7", 7, "B"]
 

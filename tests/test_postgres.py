@@ -255,6 +255,17 @@ def test_reindex_command_fills_a_postgresql_index_from_the_files(tmp_path, postg
     assert set(pg.bad_files) == {"junk.h5"}
 
 
+def test_serve_refuses_one_catalog_key_for_several_catalogs(tmp_path, postgres_url):
+    """Two directories under one catalog= key would overwrite each other's rows."""
+    for name in ("a", "b"):
+        databroker_lite.open_catalog(tmp_path / name)
+    proc = subprocess.run([sys.executable, "-m", "databroker_lite", "serve", str(tmp_path / "a"),
+                           str(tmp_path / "b"), "--index", postgres_url + "&catalog=shared",
+                           "--api-key-file", str(tmp_path / "nokey")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2 and "names one catalog key (catalog=...) for 2 catalogs" in proc.stderr
+
+
 needs_server = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tiled", "fastapi", "uvicorn")),
     reason="tiled[server] is not installed (pip install 'databroker_lite[server]')")

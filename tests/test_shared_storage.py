@@ -135,6 +135,44 @@ def test_a_stale_directory_time_does_not_hide_runs(network, tmp_path, monkeypatc
     assert list(reader) == [uid]
 
 
+def _unmount_and_mount_again(directory, check) -> None:
+    """Run ``check`` while ``directory`` is an empty mount point, then put the files back."""
+    hidden = directory.with_name("hidden")
+    os.rename(directory, hidden)
+    directory.mkdir()
+    try:
+        check()
+    finally:
+        directory.rmdir()
+        os.rename(hidden, directory)
+
+
+def test_an_unmounted_directory_removes_no_runs_from_a_shared_index(network, tmp_path,
+                                                                     monkeypatch, request):
+    """A host whose mount point is still empty opens the catalog: the index it shares (or
+    its own) keeps every run, with a warning; the runs read again once the files are
+    back. Checked on the per-host SQLite index and on a PostgreSQL index."""
+    monkeypatch.setenv(backends.RESCAN_ENV, "0")
+    directory = tmp_path / "cat"
+    from databroker_lite.pgtemp import find_bin_dir
+    indexes = ["host"]
+    if find_bin_dir() is not None:  # the suite's throwaway server (skipped without its binaries)
+        indexes.append(request.getfixturevalue("postgres_url") + "&catalog=unmount-test")
+    for index in indexes:
+        cat = databroker_lite.open_catalog(directory, index=index)
+        uids = [_add(cat, i) for i in (1, 2)] if not len(cat) else list(cat)
+
+        def check(index=index, uids=uids):
+            with pytest.warns(databroker_lite.RunFilesMissingWarning, match="is its file system mounted"):
+                other = databroker_lite.open_catalog(directory, mode="r", index=index)
+                assert len(other) == 2
+            assert len(cat) == 2 and sorted(cat) == sorted(uids)
+
+        _unmount_and_mount_again(directory, check)
+        again = databroker_lite.open_catalog(directory, mode="r", index=index)
+        assert sorted(again) == sorted(uids) and again[2].start["scan_id"] == 2
+
+
 def test_a_running_run_is_read_again_though_its_file_looks_unchanged(network, tmp_path, monkeypatch):
     """The stop was written on another host, but this host's cached (mtime, size) did not move."""
     monkeypatch.setenv(backends.RESCAN_ENV, "0")

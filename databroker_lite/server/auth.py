@@ -135,8 +135,17 @@ class Policy:
         for part in self.key.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
         values = value if isinstance(value, list) else [value]
-        return any(isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) in proposals
-                   for v in values)
+        return any(_proposal_text(v) in proposals for v in values)
+
+
+def _proposal_text(v: Any) -> str | None:
+    """A start document's proposal value as the policy names it; numbers as the index
+    compares them (301234.0 is proposal 301234, as the catalog's query finds it)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float):  # the index matches 301234.0 to 301234, and no other float
+        return str(int(v)) if v.is_integer() else None
+    return str(v) if isinstance(v, (str, int)) else None
 
 
 def read_policy_file(path: str) -> Policy:
