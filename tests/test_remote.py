@@ -443,6 +443,11 @@ def test_every_failure_is_a_4xx_with_the_servers_message(server, remote) -> None
                                   "filter[eq][condition][value]": "notjson"}, headers=auth)
     assert r.status_code == 400 and "cannot read the 'eq' filter" in r.text, r.text
     assert "JSON" in r.json()["detail"]["message"]
+    for bad in ("abc", "[1,2]", ""):  # databroker 2's ScanID query wants "1,2,3"
+        r = httpx.get(search, params={"filter[scan_id][condition][scan_ids]": bad,
+                                      "filter[scan_id][condition][duplicates]": "latest"},
+                      headers=auth)
+        assert r.status_code == 400 and "cannot read the 'scan_id' filter" in r.text, r.text
     r = httpx.get(search, params={"filter[eq][condition][key]": "start.scan_id"}, headers=auth)
     assert r.status_code == 400 and "it needs key, value" in r.text, r.text
     r = httpx.get(search, params={"filter[eq][condition][key]": "start.scan_id",

@@ -162,7 +162,7 @@ def test_an_unmounted_directory_removes_no_runs_from_a_shared_index(network, tmp
         cat = databroker_lite.open_catalog(directory, index=index)
         uids = [_add(cat, i) for i in (1, 2)] if not len(cat) else list(cat)
 
-        def check(index=index, uids=uids):
+        def check(index=index, uids=uids, cat=cat):
             with pytest.warns(databroker_lite.RunFilesMissingWarning, match="is its file system mounted"):
                 other = databroker_lite.open_catalog(directory, mode="r", index=index)
                 assert len(other) == 2

@@ -32,6 +32,13 @@ def _bad_key(scope: dict, query_string: str) -> str | None:
     return None
 
 
+def _number(v: str) -> Any:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def unknown_filter(query_string: str) -> str | None:
     """Why the filters of a query string cannot be applied, or None if they can."""
     if "filter" not in query_string:
@@ -64,6 +71,11 @@ def unknown_filter(query_string: str) -> str | None:
                        if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}")
                 return (f"cannot read the {name!r} filter {kwargs}: {why} (values such as "
                         "'value' are JSON: a string in double quotes, a number, a list)")
+            except ValueError as exc:  # a bad value, unless the route gives numbers (time_range)
+                try:
+                    types[name].decode(**{f: _number(v) for f, v in kwargs.items()})
+                except Exception:  # noqa: BLE001 - still bad: the caller's input
+                    return (f"cannot read the {name!r} filter {kwargs}: {exc}")
             except Exception:  # noqa: BLE001, S112 - others the route decodes its own way
                 continue
     return None
