@@ -118,6 +118,21 @@ def test_parse_scan_ids():
     assert P.parse_scan_ids(["5", "7-9", "12,14"]) == [5, 7, 8, 9, 12, 14]
     with pytest.raises(databroker_lite.InvalidQuery):
         P.parse_scan_ids(["x"])
+    with pytest.raises(databroker_lite.InvalidQuery, match="reversed: write 2-4"):
+        P.parse_scan_ids(["4-2"])
+    with pytest.raises(databroker_lite.InvalidQuery, match="more than a million"):
+        P.parse_scan_ids(["1-3000000000"])
+
+
+def test_huge_and_empty_scan_id_ranges_select_by_search(source, tmp_path, capsys):
+    """A range is one search, however wide; a selection that finds nothing is an error."""
+    cat = source[0]
+    report = P.pack(cat, tmp_path / "p", scan_ids=[f"1-{10**23}"], dry_run=True)
+    assert len(report.runs) == len(cat.search({"scan_id": {"$gte": 1}}))
+    with pytest.raises(databroker_lite.NoRunsMatch, match="no run has the scan_id"):
+        P.pack(cat, tmp_path / "q", scan_ids=["900-901"], dry_run=True)
+    assert cli(["pack", cat.directory, str(tmp_path / "r"), "--scan-ids", "4-2", "-q"]) != 0
+    assert "reversed: write 2-4" in capsys.readouterr().err
 
 
 def test_pack_again_adds_only_new_runs(source, tmp_path):

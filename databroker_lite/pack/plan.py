@@ -17,9 +17,9 @@ from ..storage.side import read_side_documents
 from .errors import PackError
 
 
-def parse_scan_ids(items: Iterable[str | int]) -> list[int]:
-    """``["5", "7-9", 12]`` -> ``[5, 7, 8, 9, 12]`` (ranges inclusive)."""
-    out: list[int] = []
+def scan_id_ranges(items: Iterable[str | int]) -> list[tuple[int, int]]:
+    """``["5", "7-9", 12]`` -> ``[(5, 5), (7, 9), (12, 12)]`` (ranges inclusive)."""
+    out: list[tuple[int, int]] = []
     for item in items:
         for part in str(item).split(","):
             part = part.strip()
@@ -27,10 +27,22 @@ def parse_scan_ids(items: Iterable[str | int]) -> list[int]:
                 continue
             a, sep, b = part.partition("-") if not part.startswith("-") else (part, "", "")
             try:
-                out.extend(range(int(a), int(b) + 1) if sep else [int(a)])
+                lo, hi = int(a), int(b) if sep else int(a)
             except ValueError:
                 raise InvalidQuery(f"{part!r} is not a scan_id or a range like 5-9") from None
+            if hi < lo:
+                raise InvalidQuery(f"the range {part!r} is reversed: write {hi}-{lo}")
+            out.append((lo, hi))
     return out
+
+
+def parse_scan_ids(items: Iterable[str | int]) -> list[int]:
+    """``["5", "7-9", 12]`` -> ``[5, 7, 8, 9, 12]`` (ranges inclusive; at most a million)."""
+    ranges = scan_id_ranges(items)
+    if sum(hi - lo + 1 for lo, hi in ranges) > 1_000_000:
+        raise InvalidQuery("more than a million scan_ids: give a range to select_runs, "
+                           "which searches it without listing every number")
+    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
 
 
 def select_runs(catalog: Catalog, *, all: bool = False, uids: Iterable[str] | None = None,
@@ -54,9 +66,14 @@ def select_runs(catalog: Catalog, *, all: bool = False, uids: Iterable[str] | No
         for u in uids or ():
             run = cat[str(u)]
             chosen[run.uid] = run
-        for s in parse_scan_ids(scan_ids or ()):
-            for uid in cat.search({"scan_id": s}):
+        for lo, hi in scan_id_ranges(scan_ids or ()):  # one search a range, however wide
+            for uid in cat.search({"scan_id": lo} if lo == hi else
+                                  {"scan_id": {"$gte": lo, "$lte": hi}}):
                 chosen[uid] = cat[uid]
+        if not chosen:
+            from ..errors import NoRunsMatch
+            raise NoRunsMatch(f"no run has the scan_id(s) {', '.join(map(str, scan_ids or ()))}"
+                              if not uids else "none of the runs named was found")
     else:
         for uid in cat:
             chosen[uid] = cat[uid]
