@@ -446,20 +446,24 @@ def test_live_image_shape_changed_mid_run_loses_no_rows(tmp_path):
                                                           "shape": [3, 3]}})
     ev = {"uid": "ev-3", "descriptor": "desc-roi", "time": start["time"] + 1, "seq_num": 3,
           "data": {"img": np.full((3, 3), 7).tolist()}, "timestamps": {"img": 0}}
+    back = {"uid": "ev-4", "descriptor": desc["uid"], "time": start["time"] + 1.5, "seq_num": 4,
+            "data": {"img": np.full((2, 2), 9).tolist()}, "timestamps": {"img": 0}}
     stop = {"uid": "stop-9", "run_start": start["uid"], "time": start["time"] + 2,
             "exit_status": "success"}
     writers = [CSVWriter(tmp_path / "csv"), NexusWriter(tmp_path / "nexus")]
-    for name, doc in [*docs, ("descriptor", desc2), ("event", ev), ("stop", stop)]:
+    for name, doc in [*docs, ("descriptor", desc2), ("event", ev), ("event", back), ("stop", stop)]:
         for w in writers:
             w(name, doc)
     (path,) = glob.glob(str(tmp_path / "csv" / "*_primary.csv"))
     _, rows = _read_csv(path)
-    assert len(rows) == 3 and json.loads(rows[2][1]) == [[7] * 3] * 3
+    assert len(rows) == 4 and json.loads(rows[2][1]) == [[7] * 3] * 3
     (nxs,) = glob.glob(str(tmp_path / "nexus" / "*.nxs"))
     with h5py.File(nxs, "r") as f:
         g = f["entry/bluesky/streams/primary"]
-        assert g["img"].shape == (3, 2, 2) and g["img"][1].tolist() == [[1, 1], [1, 1]]
-        assert g["img_shape_3x3"].shape == (3, 3, 3) and g["img_shape_3x3"][2].tolist() == [[7] * 3] * 3
+        assert g["time"].shape == (4,)  # every key's rows in step with time
+        assert g["img"].shape == (4, 2, 2) and g["img"][1].tolist() == [[1, 1], [1, 1]]
+        assert g["img"][3].tolist() == [[9, 9], [9, 9]]
+        assert g["img_shape_3x3"].shape == (4, 3, 3) and g["img_shape_3x3"][2].tolist() == [[7] * 3] * 3
 
 
 def test_run_without_stop_is_marked_incomplete(cat, tmp_path):

@@ -229,7 +229,10 @@ class NexusWriter(ExportWriter):
         self._append(g, "time", np.asarray(page["time"], dtype=float), at, {"units": "s"})
         for key, values in page["data"].items():
             self._append(g, key, values, at, descriptor["data_keys"].get(key))
-        self._nrows[name] = at + len(page["time"])
+        self._nrows[name] = end = at + len(page["time"])
+        for ds in g.values():  # keys this descriptor lacks, or of another shape: rows kept
+            if isinstance(ds, h5py.Dataset) and ds.ndim and ds.shape[0] < end:  # in step
+                ds.resize(end, axis=0)  # with time, left at the fill value
         if name == self.stream and "data" not in self._entry:
             self._nxdata(name)
         self._f.flush()
