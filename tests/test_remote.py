@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib.util
 import io
 import json
@@ -53,7 +54,7 @@ def _make_catalog(path: Path) -> databroker_lite.Catalog:
                             "operator": None},
         data_keys=dk, t0=t0 + 10,
         data=lambda i: {"img": np.arange(FRAME[0] * FRAME[1], dtype="f8").reshape(FRAME) + i,
-                        "I0": 100.0 + i, "mode": "fly" if i % 2 else "step°"}))
+                        "I0": 100.0 + i, "mode": "fly" if i % 2 else 'step, "°"\nnext'}))
     odd = {"I0": {"source": "s", "dtype": "number", "shape": []},
            "flag": {"source": "s", "dtype": "integer", "shape": []},
            "spec": {"source": "s", "dtype": "array", "shape": [3]}}
@@ -534,7 +535,17 @@ def test_every_format_the_server_offers_is_written_or_refused(server) -> None:
         r = client.get(f"/array/full/{run.uid}/primary/data/I0", params={"format": "text/html"})
         assert r.status_code == 200 and r.text.startswith("<html>") and "100.0" in r.text
         r = client.get(f"/array/full/{run.uid}/primary/data/mode", params={"format": "text/csv"})
-        assert r.status_code == 200 and "step°" in r.text
+        assert r.status_code == 200  # quoted: a comma, a quote or a newline stays in its cell
+        assert [row for row in csv.reader(io.StringIO(r.text))] == [[v] for v in run.primary.read()["mode"].values]
+        r = client.get(f"/container/full/{run.uid}/primary/data", params={"format": "text/csv",
+                                                                          "field": ["time", "I0", "mode"]})
+        assert r.status_code == 200, r.text[:300]
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        assert [float(row["time"]) for row in rows] == run.primary.read()["time"].values.tolist()
+        assert [row["mode"] for row in rows] == list(run.primary.read()["mode"].values)
+        r = client.get(f"/container/full/{run.uid}/primary/data", params={"format": "application/json",
+                                                                          "field": ["time", "I0"]})
+        assert r.status_code == 200 and r.json()["time"] == run.primary.read()["time"].values.tolist()
         # as a table the 3 MB stream is a row per pixel: Excel would hold ~1.4 GB (openpyxl
         # keeps ~440 bytes a cell) for 20 s or more, so it is refused before any of it is read
         r = client.get(f"/container/full/{run.uid}/primary/data", params={"format": XLSX})

@@ -26,6 +26,8 @@ def serialization_registry() -> Any:
     registry.register(StructureFamily.container, HDF5, _container_hdf5)
     registry.register("xarray_dataset", HDF5, _dataset_hdf5)
     registry.register(StructureFamily.array, "text/html", _array_html)
+    registry.register(StructureFamily.array, _CSV_TYPES, _array_csv)
+    _register_dataset_tables(registry)
     for family in list(registry.structure_families):
         for media_type, func in list(registry.media_types(family).items()):
             registry.register(family, media_type, _refusing(str(family), media_type, func))
@@ -52,13 +54,63 @@ def _refusing(family: str, media_type: str, func: Callable) -> Callable:
     return serialize
 
 
+_CSV_TYPES = ["text/csv", "text/x-comma-separated-values", "text/plain",
+              "application/vnd.ms-excel"]
+_TABLE_TYPES = ["text/csv", "text/comma-separated-values", "text/plain", "text/html",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"]
+
+
+def _array_csv(mimetype: str, array: Any, metadata: dict) -> bytes:
+    """An array as CSV; text quoted as CSV quotes it (tiled's ``savetxt`` writes a comma
+    or a newline inside a value as it is, which makes more cells and rows)."""
+    import csv
+
+    from tiled.serialization.array import serialize_csv
+    from tiled.utils import UnsupportedShape
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "OUS":
+        return serialize_csv(mimetype, arr, metadata)
+    if arr.ndim > 2:
+        raise UnsupportedShape(arr.shape)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([[str(v) for v in row] for row in np.atleast_1d(arr).reshape(
+        len(np.atleast_1d(arr)), -1)])
+    return buffer.getvalue().encode()
+
+
 def _array_html(mimetype: str, array: Any, metadata: dict) -> str:
     """An array as an HTML page of its CSV (tiled 0.2's own calls the CSV writer wrongly)."""
-    from tiled.media_type_registration import default_serialization_registry
+    import html
 
-    csv = default_serialization_registry.dispatch("array", "text/csv")("text/csv", array,
-                                                                        metadata)
-    return f"<html><body><pre>{bytes(csv).decode()}</pre></body></html>"
+    csv = _array_csv("text/csv", array, metadata)
+    return f"<html><body><pre>{html.escape(bytes(csv).decode())}</pre></body></html>"
+
+
+def _register_dataset_tables(registry: Any) -> None:
+    """A stream as a table (CSV, HTML, Excel, JSON) keeps its ``time`` column: tiled's
+    writers drop the DataFrame's index, which is where ``time`` is."""
+    from tiled.serialization import table
+
+    writers = {"text/html": table.serialize_html}
+    if hasattr(table, "serialize_excel"):
+        writers[_TABLE_TYPES[-1]] = table.serialize_excel
+
+    async def dataset_table(media: str, node: Any, metadata: dict, filter_for_access: Any) -> Any:
+        from tiled.serialization.xarray import as_dataset
+        df = (await as_dataset(node)).to_dataframe()
+        write = writers.get(media.split(";")[0], table.serialize_csv)
+        return write(media, df, metadata, preserve_index=True)
+
+    async def dataset_json(media: str, node: Any, metadata: dict, filter_for_access: Any) -> Any:
+        import orjson
+        from tiled.serialization.xarray import as_dataset
+        df = (await as_dataset(node)).to_dataframe().reset_index()
+        return orjson.dumps({c: df[c].tolist() for c in df}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    for media in _TABLE_TYPES:
+        if media in writers or media.startswith("text/"):
+            registry.register("xarray_dataset", media, dataset_table)
+    registry.register("xarray_dataset", "application/json", dataset_json)
 
 
 def _h5_data(data: Any) -> tuple[np.ndarray, Any]:
