@@ -561,6 +561,11 @@ def test_serve_config_defaults_and_refusals(tmp_path: Path, monkeypatch) -> None
     assert config.authentication.secret_keys == keys
     assert config.authentication.allow_anonymous_access is False
     assert keys[0] not in config.describe()
+    assert config.describe().endswith(f"access policy from {cfg}")
+    (tmp_path / "policy.yml").write_text("users: {alice: [A]}\n")
+    cfg2 = tmp_path / "serve2.yml"
+    cfg2.write_text("access: {policy_file: policy.yml}\n")
+    assert load_serve_config(cfg2).describe().endswith(f"access policy from {tmp_path / 'policy.yml'}")
     if os.name == "posix":
         (tmp_path / "secret_keys").chmod(0o644)
         with pytest.raises(ServerConfigError, match="others can read it: chmod 600"):

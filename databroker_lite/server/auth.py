@@ -191,9 +191,11 @@ class ProposalAccessPolicy(AccessPolicy):
                 raise ServerConfigError("give the access policy in a file or inline, not both")
             self._file: _Reloading | None = _Reloading(os.path.abspath(policy_file),
                                                        read_policy_file, "the access policy")
+            self.policy_path: str | None = self._file.path
             self._fixed: Policy | None = None
         else:
             self._file, self._fixed = None, Policy.from_dict(policy, "access policy")
+            self.policy_path = None
         self._accounts: dict[str, _Reloading] = {}
 
     def bind_users(self, provider: str, users_file: str) -> None:
@@ -287,7 +289,8 @@ class ServeConfig:
         """One line for the console: where logins and the policy come from (no secrets)."""
         names = ", ".join(p.provider for p in self.authentication.providers)
         users = f" (users in {self.users_file})" if self.users_file else ""
-        return f"logins: {names}{users}; access policy from {self.path}"
+        policy = self.access_policy.policy_path or self.path
+        return f"logins: {names}{users}; access policy from {policy}"
 
 
 def _beside(base: str, value: Any, what: str) -> str:
