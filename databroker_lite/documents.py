@@ -246,3 +246,25 @@ def loads(text: str | bytes) -> Any:
     """Inverse of :func:`dumps`."""
     return json.loads(text)
 
+
+
+#: The attribute of a served column whose values are JSON texts, one per event: values
+#: a run kept as they came (None, bools in a number column, ragged arrays, dicts). The
+#: server writes it (:mod:`databroker_lite.server.adapters`), the client reads it.
+JSON_VALUES = "databroker_lite_json_values"
+
+
+def json_texts(values: np.ndarray) -> np.ndarray:
+    """Each value of an object array as its JSON text (a '<U' array of the same shape)."""
+    flat = [dumps(v) for v in values.ravel()]
+    return np.array(flat, dtype=str).reshape(values.shape) if flat else values.astype("U1")
+
+
+def from_json_texts(texts: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`json_texts`: an object array of the decoded values."""
+    texts = np.asarray(texts)
+    out = np.empty(texts.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, text in enumerate(texts.ravel()):
+        flat[i] = loads(str(text))
+    return out

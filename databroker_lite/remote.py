@@ -16,6 +16,7 @@ import xarray as xr
 
 from . import lookup
 from .column import ColumnLike
+from .documents import JSON_VALUES, from_json_texts
 from .errors import (
     AmbiguousKey,
     CatalogNotFound,
@@ -423,14 +424,9 @@ class _RemoteArray:
 
 def _from_json_texts(var: xr.Variable) -> xr.Variable:
     """A served column of JSON texts as read() gives it locally: one object per event."""
-    from .documents import loads
-    from .server.adapters import JSON_VALUES as key
     from .stream import _object_rows
-    values = np.asarray(var.values)
-    decoded = np.empty(values.shape, dtype=object)
-    for i, text in enumerate(values.ravel()):
-        decoded.reshape(-1)[i] = loads(str(text))
-    attrs = {k: v for k, v in var.attrs.items() if k != key}
+    decoded = from_json_texts(var.values)
+    attrs = {k: v for k, v in var.attrs.items() if k != JSON_VALUES}
     return xr.Variable(var.dims, _object_rows(decoded) if decoded.ndim == 1 else decoded,
                        attrs=attrs)
 
@@ -446,7 +442,6 @@ def _lazy_variable(arr: Any, url: str) -> xr.Variable:
     dtype = st.data_type.to_numpy_dtype()
     dims, attrs = tuple(st.dims or ()), dict(arr.metadata.get("attrs", {}))
     if dtype.kind in "OUS" or not st.shape:  # text and scalars: small, read now
-        from .server.adapters import JSON_VALUES
         var = xr.Variable(dims, _read_slice(arr, (), url), attrs=attrs)
         if attrs.get(JSON_VALUES):
             var = _from_json_texts(var)
@@ -558,7 +553,6 @@ class RemoteColumn(ColumnLike):
         self.dtype: np.dtype = np.dtype("U") if dtype.kind in "OUS" else dtype
         self.dims: tuple[str, ...] = tuple(st.dims or ())
         self.attrs: dict = dict(self._arr.metadata.get("attrs", {}))
-        from .server.adapters import JSON_VALUES
         self._json = bool(self.attrs.pop(JSON_VALUES, False))
         if self._json:  # values kept as they came: one object per event, as locally
             self.dtype = np.dtype(object)
@@ -658,7 +652,6 @@ class RemoteStream:
         variables = self._variables(fields)
         with _translate(self.run.catalog.url):
             ds = self._node.read(variables=variables)
-        from .server.adapters import JSON_VALUES
         for k, v in ds.variables.items():  # text travels as objects: '<U' as read() locally
             if v.attrs.get(JSON_VALUES):
                 ds[k] = _from_json_texts(v)

@@ -22,6 +22,7 @@ from tiled.structures.core import Spec
 
 from .. import lookup
 from ..catalogs import Catalog
+from ..documents import JSON_VALUES, json_texts
 from ..errors import DatabrokerLiteError, InvalidQuery, RunNotFound
 from ..run import Run
 from ..storage.files import StampedCache
@@ -130,18 +131,6 @@ class ChunkedArrayAdapter(ArrayAdapter):
         out = self._get(tuple(block.slice_from_chunks(self._structure.chunks)))
         inner = tuple(slice) if slice not in (None, ...) and slice else ()
         return out[inner] if inner else out
-
-
-#: The attribute of a served column whose values are JSON texts, one per event: values
-#: a run kept as they came (None, bools in a number column, ragged arrays, dicts).
-JSON_VALUES = "databroker_lite_json_values"
-
-
-def json_texts(values: np.ndarray) -> np.ndarray:
-    """Each value of an object array as its JSON text (a '<U' array of the same shape)."""
-    from ..documents import dumps
-    flat = [dumps(v) for v in values.ravel()]
-    return np.array(flat, dtype=str).reshape(values.shape) if flat else values.astype("U1")
 
 
 def _variable_adapter(ds: Any, key: str, where: str) -> ArrayAdapter:

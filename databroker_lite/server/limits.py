@@ -39,6 +39,25 @@ def _number(v: str) -> Any:
         return v
 
 
+def _undecodable(query_type: Any, kwargs: dict[str, str]) -> str | None:
+    """Why tiled's route could not decode this filter (its fields as given), or None."""
+    try:
+        query_type.decode(**kwargs)
+    except TypeError:
+        return f"{kwargs}: it needs {', '.join(f.name for f in dataclasses.fields(query_type))}"
+    except json.JSONDecodeError as exc:
+        return (f"{kwargs}: {type(exc).__name__}: {exc} (values such as 'value' are JSON: a "
+                "string in double quotes, a number, a list)")
+    except ValueError as exc:  # a bad value, unless the route gives numbers (time_range)
+        try:
+            query_type.decode(**{f: _number(v) for f, v in kwargs.items()})
+        except Exception:  # noqa: BLE001 - still bad: the caller's input
+            return f"{kwargs}: {exc}"
+    except Exception:  # noqa: BLE001, S110 - others the route decodes its own way
+        pass
+    return None
+
+
 def unknown_filter(query_string: str) -> str | None:
     """Why the filters of a query string cannot be applied, or None if they can."""
     if "filter" not in query_string:
@@ -63,21 +82,9 @@ def unknown_filter(query_string: str) -> str | None:
         given.setdefault(name, {}).setdefault(field, []).append(value)
     for name, by_field in given.items():  # each filter as tiled will decode it
         for i in range(max(len(v) for v in by_field.values())):
-            kwargs = {f: v[i] for f, v in by_field.items() if i < len(v)}
-            try:
-                types[name].decode(**kwargs)
-            except (TypeError, json.JSONDecodeError) as exc:  # tiled's route would fail alike
-                why = (f"it needs {', '.join(f.name for f in dataclasses.fields(types[name]))}"
-                       if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}")
-                return (f"cannot read the {name!r} filter {kwargs}: {why} (values such as "
-                        "'value' are JSON: a string in double quotes, a number, a list)")
-            except ValueError as exc:  # a bad value, unless the route gives numbers (time_range)
-                try:
-                    types[name].decode(**{f: _number(v) for f, v in kwargs.items()})
-                except Exception:  # noqa: BLE001 - still bad: the caller's input
-                    return (f"cannot read the {name!r} filter {kwargs}: {exc}")
-            except Exception:  # noqa: BLE001, S112 - others the route decodes its own way
-                continue
+            why = _undecodable(types[name], {f: v[i] for f, v in by_field.items() if i < len(v)})
+            if why:
+                return f"cannot read the {name!r} filter {why}"
     return None
 
 
@@ -275,8 +282,9 @@ _DATA_ROUTES = ("/api/v1/array/full/", "/api/v1/array/block/", "/api/v1/containe
 
 def response_cost(root: Any, route: str, path: str, params: dict, binary: bool,
                   budget: int, media: str = "", fields: list[str] | None = None
-                  ) -> tuple[int, str]:
-    """(estimated bytes, what was asked) of a request on one of the data routes."""
+                  ) -> tuple[int, str, bool]:
+    """(estimated bytes, what was asked, whether a stream goes as a table) of a request
+    on one of the data routes."""
     from .adapters import CatalogAdapter
     node = root
     for part in (p for p in path.split("/") if p):
@@ -290,17 +298,17 @@ def response_cost(root: Any, route: str, path: str, params: dict, binary: bool,
                 block = NDBlock.from_numpy_str(params.get("block", ""))
                 shape = tuple(st.chunks[i][b] for i, b in enumerate(block))
             except (ValueError, IndexError, TypeError):
-                return 0, path  # the route refuses it, with its message
+                return 0, path, False  # the route refuses it, with its message
         else:
             shape = tuple(st.shape)
         shape = _selection_shape(shape, params.get("slice", ""))
-        return _cost(shape, itemsize, binary), path
+        return _cost(shape, itemsize, binary), path, False
     if isinstance(node, CatalogAdapter):
-        return WHOLE_CATALOG, path
+        return WHOLE_CATALOG, path, False
     table = _table_cost(node, media, fields)
     if table is not None:
-        return table, path
-    return _tree_cost(node, binary, budget), path
+        return table, path, True
+    return _tree_cost(node, binary, budget), path, False
 
 
 def too_large(root: Any, scope: dict, limit: int) -> str | None:
@@ -316,8 +324,8 @@ def too_large(root: Any, scope: dict, limit: int) -> str | None:
     media = _media_type(params, headers)
     binary = media.startswith(_BINARY) or media in ("*/*", "")  # tiled's default: binary
     try:
-        cost, what = response_cost(root, route, path[len(route):], params, binary, limit,
-                                   media, fields)
+        cost, what, as_table = response_cost(root, route, path[len(route):], params, binary,
+                                             limit, media, fields)
     except Exception:  # noqa: BLE001 - a bad path or slice: the route answers it, with its message
         return None
     if cost <= limit:
@@ -327,7 +335,7 @@ def too_large(root: Any, scope: dict, limit: int) -> str | None:
                 "run's stream (/api/v1/container/full/UID/STREAM/data) or an array")
     hint = ("ask for a slice of an array (/api/v1/array/full/PATH?slice=0:10), one block "
             "(/api/v1/array/block/PATH?block=0,0,0), or one column at a time")
-    if media in TABLE_BYTES_PER_CELL and _is_stream(root, path[len(route):]):
+    if as_table:
         hint = ("as a table a stream has a row for every element of its largest column "
                 "(every pixel of an image); ask for format=application/x-hdf5, or for one "
                 "column at a time (/api/v1/array/full/PATH/COLUMN, a slice with ?slice=0:10)")
@@ -335,13 +343,6 @@ def too_large(root: Any, scope: dict, limit: int) -> str | None:
         hint += "; binary (format=application/octet-stream) is ~8x smaller than JSON"
     return (f"the response to {what!r} as {media} would take about {_mb(cost)} on the "
             f"server, more than its limit of {_mb(limit)}; {hint}")
-
-
-def _is_stream(root: Any, path: str) -> bool:
-    node = root
-    for part in (p for p in path.split("/") if p):
-        node = node[part]
-    return _table_cost(node, "text/csv") is not None
 
 
 def _mb(n: int) -> str:

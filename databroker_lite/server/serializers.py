@@ -72,9 +72,10 @@ def _array_csv(mimetype: str, array: Any, metadata: dict) -> bytes:
         return serialize_csv(mimetype, arr, metadata)
     if arr.ndim > 2:
         raise UnsupportedShape(arr.shape)
+    rows = np.atleast_1d(arr)
+    rows = rows.reshape(len(rows), -1)  # one value a row, or a 2-D array's rows
     buffer = io.StringIO()
-    csv.writer(buffer).writerows([[str(v) for v in row] for row in np.atleast_1d(arr).reshape(
-        len(np.atleast_1d(arr)), -1)])
+    csv.writer(buffer).writerows([[str(v) for v in row] for row in rows])
     return buffer.getvalue().encode()
 
 
@@ -107,8 +108,8 @@ def _register_dataset_tables(registry: Any) -> None:
         df = (await as_dataset(node)).to_dataframe().reset_index()
         return orjson.dumps({c: df[c].tolist() for c in df}, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    for media in _TABLE_TYPES:
-        if media in writers or media.startswith("text/"):
+    for media in _TABLE_TYPES:  # Excel only where pandas can write it
+        if media.startswith("text/") or media in writers:
             registry.register("xarray_dataset", media, dataset_table)
     registry.register("xarray_dataset", "application/json", dataset_json)
 
