@@ -24,9 +24,14 @@ from .errors import InvalidQuery
 def _parsable(doc: str) -> str:
     """SQL for a stored document SQLite's JSON functions can read: documents keep NaN and
     infinities as JSON's NaN/Infinity tokens, which SQLite 3.40 refuses ("malformed
-    JSON", failing the whole search); there they read as null, as in PostgreSQL's jsonb."""
-    return (f"(CASE WHEN json_valid({doc}) THEN {doc} ELSE replace(replace(replace({doc}, "
-            f"'-Infinity', 'null'), 'Infinity', 'null'), 'NaN', 'null') END)")
+    JSON", failing the whole search); there they read as null, as in PostgreSQL's jsonb.
+    Stored documents are compact (``documents.dumps``), so a bare token follows ``:``,
+    ``,`` or ``[``; text holding such a token is the rare document this can misread."""
+    fixed = doc
+    for token in ("-Infinity", "Infinity", "NaN"):
+        for before in (":", ",", "["):
+            fixed = f"replace({fixed}, '{before}{token}', '{before}null')"
+    return f"(CASE WHEN json_valid({doc}) THEN {doc} ELSE {fixed} END)"
 
 
 class _Compiler(Protocol):

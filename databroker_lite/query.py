@@ -242,8 +242,8 @@ class _Compiler:
 
     def is_in(self, key: str, values: list) -> str:
         values = [_normalise(v) for v in values]
-        in_scalars = getattr(self.d, "in_scalars", None)
-        if len(values) <= IN_INLINE or in_scalars is None:
+        in_scalars = self.d.in_scalars
+        if len(values) <= IN_INLINE:
             return self.any_of([self.eq(key, v) for v in values])
         by_kind: dict[str, list] = {}
         others = []

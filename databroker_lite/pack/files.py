@@ -35,6 +35,13 @@ def _hasher(algorithm: str) -> Any:
     raise ValueError(f"unknown checksum {algorithm!r}: one of {CHECKSUMS}")
 
 
+def bytes_digest(data: bytes, algorithm: str = CHECKSUM) -> str:
+    """The checksum of bytes held in memory, hex."""
+    h = _hasher(algorithm)
+    h.update(data)
+    return h.hexdigest()
+
+
 def file_digest(path: str, algorithm: str = CHECKSUM) -> str:
     """The checksum of a file, hex (BLAKE3 unless told otherwise)."""
     if algorithm == "blake3":
@@ -80,10 +87,11 @@ def copy_hashed(src: str, dst: str, progress: Any = None, algorithm: str = CHECK
         with open(src, "rb") as fi:
             size = os.fstat(fi.fileno()).st_size
             if size < _SMALL:  # a thread would cost more than it saves
-                data = fi.read()
-                h.update(data)
+                data = fi.read()  # hashed and written from the one read: the copy is
+                h.update(data)    # exactly the bytes the checksum covers
                 size = len(data)
-                shutil.copyfile(src, part)
+                with open(part, "wb") as fo:
+                    fo.write(data)
                 if progress is not None:
                     progress.update(size)
             else:

@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import blake3
-
 from .._version import __version__
 from ..catalogs import Catalog, open_catalog
 from ..run import Run
@@ -96,11 +94,12 @@ def _filled_copy(run: Run, tmp: str, dry_run: bool) -> str:
     return os.path.join(target.directory, os.path.basename(run.path))
 
 
-def _has_checksum(rec: dict) -> bool:
+def _checksum(rec: dict) -> tuple[str, str] | None:
+    """(algorithm, digest) a journal record holds, or None if it holds none usable."""
     try:
-        return isinstance(checksum_of(rec)[1], str)
+        return checksum_of(rec)
     except PackError:
-        return False
+        return None
 
 
 def _load_journal(dest: str) -> dict[str, dict]:
@@ -147,10 +146,10 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
         stamp = [st.st_size, st.st_mtime_ns]
         rec = journal.get(rel)
         dst = os.path.join(dest, rel)
-        if rec and rec.get("src_stamp") == stamp and os.path.isfile(dst) \
-                and os.path.getsize(dst) == rec.get("size") and _has_checksum(rec):
-            algorithm, digest = checksum_of(rec)
-            entries[rel] = entry(rel, rec["size"], digest, algorithm)
+        held = _checksum(rec) if rec else None
+        if held and rec.get("src_stamp") == stamp and os.path.isfile(dst) \
+                and os.path.getsize(dst) == rec.get("size"):
+            entries[rel] = entry(rel, rec["size"], held[1], held[0])
             report.files_reused += 1
         elif rel in old_entries and os.path.isfile(dst):  # in a finished pack: never replaced
             same = compare(src, dst) == SAME if rel in run_of else matches(src, old_entries[rel])
@@ -189,7 +188,7 @@ def _pack_plan(cat: Catalog, runs: list[Run], dest: str, plan: dict[str, str], r
     _files.write_text_atomic(cfg_path, cfg_text)
     _files.write_text_atomic(os.path.join(dest, CATALOG_YML), _YML)
     for name, text in ((CATALOG_CONFIG, cfg_text), (CATALOG_YML, _YML)):
-        entries[name] = entry(name, len(text.encode()), blake3.blake3(text.encode()).hexdigest())
+        entries[name] = entry(name, len(text.encode()), _files.bytes_digest(text.encode()))
     manifest = {
         "format": PACK_FORMAT, "version": PACK_VERSION,
         "tool": {"name": "databroker_lite", "version": __version__},

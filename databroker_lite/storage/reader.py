@@ -32,12 +32,8 @@ from .side import side_documents_of
 class RunSummary:
     """Just what the index needs from a run file: start, stop and stream names."""
 
-    def __init__(self, path: str | os.PathLike,
-                 head: tuple[dict, dict | None] | None = None) -> None:
-        """``head``: the run's (start, stop) as the catalog's index read them from this
-        file as it is now (same mtime and size); they are then not read again."""
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
-        self._head = head
         fast = _fast_head(self.path)
         if fast is not None:
             self.start, self.stop, self.uid, self.stream_names = fast
@@ -385,14 +381,14 @@ class RunReader:
         sel = slice(*sel.indices(n))
         name = f"{seg.group}/data/{h5name(key)}"
         if self.finished:  # the cached handle, without a context manager: the common case
-            out = self._read_plain(cached_h5(self.path), name, seg, sel)
-            if out is not None:
-                return out
+            return self._read_stored(cached_h5(self.path), name, seg, sel)
         with self.h5() as f:
-            out = self._read_plain(f, name, seg, sel)
-            if out is not None:
-                return out
-            return read_dataset(f, name, sel, self.path, ds=self._dataset(f, name, seg))
+            return self._read_stored(f, name, seg, sel)
+
+    def _read_stored(self, f: h5py.File, name: str, seg: Segment, sel: slice) -> np.ndarray:
+        out = self._read_plain(f, name, seg, sel)  # plain numbers, low-level; else h5py's way
+        return out if out is not None else read_dataset(f, name, sel, self.path,
+                                                        ds=self._dataset(f, name, seg))
 
     def read_timestamps(self, seg: Segment, key: str, sel: slice = slice(None)) -> np.ndarray:
         n = self.n_events(seg)
