@@ -323,3 +323,44 @@ def test_a_key_whose_shape_changes_between_descriptors_is_served(tmp_path: Path)
             ds = from_context(ctx)[uid].primary.read()
     assert ds["x"].values.tolist() == [0.0, 1.0, 2.0]
     assert [np.asarray(json.loads(v)).shape for v in ds["img"].values] == [(2, 2), (3, 3), (2, 2)]
+
+
+def test_readings_the_descriptor_does_not_describe_are_served_as_json(tmp_path: Path) -> None:
+    """ophyd.sim signals whose readings drift from what they described (a spectrum that
+    grows, a number that becomes None) in a RunEngine scan: the server sends each value
+    as JSON text (not a 500), and they decode to what read() gives locally."""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import SynSignal
+    from tiled.client import Context, from_context
+
+    from databroker_lite.documents import JSON_VALUES, from_json_texts
+    from databroker_lite.server import build_app
+    calls = {"spec": 0, "maybe": 0}
+
+    def spectrum():
+        calls["spec"] += 1
+        return list(range(calls["spec"]))  # one value longer at every reading
+
+    def maybe():
+        calls["maybe"] += 1
+        return None if calls["maybe"] >= 3 and calls["maybe"] % 2 else 1.5
+
+    spec, maybe_sig = SynSignal(func=spectrum, name="spec"), SynSignal(func=maybe, name="maybe")
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    RE = RunEngine({}, context_managers=[])
+    RE.subscribe(cat.writer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", databroker_lite.DescriptorMismatchWarning)
+        (uid,) = RE(count([spec, maybe_sig], 4))
+        here = cat[uid].primary.read()
+    assert None in list(here["maybe"].values) and len({len(v) for v in here["spec"].values}) > 1
+    with Context.from_app(build_app([cat.directory], KEY), api_key=KEY) as ctx:
+        node = from_context(ctx)[uid]["primary"]["data"]
+        there = node.read()
+        assert node["spec"].metadata["attrs"][JSON_VALUES] is True
+    for key in ("spec", "maybe"):
+        assert here[key].dtype == object, key
+        got = from_json_texts(there[key].values)
+        assert [np.asarray(v).tolist() if v is not None else None for v in got] == \
+               [np.asarray(v).tolist() if v is not None else None for v in here[key].values], key
