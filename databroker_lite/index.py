@@ -547,9 +547,7 @@ class Index:
                          [(base + i, *r.row) for i, r in enumerate(runs)])
         if self._has_text():
             conn.executemany("INSERT INTO runs_text(rowid, body) VALUES (?, ?)",
-                             [(base + i, r.text if r.text is not None else _text_of(
-                                 json.loads(r.row[10]), r.row[11] and json.loads(r.row[11])))
-                              for i, r in enumerate(runs)])
+                             [(base + i, r.text) for i, r in enumerate(runs)])
         rows = [(k, v, base + i) for i, r in enumerate(runs) for k, v in r.fields]
         rows.sort()  # in key order (one kind of value per key): the B-tree fills page by page
         conn.executemany("INSERT OR IGNORE INTO fields VALUES (?, ?, ?)", rows)

@@ -271,7 +271,7 @@ class Stream:
             z = np.empty(0, dtype=object)
             return _da().from_array(z, chunks=(0,)) if lazy else z
         if not lazy:
-            return _object_rows(self._reader.read_column(seg, col.key, slice(0, n)))
+            return _per_event(self._reader.read_column(seg, col.key, slice(0, n)), False)
         name, stored_shape, chunks = info
         sample = self._reader.read_column(seg, col.key, slice(0, 0))  # dtype and row shape only
         shape = (n, *sample.shape[1:])
@@ -281,8 +281,7 @@ class Stream:
         arr = _from_arraylike(proxy, _dask_chunks(shape, chunks, dtype) if len(shape) == 1
                               else (_dask_chunks(shape, chunks, dtype)[0], *shape[1:]),
                               f"{col.key}-json-{token}", dtype)
-        return arr.map_blocks(_object_rows, drop_axis=list(range(1, len(shape))) or None,
-                              dtype=object, meta=np.empty(0, dtype=object))
+        return _per_event(arr, True)
 
     def _filler(self, n: int, col: Column, lazy: bool):
         """NaN (or "") for a key this segment's descriptor does not have."""
