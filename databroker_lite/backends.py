@@ -24,6 +24,7 @@ from typing import Any
 from . import netfs
 from .errors import CatalogError
 from .index import Index
+from .index_url import is_postgres_url
 
 INDEX_ENV = "DATABROKER_LITE_INDEX"
 RESCAN_ENV = "DATABROKER_LITE_RESCAN_SECONDS"
@@ -38,11 +39,6 @@ def _rescan_seconds() -> float:
         raise CatalogError(f"{RESCAN_ENV}={text!r} is not a number of seconds") from None
 
 
-def _postgres_url(spec: str) -> bool:
-    from .index_pg import is_postgres_url
-    return is_postgres_url(spec)
-
-
 def open_index(directory: str, index: Any = None, *, writable: bool = True,
                name: str | None = None) -> Index:
     """The index a catalog in ``directory`` uses, as ``index`` (see the module) asks."""
@@ -52,7 +48,7 @@ def open_index(directory: str, index: Any = None, *, writable: bool = True,
                            "postgresql:// URL")
     spec = spec.strip()
     # index_pg (and psycopg, ~65 ms) is imported only for a PostgreSQL URL
-    if spec.startswith("postgres") and _postgres_url(spec):
+    if is_postgres_url(spec):
         from .index_pg import PostgresIndex
         network = netfs.is_network_fs(directory)
         return PostgresIndex(directory, spec, key=name, writable=True,

@@ -19,13 +19,13 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import index_fill as _fill
 from .dialects import PostgresDialect, pg_json
 from .errors import CatalogError, InvalidQuery
 from .index import SCHEMA_VERSION, Index
 from .index_fill import pg_text
+from .index_url import safe_url, split_url
 from .query import sql_value
 
 try:
@@ -63,28 +63,6 @@ CREATE TABLE IF NOT EXISTS bad_files (
 ALTER TABLE bad_files ADD COLUMN IF NOT EXISTS uid text;
 ALTER TABLE bad_files ADD COLUMN IF NOT EXISTS scan_id jsonb;
 """
-
-
-def is_postgres_url(spec: Any) -> bool:
-    return isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://"))
-
-
-def split_url(url: str) -> tuple[str, str | None]:
-    """(the URL for psycopg, the catalog key given as ``?catalog=``)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    key = next((v for k, v in query if k == "catalog"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "catalog"])
-    return urlunsplit(parts._replace(query=rest)), key
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def schema_name(key: str) -> str:

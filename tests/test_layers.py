@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "_version"}),
     ("documents", {"documents"}),
     ("storage", {"storage"}),
-    ("index", {"index", "index_fill", "index_pg", "backends", "netfs", "query", "queries", "dialects"}),
+    ("index", {"index", "index_fill", "index_pg", "index_url", "backends", "netfs", "query", "queries", "dialects"}),
     ("catalog", {"catalogs", "run", "stream", "summaries", "lookup", "configuration", "matching", "column",
                  "config", "intake_driver"}),
     ("tools", {"pack", "export", "server", "remote", "tutorial", "pgtemp",

@@ -344,6 +344,38 @@ def test_an_unreachable_server_is_a_catalog_error_without_the_password(tmp_path)
     assert "s3cret" not in str(info.value)
 
 
+def test_a_sqlite_catalog_never_imports_psycopg(tmp_path, postgres_url):
+    """Choosing the index reads the URL without index_pg: SQLite users pay nothing for
+    psycopg (~65 ms of imports); a PostgreSQL URL brings it in."""
+    databroker_lite.open_catalog(tmp_path / "cat")
+    code = """
+import sys, databroker_lite
+cat = databroker_lite.open_catalog(sys.argv[1], "r", index=sys.argv[2] or None)
+print(len(cat), cat._index.kind, sorted(m for m in ("psycopg", "databroker_lite.index_pg")
+                                        if m in sys.modules))
+"""
+    out = [subprocess.run([sys.executable, "-c", code, str(tmp_path / "cat"), index],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+           for index in ("", "beside", postgres_url + "&catalog=imports")]
+    assert [p.returncode for p in out] == [0, 0, 0], [p.stderr for p in out]
+    assert [p.stdout.strip() for p in out] == [
+        "0 sqlite []", "0 sqlite []", "0 postgresql ['databroker_lite.index_pg', 'psycopg']"]
+
+
+def test_postgresql_urls_are_read_without_index_pg():
+    from databroker_lite import index_url
+    assert index_url.is_postgres_url("postgresql://u@h/db")
+    assert index_url.is_postgres_url(" postgres://u@h/db")
+    assert not index_url.is_postgres_url("beside") and not index_url.is_postgres_url(None)
+    assert index_url.split_url("postgresql://u@h/db?catalog=45id&sslmode=require") == (
+        "postgresql://u@h/db?sslmode=require", "45id")
+    assert index_url.catalog_key("postgresql://u@h/db?catalog=45id") == "45id"
+    assert index_url.catalog_key("postgresql://u@h/db?catalog=") is None
+    assert index_url.catalog_key("postgresql://u@h/db") is None
+    assert index_url.catalog_key("host") is None
+    assert index_url.safe_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
 def test_without_psycopg_the_message_says_what_to_install(tmp_path, monkeypatch, postgres_url):
     monkeypatch.setattr(index_pg, "psycopg", None)
     with pytest.raises(CatalogError, match=r"pip install 'databroker_lite\[postgres\]'"):
