@@ -44,44 +44,10 @@ class _Parser(argparse.ArgumentParser):
         return ns
 
 
-def _catalog_dir(where: str) -> str:
-    """The directory of a catalog given as a directory or a catalog name."""
-    if os.path.isdir(where):
-        return where
-    entries = databroker_lite.catalog.entries()
-    if where in entries:
-        return entries[where].path
-    known = ", ".join(sorted(entries)) or "none"
-    raise databroker_lite.CatalogError(
-        f"no catalog directory at {where}, and no catalog named {where!r} (named catalogs: "
-        f"{known}; 'databroker-lite catalogs' lists them)")
-
-
-def _open(where: str) -> databroker_lite.Catalog:
-    """A catalog given as a directory or a name, read-only."""
-    _catalog_dir(where)  # a clear error for neither
-    return databroker_lite.as_catalog(where)
-
-
-def _open_indexed(where: str, index: str) -> databroker_lite.Catalog:
-    """A catalog given as a directory or a name, read-only, with this index."""
-    name, root_map = None, None
-    if not os.path.isdir(where):
-        entry = databroker_lite.catalog.entries().get(where)
-        if entry is not None:
-            name, root_map = entry.name, entry.args.get("root_map")
-    return databroker_lite.open_catalog(_catalog_dir(where), mode="r", index=index, name=name,
-                                        root_map=root_map)
-
-
 def _cmd_reindex(args: argparse.Namespace) -> int:
-    # mode "a" would create a missing directory: a typo must not make a catalog
-    index, name = args.index, None
-    if not os.path.isdir(args.path):  # a named catalog: its YAML may say where its index is
-        entry = databroker_lite.catalog.entries().get(args.path)
-        if entry is not None:
-            index, name = index or entry.args.get("index"), entry.name
-    cat = databroker_lite.open_catalog(_catalog_dir(args.path), index=index, name=name)
+    # a directory or a named catalog (whose entry may say where its index is); never
+    # made: a typo must not make a catalog
+    cat = databroker_lite.as_catalog(args.path, "a", index=args.index)
     counts = cat.reindex()
     print(f"{args.path}: {len(cat)} runs indexed "
           f"({counts['added'] + counts['updated']} read, {counts['bad']} unreadable)")
@@ -97,7 +63,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    print(repr(_open(args.path)))
+    print(repr(databroker_lite.as_catalog(args.path)))
     return 0
 
 
@@ -248,7 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.query and runs_given:
         print("databroker-lite export: error: give RUNS or --query, not both", file=sys.stderr)
         return 2
-    cat = _open(args.catalog)
+    cat = databroker_lite.as_catalog(args.catalog)
     if args.query:
         try:
             query = json.loads(args.query)
@@ -293,26 +259,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"databroker-lite serve: error: needs the server extra "
               f"(pip install 'databroker_lite[server]'): {exc}", file=sys.stderr)
         return 2
-    if args.index:  # every catalog served from this index (a named one keeps its name)
-        from urllib.parse import parse_qs, urlsplit
-        if len(args.catalogs) > 1 and "catalog" in parse_qs(urlsplit(args.index).query):
-            print("databroker-lite serve: error: --index names one catalog key (catalog=...) "
-                  f"for {len(args.catalogs)} catalogs, whose runs would overwrite each "
-                  "other's: leave catalog= out (each catalog gets its own key) or serve them "
-                  "one at a time", file=sys.stderr)
-            return 2
-        args.catalogs = [_open_indexed(c, args.index) for c in args.catalogs]
     if args.config:
         from databroker_lite.server.auth import load_serve_config
         config = load_serve_config(args.config)
-        print(f"serving {', '.join(map(str, args.catalogs))} on http://{args.host}:{args.port} "
-              f"({config.describe()}); Ctrl-C stops", flush=True)
-        serve(args.catalogs, config=config, host=args.host, port=args.port)
+        serve(args.catalogs, config=config, index=args.index, host=args.host, port=args.port)
         return 0
     key = read_api_key(args.api_key_file)
-    print(f"serving {', '.join(map(str, args.catalogs))} on http://{args.host}:{args.port} "
-          "(API key from the key file); Ctrl-C stops", flush=True)
-    serve(args.catalogs, api_key=key, host=args.host, port=args.port)
+    serve(args.catalogs, api_key=key, index=args.index, host=args.host, port=args.port)
     return 0
 
 

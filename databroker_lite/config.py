@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogs import Catalog, open_catalog
-from .errors import CatalogError, CatalogNotFound, InvalidCatalogName
+from .errors import CatalogError, CatalogNotFound, InvalidArgument, InvalidCatalogName
 
 #: Environment variable holding the catalog search path.
 ENV_VAR = "DATABROKER_LITE_CATALOG_PATH"
@@ -94,15 +94,16 @@ class CatalogEntry:
         return resolve_path(self.args.get("path"), os.path.dirname(self.config_file),
                             where=f"catalog {self.name!r} in {self.config_file}")
 
-    def open(self) -> Catalog:
-        """Open the catalog this entry points to."""
+    def open(self, mode: str | None = None, *, index: str | None = None) -> Catalog:
+        """Open the catalog this entry points to; ``mode`` and ``index`` replace the
+        entry's own (which default to "a" where writable, and the default index)."""
         where = f"catalog {self.name!r} (defined in {self.config_file})"
         unknown = set(self.args) - _ARG_KEYS
         if unknown:
             raise CatalogError(f"{where}: unknown args {sorted(unknown)}; "
                                f"allowed: {sorted(_ARG_KEYS)}")
-        path, mode = check_directory(self.path, self.args.get("mode"), where=where)
-        index = self.args.get("index")
+        path, mode = check_directory(self.path, mode or self.args.get("mode"), where=where)
+        index = self.args.get("index") if index is None else index
         if index is not None and not isinstance(index, str):
             raise CatalogError(f"{where}: index must be 'auto', 'beside', 'host' or a "
                                f"postgresql:// URL, got {index!r}")
@@ -252,12 +253,30 @@ class NamedCatalogs(Mapping):
 catalog = NamedCatalogs()
 
 
-def as_catalog(where: Catalog | str | os.PathLike) -> Catalog:
-    """A Catalog as given, a catalog directory opened read-only, or a named catalog."""
+def as_catalog(where: Catalog | str | os.PathLike, mode: str | None = None, *,
+               index: str | None = None) -> Catalog:
+    """A Catalog as given, or a catalog directory or named catalog opened.
+
+    ``mode`` is "r" or "a"; by default a directory is opened read-only and a named
+    catalog as its entry says. ``index`` (see :func:`open_catalog`) replaces the index
+    the catalog would use (a named catalog's entry's, else ``$DATABROKER_LITE_INDEX``);
+    a named catalog keeps its name, so a PostgreSQL index keys it by that name.
+    """
     if isinstance(where, Catalog):
+        if mode is not None or index is not None:
+            raise InvalidArgument(f"{where!r} is open already: mode= and index= are for a "
+                                  "catalog given as a directory or a name")
         return where
     path = os.fspath(where)
-    return open_catalog(path, mode="r") if os.path.isdir(path) else catalog[path]
+    if os.path.isdir(path):
+        return open_catalog(path, mode or "r", index=index)
+    entries = find_catalogs()
+    if path not in entries:
+        known = ", ".join(repr(n) for n in sorted(entries)) or "none"
+        raise CatalogNotFound(f"no catalog directory at {path}, and no catalog named {path!r} "
+                              f"(named catalogs: {known}; search path: "
+                              f"{os.pathsep.join(catalog_search_path())})")
+    return entries[path].open(mode, index=index)
 
 
 def _check_name(name: str) -> None:

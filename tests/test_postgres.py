@@ -255,20 +255,36 @@ def test_reindex_command_fills_a_postgresql_index_from_the_files(tmp_path, postg
     assert set(pg.bad_files) == {"junk.h5"}
 
 
-def test_serve_refuses_one_catalog_key_for_several_catalogs(tmp_path, postgres_url):
-    """Two directories under one catalog= key would overwrite each other's rows."""
-    for name in ("a", "b"):
-        databroker_lite.open_catalog(tmp_path / name)
-    proc = subprocess.run([sys.executable, "-m", "databroker_lite", "serve", str(tmp_path / "a"),
-                           str(tmp_path / "b"), "--index", postgres_url + "&catalog=shared",
-                           "--api-key-file", str(tmp_path / "nokey")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 2 and "names one catalog key (catalog=...) for 2 catalogs" in proc.stderr
-
-
 needs_server = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("tiled", "fastapi", "uvicorn")),
     reason="tiled[server] is not installed (pip install 'databroker_lite[server]')")
+
+
+@needs_server
+def test_build_app_serves_several_catalogs_from_one_postgresql_index(tmp_path, postgres_url,
+                                                                     monkeypatch):
+    """``index=`` of the Python API (``serve --index`` calls it): each catalog, by directory
+    or by name, has its own key in the one database, and a named one keeps its name."""
+    from tiled.client import Context, from_context
+
+    from databroker_lite.server import build_app
+    local = {}
+    for name, sid in (("a", 1), ("b", 2)):
+        local[name] = databroker_lite.open_catalog(tmp_path / name)
+        insert_all(local[name], make_run_docs(3, metadata={"scan_id": sid, "plan_name": "count"}))
+    monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(tmp_path / "conf"))
+    databroker_lite.install_catalog(tmp_path / "b", "beamline-b")
+    key = "0123456789abcdef"
+    app = build_app([str(tmp_path / "a"), "beamline-b"], key, index=postgres_url)
+    with Context.from_app(app, api_key=key) as ctx:
+        client = from_context(ctx)
+        assert sorted(client) == ["a", "beamline-b"]
+        assert list(client["a"]) == list(local["a"])
+        assert list(client["beamline-b"]) == list(local["b"])
+    named = databroker_lite.open_catalog(tmp_path / "b", "r", index=postgres_url, name="beamline-b")
+    assert named._index.key == "beamline-b" and named._index.count([]) == 1
+    by_dir = databroker_lite.open_catalog(tmp_path / "a", "r", index=postgres_url)
+    assert by_dir._index.key == str(tmp_path / "a") and by_dir._index.count([]) == 1
 
 
 @needs_server

@@ -322,6 +322,52 @@ def test_serve_rejects_a_bad_key_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "cannot read the API key file" in capsys.readouterr().err
 
 
+SHARED_KEY = "postgresql://nobody@/nodb?host=/nonexistent&connect_timeout=1&catalog=shared"
+
+
+@needs_server
+def test_serve_refuses_one_catalog_key_for_several_catalogs(tmp_path: Path, monkeypatch) -> None:
+    """From Python: one ``catalog=`` key for two directories would mix their runs in one
+    schema; refused before any catalog is opened (nothing connects to the database)."""
+    import uvicorn
+
+    from databroker_lite.errors import InvalidArgument
+    from databroker_lite.server import build_app, serve
+    for name in ("a", "b"):
+        databroker_lite.open_catalog(tmp_path / name)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("serve() started a server"))
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    with pytest.raises(InvalidArgument, match=r"index= names one catalog key \(catalog=shared\) "
+                       "for 2 catalogs.*leave catalog= out of the URL"):
+        serve(dirs, api_key=KEY, index=SHARED_KEY)
+    with pytest.raises(InvalidArgument, match="one catalog key"):
+        build_app(dirs, KEY, index=SHARED_KEY)
+    # one catalog may have its key; several without catalog= each get their own (the
+    # unreachable server is what fails then, not the check)
+    with pytest.raises(databroker_lite.CatalogError, match="cannot connect to the PostgreSQL"):
+        build_app(dirs[:1], KEY, index=SHARED_KEY)
+    with pytest.raises(databroker_lite.CatalogError, match="cannot connect to the PostgreSQL"):
+        build_app(dirs, KEY, index=SHARED_KEY.replace("&catalog=shared", ""))
+    cat = databroker_lite.open_catalog(tmp_path / "a", "r")
+    with pytest.raises(InvalidArgument, match="is open already: mode= and index= are for"):
+        build_app([cat], KEY, index="beside")
+
+
+@needs_server
+def test_serve_command_refuses_one_catalog_key_for_several_catalogs(tmp_path: Path,
+                                                                   capsys) -> None:
+    from databroker_lite.cli import main
+    for name in ("a", "b"):
+        databroker_lite.open_catalog(tmp_path / name)
+    (tmp_path / "key").write_text(KEY + "\n")
+    assert main(["serve", str(tmp_path / "a"), str(tmp_path / "b"), "--index", SHARED_KEY,
+                 "--api-key-file", str(tmp_path / "key")]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("databroker-lite serve: error: index= names one catalog key "
+                          "(catalog=shared) for 2 catalogs")
+    assert "serving" not in out
+
+
 @needs_server
 def test_several_catalogs_are_served_by_name(tmp_path: Path, server) -> None:
     _, local = server

@@ -9,7 +9,8 @@ from tiled.server.app import build_app as _tiled_app
 
 from ..catalogs import Catalog
 from ..config import as_catalog
-from ..errors import CatalogError
+from ..errors import CatalogError, InvalidArgument
+from ..index_url import catalog_key
 from . import queries  # noqa: F401 - registers our query types before the app is built
 from .adapters import CatalogsAdapter, catalog_adapter
 from .limits import DEFAULT_RESPONSE_LIMIT
@@ -20,11 +21,20 @@ except ImportError:  # pragma: no cover - in the server extra; without it those 
     pass
 
 
-def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
-    """Catalog directories or named catalogs -> ``{name: Catalog}`` (read-only)."""
+def open_catalogs(specs: Sequence[str | Catalog], *,
+                  index: str | None = None) -> dict[str, Catalog]:
+    """Catalog directories or named catalogs -> ``{name: Catalog}`` (read-only).
+
+    ``index`` (``"beside"``, ``"host"`` or a ``postgresql://`` URL) is the index every
+    catalog is answered from instead of its own; a named catalog keeps its name, which
+    keys it in a PostgreSQL database. One ``?catalog=`` key for several catalogs is
+    refused (:class:`~databroker_lite.errors.InvalidArgument`) before any is opened:
+    their runs would overwrite each other's.
+    """
+    check_index_for(specs, index)
     out: dict[str, Catalog] = {}
     for spec in specs:
-        cat = as_catalog(spec)
+        cat = as_catalog(spec, index=index)
         if isinstance(spec, Catalog):
             name = spec.name or os.path.basename(spec.directory)
         elif os.path.isdir(spec):
@@ -36,6 +46,16 @@ def open_catalogs(specs: Sequence[str | Catalog]) -> dict[str, Catalog]:
                                "by name (databroker-lite install) to tell them apart")
         out[name] = cat
     return out
+
+
+def check_index_for(specs: Sequence[str | Catalog], index: str | None) -> None:
+    """Refuse an ``index`` naming one catalog key (``?catalog=``) for several catalogs."""
+    key = catalog_key(index)
+    if key is not None and len(specs) > 1:
+        raise InvalidArgument(
+            f"index= names one catalog key (catalog={key}) for {len(specs)} catalogs, whose "
+            "runs would overwrite each other's in it: leave catalog= out of the URL (each "
+            "catalog gets its own key: its name, else its directory) or serve them one at a time")
 
 
 def read_api_key(path: str | os.PathLike) -> str:
@@ -53,19 +73,21 @@ def read_api_key(path: str | os.PathLike) -> str:
 
 
 def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
-              config: Any = None, response_limit: int = DEFAULT_RESPONSE_LIMIT) -> Any:
+              config: Any = None, index: str | None = None,
+              response_limit: int = DEFAULT_RESPONSE_LIMIT) -> Any:
     """A tiled (FastAPI) app serving the catalogs; every request needs ``api_key``,
     or, with ``config`` (:func:`databroker_lite.server.auth.load_serve_config`), a user
     login or a user's key, and sees only what the config's access policy allows.
 
     One catalog is served at the root; several are served side by side, by name.
+    ``index`` replaces each catalog's own index (see :func:`open_catalogs`).
     A data request whose response would take more than ``response_limit`` bytes of
     server memory is refused (413) with a message saying how to ask for less.
     """
     from tiled.config import Authentication
     if (api_key is None) == (config is None):
         raise CatalogError("serve with an API key or with a login config, one of the two")
-    cats = open_catalogs(catalogs)
+    cats = open_catalogs(catalogs, index=index)
     if len(cats) == 1:
         (name, cat), = cats.items()
         tree = catalog_adapter(cat, name)
@@ -162,9 +184,15 @@ def _apply_dependency_overrides(app: Any) -> None:
 
 
 def serve(catalogs: Sequence[str | Catalog], *, api_key: str | None = None, config: Any = None,
-          host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
-          response_limit: int = DEFAULT_RESPONSE_LIMIT) -> None:
-    """Serve catalogs over HTTP until interrupted (blocks); see :func:`build_app`."""
+          index: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          log_level: str = "warning", response_limit: int = DEFAULT_RESPONSE_LIMIT) -> None:
+    """Serve catalogs over HTTP until interrupted (blocks); see :func:`build_app`.
+
+    Says on stdout where it listens once the catalogs are open.
+    """
     import uvicorn
-    app = build_app(catalogs, api_key, config=config, response_limit=response_limit)
+    app = build_app(catalogs, api_key, config=config, index=index, response_limit=response_limit)
+    how = config.describe() if config is not None else "API key required"
+    print(f"serving {', '.join(map(str, catalogs))} on http://{host}:{port} ({how}); "
+          "Ctrl-C stops", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
