@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -183,9 +184,17 @@ class JSONWriter(ExportWriter):
             return self._shapes[(stream, key)]
         return None if is_variable(dk) else tuple(int(s) for s in dk.get("shape") or [])
 
-    def _stream_dims(self, stream: str, n: int) -> dict[str, int]:
+    def _elsewhere(self, stream: str, key: str) -> bool:
+        """Whether no event carried ``key``: live, an ophyd-async detector's data (a
+        ``stream_datum`` key, ``external="STREAM:"``) is in the detector's own files."""
+        dk = self._keys.get(stream, {}).get(key, {})
+        return dk.get("external") == "STREAM:" and (stream, key) not in self._shapes
+
+    def _stream_dims(self, stream: str, n: int, skip: Collection[str] = ()) -> dict[str, int]:
         dims = {"time": n}
         for key, dk in self._keys.get(stream, {}).items():
+            if key in skip:
+                continue
             shape = self._shape(stream, key)
             if shape is not None:
                 dims.update(zip(_dims(key, dk, shape)[1:], shape))
@@ -200,12 +209,16 @@ class JSONWriter(ExportWriter):
             f.write(head[:-1])
             for stream, cols in (self._cols.items() if complete else []):
                 n = self._nrows.get(stream, 0)
+                elsewhere = [k for k in cols if k != "time" and self._elsewhere(stream, k)]
+                keys = [k for k in cols if k != "time" and k not in elsewhere]
+                attrs: dict[str, Any] = {"stream_name": stream, "uid": uid}
+                if elsewhere:
+                    attrs["not_in_events"] = elsewhere
                 f.write(", " + dumps(stream) + ': {"coords": {"time": {"dims": ["time"], '
                         '"attrs": {}, "data": [')
                 self._copy(cols["time"], n, f, None)
-                f.write("]}}, \"attrs\": " + dumps({"stream_name": stream, "uid": uid})
-                        + ', "dims": ' + dumps(self._stream_dims(stream, n)) + ', "data_vars": {')
-                keys = [k for k in cols if k != "time"]
+                f.write("]}}, \"attrs\": " + dumps(attrs) + ', "dims": '
+                        + dumps(self._stream_dims(stream, n, skip=elsewhere)) + ', "data_vars": {')
                 for j, key in enumerate(keys):
                     dk = self._keys.get(stream, {}).get(key, {})
                     shape = self._shape(stream, key)

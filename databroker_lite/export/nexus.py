@@ -71,7 +71,8 @@ class NexusWriter(ExportWriter):
                                     hinted detector), ``axes`` (the plan's
                                     start["hints"]["dimensions"], else the motors, else time);
                                     without primary numbers (a fly scan), of the first other
-                                    stream with some; none (and no ``default``) if no stream has
+                                    stream with some (but not live when an ophyd-async
+                                    detector's frames are in its own files); none (and no ``default``) if no stream has
           /instrument               NXinstrument: name (beamline_id), /bluesky_streams ->
           /sample                   NXsample: from start["sample"]
           /bluesky                  NXcollection: start (as an NXcollection), start_json,
@@ -273,11 +274,23 @@ class NexusWriter(ExportWriter):
         self._entry.attrs["default"] = "data"
         return True
 
+    def _detectors_elsewhere(self) -> bool:
+        """Whether the primary stream has rows and keys no event carried: live, an
+        ophyd-async detector's frames are in its own files (``stream_datum``). Such a run
+        gets no NXdata rather than a plot of another stream (the baseline's motors)."""
+        g = self._entry["bluesky/streams"].get(_h5name(self.stream))
+        if g is None or not self._nrows.get(self.stream):
+            return False
+        return any(dk.get("external") == "STREAM:" and _h5name(k) not in g
+                   for d in self._descriptors.values() if d.get("name") == self.stream
+                   for k, dk in d["data_keys"].items())
+
     def _end(self, stop: dict | None) -> None:
         if self._f is None:
             return
         e = self._entry
-        if "data" not in e:  # no primary (a fly scan): the first other stream with numbers
+        if "data" not in e and not self._detectors_elsewhere():
+            # no primary (a fly scan): the first other stream with numbers
             names = [n for n in self._nrows if n != self.stream]
             for name in sorted(names, key=lambda n: n == "baseline"):  # baseline last
                 if self._nxdata(name):

@@ -52,9 +52,11 @@ def _fmt(v: Any) -> str:
 
 def _short(v: Any) -> str | None:
     if isinstance(v, str):
-        m = re.search(r"name='([^']+)'", v)
+        # a device's repr in plan_args: ophyd's ``SynAxis(prefix='', name='motor', ...)``
+        # or ophyd-async's ``SimMotor(name="stage-x")``
+        m = re.search(r"""\bname=(['"])(.+?)\1""", v)
         if m:
-            return m.group(1)
+            return m.group(2)
         return None if v == "None" or len(v) > 30 or " " in v else v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return str(v)
@@ -86,7 +88,8 @@ class SpecWriter(ExportWriter):
     it: ``#E`` is the start of the header's first run, so ``#E + Epoch`` is the event
     time; an older run gets a new header block), the other keys, and the
     hinted detectors last. Rows are flushed as events arrive. Other streams, columns that are
-    not numeric scalars, and how the run ended are stated in ``#C`` lines; an aborted run
+    not numeric scalars (and, live, those an ophyd-async detector writes to its own files,
+    which no event carries), and how the run ended are stated in ``#C`` lines; an aborted run
     ends with ``#C ... Scan aborted after N points``. A primary descriptor that brings new
     columns mid-run continues the run as a new scan with the same number.
     """
@@ -174,8 +177,14 @@ class SpecWriter(ExportWriter):
         values = [_fmt(base[n]) for n in names]
         for i in range(0, len(values), _PER_LINE):
             lines.append(f"#P{i // _PER_LINE} " + " ".join(values[i:i + _PER_LINE]))
+        keys = self._primary_keys()
+        elsewhere = [k for k in skipped if k not in data and keys[k].get("external") == "STREAM:"]
+        skipped = [k for k in skipped if k not in elsewhere]
         if skipped:
             lines.append("#C columns not in #L (not numeric scalars): " + ", ".join(skipped))
+        if elsewhere:  # live, an ophyd-async detector's data is in its own files, not the events
+            lines.append("#C columns not in #L (in the detectors' own files, not in the events; "
+                         "export the stored run to get them): " + ", ".join(elsewhere))
         lines += [f"#N {len(self._columns)}", "#L " + "  ".join(self._columns)]
         self._write(lines)
 
