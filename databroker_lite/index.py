@@ -416,6 +416,17 @@ class Index:
         """Write a batch of :func:`~databroker_lite.index_fill.summaries` outcomes (in a
         transaction): runs in one go, unreadable files one by one."""
         conn = self.conn
+        # The unfinished runs the index already has with their stop (their file was read
+        # before its writer added it): one look-up per 500 runs, not one per run (on
+        # PostgreSQL each is a round trip). Nothing below changes what it finds: the rows
+        # deleted are of unreadable files, which hold none of these runs.
+        running = [(what.uid, f) for kind, f, what in batch if kind == "ok" and not what.finished]
+        stopped: set[tuple[str, str]] = set()
+        for i in range(0, len(running), 500):
+            uids = [uid for uid, _ in running[i:i + 500]]
+            stopped.update((uid, f) for uid, f in conn.execute(
+                "SELECT uid, file FROM runs WHERE stop IS NOT NULL AND uid IN "
+                f"({', '.join('?' * len(uids))})", uids))
         good: dict[str, _fill.Summary] = {}  # by uid: of two files holding one run, the last
         for kind, f, what in batch:
             if kind == "error":
@@ -426,9 +437,7 @@ class Index:
                 conn.execute("DELETE FROM runs WHERE file = ? AND stop IS NOT NULL", (f,))
                 counts["bad"] += self._record_bad(f, *on_disk[f], what, held=was(f))
                 continue
-            if not what.finished and conn.execute(
-                    "SELECT 1 FROM runs WHERE uid = ? AND file = ? AND stop IS NOT NULL",
-                    (what.uid, f)).fetchone():
+            if not what.finished and (what.uid, f) in stopped:
                 continue  # read before its writer added the stop, which the index has
             good.pop(what.uid, None)
             good[what.uid] = what

@@ -447,3 +447,32 @@ def test_worker_outcomes_are_those_of_reading_here(four):
         there = sorted(index_fill.summaries(cat.directory, kind, True, todo, workers=2))
         assert here == there and len(here) == len(todo)
         assert [o[0] for o in here].count("bad") == 1
+
+
+def test_a_stale_read_of_finished_runs_keeps_their_stop(tmp_path, monkeypatch):
+    """Files read again before their writers' stop reached them (another host's stale
+    cache, say) do not undo the stops the index has; a run with no stop stays running.
+    More runs than one look-up of the refresh asks about (500)."""
+    from databroker_lite import index_fill
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    done = [add_run(cat, scan_id=i, t=T0 + i, n=1) for i in range(1, 522)]
+    bundle = event_model.compose_run(time=T0 + 600, metadata={"scan_id": 600})
+    cat.insert("start", bundle.start_doc)
+    real = index_fill.summaries
+
+    def as_if_running(*args, **kwargs):
+        for kind, f, what in real(*args, **kwargs):
+            if kind == "ok" and what.finished:  # stop_time, exit_status and stop not yet there
+                row = (*what.row[:3], None, None, *what.row[5:11], None)
+                what = what._replace(finished=False, row=row)
+            yield kind, f, what
+
+    monkeypatch.setattr(index_fill, "summaries", as_if_running)
+    counts = cat._index.refresh(full=True)
+    assert counts == {"added": 0, "updated": 1, "removed": 0, "bad": 0}  # only the running one
+    fresh = databroker_lite.open_catalog(tmp_path / "cat", mode="r")
+    assert len(fresh) == 522
+    assert [fresh[u].metadata["stop"]["exit_status"] for u in done] == ["success"] * 521
+    assert fresh[600].metadata["stop"] is None
+    assert fresh._index.conn.execute(  # what the index holds, not the files
+        "SELECT count(*) FROM runs WHERE stop IS NOT NULL").fetchone()[0] == 521
