@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -517,6 +518,15 @@ class RemoteRun(StreamAttributes):
                 for record in records:
                     yield from _document(record, unpack_datum_page)
             yield from _document(rest, unpack_datum_page)
+
+    def export(self, fmt: str, dest: str | os.PathLike,
+               streams: list[str] | None = None) -> list[str]:
+        """Write this run as ``csv``, ``json``, ``spec`` or ``nexus`` files under ``dest``
+        (on this machine), as a local run's ``export`` does; return the paths written.
+
+        The data travel a block of rows at a time (see :func:`databroker_lite.export.export`)."""
+        from .export import export
+        return export(self, fmt, dest, streams=streams)
 
     def _repr_html_(self) -> str:
         md = self.metadata

@@ -294,6 +294,30 @@ def test_errors_carry_the_servers_message(server, remote) -> None:
 
 
 @needs_server
+@pytest.mark.parametrize("fmt", ["csv", "json", "spec", "nexus"])
+def test_a_remote_run_exports_the_files_a_local_export_writes(server, remote, tmp_path: Path,
+                                                             fmt: str) -> None:
+    import filecmp
+
+    import h5py
+    _, local = server
+    uid = local[10].uid  # images, numbers and text
+    mine = sorted(local[uid].export(fmt, tmp_path / "local"))
+    theirs = sorted(remote[uid].export(fmt, tmp_path / "remote"))
+    assert [Path(p).name for p in theirs] == [Path(p).name for p in mine]
+    for a, b in zip(mine, theirs):
+        if fmt != "nexus":
+            assert filecmp.cmp(a, b, shallow=False), Path(a).name
+            continue
+        with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+            img = fa["entry/bluesky/streams/primary/img"]
+            assert img.shape == (N_FRAMES, *FRAME)
+            np.testing.assert_array_equal(fb["entry/bluesky/streams/primary/img"][()], img[()])
+            assert fb["entry/data"].attrs["signal"] == fa["entry/data"].attrs["signal"]
+            assert list(fb["entry/data"].attrs["axes"]) == list(fa["entry/data"].attrs["axes"])
+
+
+@needs_server
 def test_stock_tiled_client_browses_and_reads(server) -> None:
     from tiled.client import from_uri
     from tiled.queries import Key
