@@ -86,10 +86,20 @@ _KIND_CHAR = {"number": "N", "text": "T", "bool": "B"}
 _START_COLUMNS = frozenset(COLUMNS)  # start keys kept in their own columns: not repeated
 
 
+_FIELD_KEYS: dict[tuple, str] = {}  # the same keys recur in every run: built once each
+
+
 def field_key(doc: str, kind: str, parts: tuple[str, ...] | list[str], element: bool = False) -> str:
-    char = _KIND_CHAR[kind]
-    return (("s" if doc == "start" else "e") + (char.lower() if element else char)
-            + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":")))
+    memo = (doc, kind, element, *parts)
+    key = _FIELD_KEYS.get(memo)
+    if key is None:
+        char = _KIND_CHAR[kind]
+        key = (("s" if doc == "start" else "e") + (char.lower() if element else char)
+               + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":")))
+        if len(_FIELD_KEYS) >= 20_000:  # a catalog of ever-new keys: bounded
+            _FIELD_KEYS.clear()
+        _FIELD_KEYS[memo] = key
+    return key
 
 
 def _field_scalar(value: Any) -> bool:
