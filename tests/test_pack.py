@@ -400,8 +400,13 @@ def test_import_bad_document_file(tmp_path):
 def test_pack_msgpack_format_is_databroker_pack_layout(source, tmp_path):
     cat, uids, ad_uid, frames = source
     dest = tmp_path / "mp"
-    P.pack(cat, dest, all=True, format="msgpack", quiet=True)
+    report = P.pack(cat, dest, all=True, format="msgpack", quiet=True)
     files = sorted(os.listdir(dest / "documents"))
+    written = [p for p in dest.rglob("*") if p.is_file() and p.name != "catalog.yml"]
+    assert report.files_copied == len(written) == len(files) + 1  # and the detector's file
+    assert report.bytes_total == report.bytes_copied == sum(p.stat().st_size for p in written)
+    assert f"{len(files)} run(s) ({len(files)} new)" in str(report)
+    assert " 0 B in all" not in str(report)
     assert files == sorted(f"{u}.msgpack" for u in [*uids, ad_uid])
     with open(dest / "documents" / f"{uids[0]}.msgpack", "rb") as f:
         items = list(msgpack.Unpacker(f, raw=False))

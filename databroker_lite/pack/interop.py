@@ -31,7 +31,10 @@ def export_msgpack(runs: list[Run], dest: str, *, quiet: bool = True) -> PackRep
         finally:
             if os.path.exists(part):
                 os.remove(part)
+        size = os.path.getsize(out)
         report.files_copied += 1
+        report.bytes_copied += size
+        report.bytes_total += size
         for root, srcf, rel in external_files(run):
             key = root_key(root)
             root_map[root] = f"external_files/{key}"
@@ -40,6 +43,10 @@ def export_msgpack(runs: list[Run], dest: str, *, quiet: bool = True) -> PackRep
                 size, _ = copy_hashed(srcf, d)
                 report.bytes_copied += size
                 report.files_copied += 1
+            else:  # another run's, or a previous pack's
+                size = os.path.getsize(d)
+                report.files_reused += 1
+            report.bytes_total += size
     lines = ["sources:", "  packed_catalog:", "    driver: bluesky-msgpack-catalog", "    args:",
              "      paths:", "      - '{{ CATALOG_DIR }}/documents/*.msgpack'"]
     if root_map:
