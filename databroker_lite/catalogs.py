@@ -31,6 +31,8 @@ from .summaries import catalog_html, catalog_summary
 __all__ = ["Catalog", "CatalogWriter", "DuplicateScanIDWarning", "open_catalog", "temp"]
 
 
+_WHOLE_UID = 32  # characters: a key this long is looked up as a whole uid first
+
 class Catalog(Mapping):
     """Runs in one directory. Look up by scan_id, -k, uid or uid prefix; search by metadata."""
 
@@ -117,8 +119,13 @@ class Catalog(Mapping):
                 lookup.warn_shared_scan_id(key, rows[0]["uid"],
                                            [lookup.describe(r) for r in rows[1:]])
             return self._run(*found[0])
-        found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
-                                            newest_first=False) if key else []
+        found = []
+        if len(key) >= _WHOLE_UID:  # most likely a whole uid: one equality look-up
+            found = index.locate_with_documents(q, key="uid", value=key, limit=1,
+                                                newest_first=False)
+        if not found and key:
+            found = index.locate_with_documents(q, key="uid", prefix=key, limit=2,
+                                                newest_first=False)
         if len(found) > 1:  # a whole uid that also starts others is still that run
             found = index.locate_with_documents(q, key="uid", value=key, limit=1,
                                                 newest_first=False) or found
