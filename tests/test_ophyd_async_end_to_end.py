@@ -156,6 +156,16 @@ def test_pack_verify_unpack_without_the_detectors_files(day, tmp_path: Path,
         os.rename(det.with_name("det.gone"), det)
 
 
+def test_pack_external_fill_refuses_stream_resources_naming_every_run(day,
+                                                                     tmp_path: Path) -> None:
+    with pytest.raises(databroker_lite.PackError, match="--external copy") as info:
+        databroker_lite.pack(day["cat"], tmp_path / "pack", all=True, external="fill",
+                             quiet=True)
+    assert all(day[k] in str(info.value) for k in ("scan", "grid", "rel"))
+    assert "3 of the 3 runs" in str(info.value)
+    assert not (tmp_path / "pack").exists()
+
+
 def test_exports_read_back_with_spec2nexus_and_nexusformat(day, tmp_path: Path) -> None:
     pytest.importorskip("spec2nexus")
     nx = pytest.importorskip("nexusformat.nexus")

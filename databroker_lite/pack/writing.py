@@ -43,7 +43,7 @@ def pack(catalog: Catalog | str | os.PathLike, dest: str | os.PathLike, *, all: 
 
     ``external`` is "copy" (copy the external files the runs need), "skip" (leave them
     out) or "fill" (write the external data into the packed run files, so the pack needs
-    no other file; see :meth:`Run.documents`).
+    no other file; see :meth:`Run.documents`; runs with stream resources are refused).
     ``format="msgpack"`` writes documents that databroker 1.x's msgpack catalog reads.
     Running it again on the same ``dest`` finishes an interrupted pack and adds new runs.
     """
@@ -56,6 +56,14 @@ def pack(catalog: Catalog | str | os.PathLike, dest: str | os.PathLike, *, all: 
     cat = as_catalog(catalog)
     dest = os.path.abspath(os.fspath(dest))
     runs = select_runs(cat, all=all, uids=uids, scan_ids=scan_ids, query=query, since=since, until=until)
+    if external == "fill":
+        streamed = [r.uid for r in runs if any("uri" in d for d in r.resources())]
+        if streamed:  # refused before anything is written, all of them named at once
+            raise PackError(
+                f"--external fill cannot put stream resources (the files ophyd-async detectors "
+                f"write) into events yet, and {len(streamed)} of the {len(runs)} runs have them: "
+                f"{', '.join(streamed)}; pack with --external copy (the default), which copies "
+                "those files into the pack")
     if format == "msgpack":
         from .interop import export_msgpack
         if dry_run:
