@@ -385,6 +385,42 @@ def test_a_removed_user_is_refused_at_once(site) -> None:
     assert list(_login(url, "bob")) == _expected(local, "bob")
 
 
+def test_a_removed_user_is_refused_on_the_session_routes_too(site) -> None:
+    """Not only the data routes: with a session or a key from before, a removed user can
+    neither refresh the session, nor ask who they are, nor make or look up a key."""
+    import httpx
+
+    from databroker_lite.server.auth import remove_user, set_password
+    url, local, tmp = site
+    set_password(tmp / "users.txt", "hana", "hana-pw")
+    tokens = _token(url, "hana", "hana-pw").json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    auth = f"{url}/api/v1/auth"
+    r = httpx.post(f"{auth}/apikey", headers=bearer, json={"expires_in": None, "scopes": ["inherit"], "note": "old"})
+    assert r.status_code == 200, r.text
+    keyed = {"Authorization": f"Apikey {r.json()['secret']}"}
+    asks = {
+        "whoami with the session": lambda: httpx.get(f"{auth}/whoami", headers=bearer),
+        "whoami with the key": lambda: httpx.get(f"{auth}/whoami", headers=keyed),
+        "a new key": lambda: httpx.post(f"{auth}/apikey", headers=bearer,
+                                        json={"expires_in": None, "scopes": ["inherit"],
+                                              "note": "new"}),
+        "the key's own record": lambda: httpx.get(f"{auth}/apikey", headers=keyed),
+        "a refreshed session": lambda: httpx.post(
+            f"{auth}/session/refresh", json={"refresh_token": tokens["refresh_token"]}),
+    }
+    before = {what: ask() for what, ask in asks.items()}
+    assert {what: r.status_code for what, r in before.items()} == dict.fromkeys(asks, 200)
+    assert before["whoami with the session"].json()["identities"][0]["id"] == "hana"
+    remove_user(tmp / "users.txt", "hana")
+    after = {what: ask() for what, ask in asks.items()}
+    assert {what: r.status_code for what, r in after.items()} == dict.fromkeys(asks, 401)
+    for what, r in after.items():
+        assert "'hana' is no longer a user of this server" in r.json()["detail"], what
+        assert "access_token" not in r.text and "secret" not in r.text, what
+    assert httpx.get(f"{auth}/whoami", headers=_bearer(url, "bob")).status_code == 200
+
+
 # --- without a server: the users file, the policy, the config ------------------------
 def test_users_file_holds_argon2id_hashes_and_changes_atomically(tmp_path: Path) -> None:
     from argon2 import PasswordHasher

@@ -105,6 +105,9 @@ def build_app(catalogs: Sequence[str | Catalog], api_key: str | None = None, *,
         auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=False)
         app = _tiled_app(tree, auth, server_settings={}, **common)
     _apply_dependency_overrides(app)
+    if config is not None:
+        from .auth import refuse_removed_users
+        refuse_removed_users(app, config.access_policy)
     app.add_middleware(Guards, root=tree, limit=response_limit,
                        api_key=api_key if config is None else None)
     _add_error_handlers(app)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,7 +203,9 @@ class ProposalAccessPolicy(AccessPolicy):
         no longer in ``users_file``."""
         self._accounts[provider] = _Reloading(users_file, read_users_file, "the users file")
 
-    def _check_still_a_user(self, principal: Any) -> None:
+    def check_still_a_user(self, principal: Any) -> None:
+        """Raise a 401 if ``principal`` (anything with ``identities``) has a name a bound
+        users file no longer lists."""
         for identity in getattr(principal, "identities", None) or ():
             accounts = self._accounts.get(identity.provider)
             if accounts is None:
@@ -243,7 +245,7 @@ class ProposalAccessPolicy(AccessPolicy):
         policy = self.policy
         if principal is None:
             return NO_SCOPES
-        self._check_still_a_user(principal)
+        self.check_still_a_user(principal)
         staff, proposals = policy.access(principal)
         if staff:
             return READ_SCOPES
@@ -259,12 +261,114 @@ class ProposalAccessPolicy(AccessPolicy):
             return NO_ACCESS
         if not set(scopes) <= READ_SCOPES:
             return NO_ACCESS
-        self._check_still_a_user(principal)
+        self.check_still_a_user(principal)
         staff, proposals = policy.access(principal)
         if staff or not _is_catalog(node):
             return ALL_ACCESS
         # One more condition in the catalog's index query (``{key: {"$in": [...]}}``).
         return [In(f"start.{policy.key}", policy.query_values(proposals))]
+
+
+# --- a removed user on tiled's own routes --------------------------------------------
+def refuse_removed_users(app: Any, policy: ProposalAccessPolicy) -> None:
+    """Refuse (401) a user no longer in the users file on every route of ``app``.
+
+    The access policy is asked only on the data routes; tiled's session and key routes
+    (``/auth/whoami``, making, listing or revoking keys, ``/auth/session/refresh``, the
+    key's own record) find the user from a token or key without it, so a removed user's
+    session or key still worked there until it expired. Here every dependency that gives
+    the current user checks them, as do the two routes that take none (refresh, the key's
+    record). The checks are written into the routes' dependency trees (as
+    ``server.app._apply_dependency_overrides`` writes tiled's): FastAPI's own
+    ``dependency_overrides`` would cost every request. ``POST /auth/session/revoke``
+    (given a refresh token, it only ends that session) stays open.
+    """
+    import functools
+
+    from tiled.server import authentication as authn
+
+    def checked(call: Any) -> Any:
+        @functools.wraps(call)
+        async def principal_still_a_user(*args: Any, **kwargs: Any) -> Any:
+            principal = await call(*args, **kwargs)
+            if principal is not None:
+                policy.check_still_a_user(principal)
+            return principal
+        return principal_still_a_user
+
+    def refreshed(call: Any) -> Any:
+        @functools.wraps(call)
+        async def refresh_of_a_user(**kwargs: Any) -> Any:
+            tokens = await call(**kwargs)  # the session's user is in the token it made
+            payload = authn.decode_token(tokens["access_token"], kwargs["settings"].secret_keys)
+            policy.check_still_a_user(_Identities(payload.get("ids") or ()))
+            return tokens
+        return refresh_of_a_user
+
+    def key_record(call: Any) -> Any:
+        @functools.wraps(call)
+        async def record_of_a_users_key(**kwargs: Any) -> Any:
+            response = await call(**kwargs)  # a valid key, or it raised
+            async with kwargs["db_factory"]() as db:
+                key = await authn.lookup_valid_api_key(db, bytes.fromhex(kwargs["api_key"]))
+                if key is not None:
+                    policy.check_still_a_user(key.principal)
+            return response
+        return record_of_a_users_key
+
+    principal_deps = {f: checked(f) for f in (authn.get_current_principal,
+                                              authn.get_current_principal_websocket)}
+    endpoints = {("POST", "/session/refresh"): refreshed, ("GET", "/apikey"): key_record}
+    seen: set[int] = set()
+
+    def visit(dependant: Any) -> None:
+        if dependant is None or id(dependant) in seen:
+            return
+        seen.add(id(dependant))
+        for sub in dependant.dependencies:
+            if sub.call in principal_deps:
+                sub.call = principal_deps[sub.call]
+            visit(sub)
+
+    found = set()
+    for route in _served_routes(app.router.routes):
+        dependant = route.dependant
+        visit(dependant)
+        for (method, tail), wrap in endpoints.items():
+            if (method in (getattr(route, "methods", None) or ())
+                    and getattr(route, "path", "").endswith("/auth" + tail)):
+                dependant.call = wrap(dependant.call)
+                found.add((method, tail))
+    if found != set(endpoints):  # a tiled that moved them: fail at startup, not open
+        raise ServerConfigError(f"tiled's routes {sorted(set(endpoints) - found)} were not "
+                                "found to guard against removed users; this tiled version "
+                                "is not one databroker_lite supports")
+
+
+def _served_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes that answer requests, each with the ``dependant`` its handler runs.
+
+    FastAPI from 0.16x keeps an included router as one entry and builds its routes (with
+    dependency trees of their own, not the router's) when first asked for them, once;
+    older versions copy them into the app's list.
+    """
+    for route in routes:
+        candidates = getattr(route, "effective_candidates", None)
+        if callable(candidates):
+            yield from _served_routes(candidates())
+            continue
+        for target in (route, getattr(route, "starlette_route", None)):
+            if getattr(target, "dependant", None) is not None:
+                yield target
+                break
+
+
+class _Identities:
+    """The identities a tiled access token names (``ids``), as a principal has them."""
+
+    def __init__(self, ids: Iterable[Mapping]) -> None:
+        from types import SimpleNamespace
+        self.identities = [SimpleNamespace(id=i.get("id"), provider=i.get("idp")) for i in ids]
 
 
 # --- the --config file of ``databroker-lite serve`` ------------------------------------
