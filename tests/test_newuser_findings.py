@@ -26,3 +26,44 @@ def test_numpy_reductions_of_an_array_column(column, func) -> None:
     col, frames = column
     assert func(col) == func(frames)  # a scalar, as numpy gives for the whole array
     np.testing.assert_array_equal(func(col, axis=0), func(frames, axis=0))
+
+
+@pytest.fixture
+def static_blob(tmp_path, RE):  # noqa: N803
+    """An ophyd-async SimBlobDetector that writes every run to the same file, blob/blob.h5
+    (StaticFilenameProvider, as ophyd-async's tutorials set it up)."""
+    pytest.importorskip("ophyd_async")
+    from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
+    from ophyd_async.sim import SimBlobDetector
+    (tmp_path / "blob").mkdir()
+    with init_devices():
+        blob = SimBlobDetector(StaticPathProvider(StaticFilenameProvider("blob"), tmp_path / "blob"))
+    return blob, tmp_path / "blob" / "blob.h5"
+
+
+@pytest.mark.xfail(strict=True, reason="storage/files.py: FILE_CACHE keeps the detector's file "
+                   "open after a read, so the detector cannot create it again in this process: "
+                   "OSError 'unable to truncate a file which is already open' aborts the scan")
+def test_a_second_scan_after_reading_the_first_in_the_same_process(RE, cat, static_blob) -> None:  # noqa: N803
+    import bluesky.plans as bp
+    blob, _ = static_blob
+    RE.subscribe(cat.writer)
+    RE(bp.count([blob], 3))
+    assert cat[-1].primary.read()["blob"].shape == (3, 240, 320)  # look at it, as users do
+    RE(bp.count([blob], 2))  # the next scan: FailedStatus(OSError) today
+    assert cat[-1].primary.read()["blob"].shape == (2, 240, 320)
+
+
+@pytest.mark.xfail(strict=True, raises=OSError, reason="storage/files.py: FILE_CACHE holds the "
+                   "detector's file open without SWMR after a read, so h5py.File(path, 'r', "
+                   "swmr=True) in the same process (tiled's HDF5 adapter, live viewers) fails: "
+                   "'SWMR read access flag not the same for file that is already open'")
+def test_the_detectors_file_opens_with_swmr_after_a_read(RE, cat, static_blob) -> None:  # noqa: N803
+    import bluesky.plans as bp
+    import h5py
+    blob, path = static_blob
+    RE.subscribe(cat.writer)
+    RE(bp.count([blob], 3))
+    frames = cat[-1].primary.read()["blob"].values
+    with h5py.File(path, "r", swmr=True) as f:
+        np.testing.assert_array_equal(f["entry/data/data"][()], frames)
