@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 
 import h5py
 import numpy as np
@@ -109,7 +110,15 @@ def test_truncated_copy_of_a_run(good_cat, tmp_path, monkeypatch):
     _write_bad(good_cat, "truncated.h5", blob[: len(blob) // 2])
     from databroker_lite.storage import files
     waits = []
-    monkeypatch.setattr(files.time, "sleep", lambda s: waits.append(s))
+    real_sleep, here = files.time.sleep, threading.current_thread()
+
+    def sleep(s: float) -> None:  # time.sleep is global: another test's threads sleep too
+        if threading.current_thread() is here:
+            waits.append(s)
+        else:
+            real_sleep(s)
+
+    monkeypatch.setattr(files.time, "sleep", sleep)
     _check_rest_works(good_cat, "truncated.h5")
     # a damaged file is not mistaken for a locked one: no waiting for a lock to go away
     assert waits == []
