@@ -378,6 +378,22 @@ def test_serve_refuses_one_catalog_key_for_several_catalogs(tmp_path: Path, monk
 
 
 @needs_server
+def test_served_catalogs_are_opened_read_only(tmp_path: Path, monkeypatch) -> None:
+    """By directory or by name (whose entry alone would open it writable), with or
+    without index=: the server writes no runs."""
+    from databroker_lite.server.app import open_catalogs
+    for name in ("a", "b"):
+        databroker_lite.open_catalog(tmp_path / name)
+    monkeypatch.setenv("DATABROKER_LITE_CATALOG_PATH", str(tmp_path / "conf"))
+    databroker_lite.install_catalog(tmp_path / "b", "bl-b")
+    assert databroker_lite.catalog["bl-b"].mode == "a"
+    for index in (None, "beside"):
+        cats = open_catalogs([str(tmp_path / "a"), "bl-b"], index=index)
+        assert {name: cat.mode for name, cat in cats.items()} == {"a": "r", "bl-b": "r"}
+        assert cats["bl-b"].name == "bl-b"
+
+
+@needs_server
 def test_serve_command_refuses_one_catalog_key_for_several_catalogs(tmp_path: Path,
                                                                    capsys) -> None:
     from databroker_lite.cli import main

@@ -34,7 +34,8 @@ def open_catalogs(specs: Sequence[str | Catalog], *,
     check_index_for(specs, index)
     out: dict[str, Catalog] = {}
     for spec in specs:
-        cat = as_catalog(spec, index=index)
+        cat = as_catalog(spec, index=index) if isinstance(spec, Catalog) else \
+            as_catalog(spec, "r", index=index)
         if isinstance(spec, Catalog):
             name = spec.name or os.path.basename(spec.directory)
         elif os.path.isdir(spec):
