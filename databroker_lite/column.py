@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from .storage.files import cached_h5, known_datasets
-from .storage.handlers import AD_DATASET, _h5_dataset
+from .errors import CorruptRunFile, ExternalDataError
+from .storage.files import cached_h5, known_dataset
+from .storage.handlers import AD_DATASET
 from .storage.lazy import needs_post, split_selection
 from .storage.reader import read_dataset
 
@@ -173,36 +174,28 @@ class ArrayColumn(ColumnLike):
         column's own dataset (a finished run of one descriptor), or the ``AD_HDF5`` file
         whose consecutive points a single resource's datums name. None: read by segment.
         """
-        self._fast = None
         col, reader = self._col, self._reader
-        if len(self._segs) != 1 or self._text or col.variable or col.json or not reader.finished:
-            return None
-        if self._dsname is not None:
+        fast = None
+        one = len(self._segs) == 1 and reader.finished and not (self._text or col.variable or col.json)
+        if one and self._dsname is not None:
             with reader.h5() as f:
                 reader._dataset(f, self._dsname, self._segs[0])  # its rows checked once
-            self._fast = (reader.path, self._dsname, 0, 1, None)
-        elif col.external and not str(col.external).startswith("STREAM:") and None not in col.shape:
+            fast = (reader.path, self._dsname, 0, 1, None)
+        elif one and col.external and not str(col.external).startswith("STREAM:") \
+                and None not in col.shape:
             stack = self._stack(0)
-            plan = stack.points()
-            if plan is not None:
-                path, first, fpp = plan
-                refs = stack.refs
-                ds = _h5_dataset(path, AD_DATASET)
-                frame = int(np.prod(col.shape, dtype=np.int64))
-                if ds.shape[0] >= (first + len(refs)) * fpp and \
-                        fpp * int(np.prod(ds.shape[1:], dtype=np.int64)) == frame:
-                    same = fpp == 1 and tuple(ds.shape[1:]) == tuple(col.shape)
-                    self._fast = (path, AD_DATASET, first, fpp,
-                                  None if same else tuple(col.shape))
-        return self._fast
+            hit = stack.direct()  # the shape check every read path makes (ShapeMismatch)
+            if hit is not None and hit.dataset.shape[0] >= (hit.first + len(stack)) * hit.fpp:
+                fast = (hit.path, AD_DATASET, hit.first, hit.fpp,
+                        None if hit.as_stored else tuple(col.shape))
+        self._fast = fast  # not before: an error (a missing file) is raised again next time
+        return fast
 
     @staticmethod
     def _fast_dataset(path: str, name: str) -> Any:
-        f = cached_h5(path)
-        ds = known_datasets(f).get(name)
-        if ds is None:
-            ds = known_datasets(f)[name] = f[name]
-        return ds
+        """The dataset of a plan (:meth:`_plan`), from the cached handle."""
+        return known_dataset(cached_h5(path), name, path,
+                             ExternalDataError if name == AD_DATASET else CorruptRunFile)
 
     def _blocks_into(self, fast: tuple, step: int, buf: np.ndarray) -> Iterator[np.ndarray]:
         """Every row, ``step`` rows at a time, read by HDF5 straight into ``buf`` (reused:

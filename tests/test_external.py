@@ -370,6 +370,80 @@ def test_consecutive_ad_hdf5_frames_are_read_in_one_slice(tmp_path, monkeypatch)
         make(cat, [5, 4]).primary.read()
 
 
+def _every_path(run) -> dict:
+    """What each read path gives for 'img': read(), to_dask() (all, one frame), stream[key]
+    (a frame, all, a reduction, on a fresh column each so none reuses another's plan)."""
+    s = run.primary
+    paths = {"read()": lambda: s.read()["img"].values,
+             "to_dask().compute()": lambda: s.to_dask()["img"].compute().values,
+             "to_dask()[-1]": lambda: s.to_dask()["img"][-1].values,
+             "stream[key][-1]": lambda: s["img"][-1],
+             "stream[key].read()": lambda: s["img"].read(),
+             "stream[key].max()": lambda: s["img"].max()}
+    out = {}
+    for name, read in paths.items():
+        try:
+            out[name] = read()
+        except Exception as exc:  # noqa: BLE001 - the error is what is compared
+            out[name] = exc
+    return out
+
+
+@pytest.mark.parametrize("layout", ["one file", "two files", "one event"])
+def test_every_path_refuses_frames_of_another_shape_alike(cat, tmp_path, layout):
+    """Frames stored (64, 32) under a descriptor saying [32, 64]: the same number of
+    pixels, but a reshape would scramble the image. read(), to_dask() and stream[key]
+    all raise the same ShapeMismatch naming the run, the key and both shapes."""
+    root = str(tmp_path / "det")
+    n = 1 if layout == "one event" else 3
+    _write_ad_file(os.path.join(root, "a.h5"), _frames(n, shape=(64, 32)))
+    more = ()
+    if layout == "two files":
+        _write_ad_file(os.path.join(root, "b.h5"), _frames(2, shape=(64, 32)))
+        more = (("b.h5", 2),)
+    run = cat[_ad_run(cat, root, "a.h5", n=n, shape=[32, 64], more_files=more)]
+    got = _every_path(run)
+    for name, value in got.items():
+        assert isinstance(value, ShapeMismatch), (name, value)
+    messages = {str(v) for v in got.values()}
+    assert len(messages) == 1, messages
+    msg = messages.pop()
+    assert run.uid in msg and "'img'" in msg and "[1, 64, 32]" in msg and "[32, 64]" in msg, msg
+
+
+@pytest.mark.parametrize("stored,declared", [((H, W), [1, H, W]), ((1, H, W), [H, W]),
+                                             ((H, 1, W), [H, W])])
+def test_every_path_reads_frames_differing_in_unit_dimensions_alike(cat, tmp_path, stored, declared):
+    """Only dimensions of length 1 may differ (ophyd's [1, h, w] per datum, say): every
+    path gives the same values, in the descriptor's shape."""
+    root = str(tmp_path / "det")
+    frames = _frames(3, shape=stored)
+    _write_ad_file(os.path.join(root, "a.h5"), frames)
+    run = cat[_ad_run(cat, root, "a.h5", n=3, shape=declared)]
+    want = frames.reshape(3, *declared)
+    got = _every_path(run)
+    for name in ("read()", "to_dask().compute()", "stream[key].read()"):
+        assert not isinstance(got[name], Exception), (name, got[name])
+        assert got[name].shape == want.shape and got[name].dtype == want.dtype, name
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+    np.testing.assert_array_equal(got["to_dask()[-1]"], want[-1])
+    np.testing.assert_array_equal(got["stream[key][-1]"], want[-1])
+    np.testing.assert_array_equal(got["stream[key].max()"], want.max(axis=0))
+
+
+def test_stream_key_of_a_missing_file_names_the_resource_as_read_does(ad_run):
+    """stream[key][k] on a removed AD_HDF5 file: the MissingExternalFile read() raises
+    (resource, path, run), not a bare FileNotFoundError."""
+    path = os.path.join(_resource(ad_run)["root"], "scan1", "img.h5")
+    os.remove(path)
+    col = ad_run.primary["img"]
+    for attempt in (lambda: col[0], lambda: col[0], lambda: ad_run.primary.read()):
+        with pytest.raises(MissingExternalFile) as info:
+            attempt()
+        msg = str(info.value)
+        assert _resource(ad_run)["uid"] in msg and path in msg and ad_run.uid in msg, msg
+
+
 # (selection, how many frames it reads). dask takes index lists, masks and reversed
 # strides from whole chunks (it does not fuse them into the read), so those read all 8.
 SELECTIONS = [(2, 1), (-1, 1), (slice(None), 8), (slice(1, 7), 6), (slice(7, 0, -3), 8),

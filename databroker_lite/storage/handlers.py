@@ -25,7 +25,7 @@ from ..errors import (
     MissingHandler,
     ShapeMismatch,
 )
-from .files import cached_h5, known_datasets
+from .files import cached_h5, known_dataset
 
 
 class AreaDetectorHDF5Handler:
@@ -90,17 +90,11 @@ class NpySeqHandler:
 AD_DATASET = "entry/data/data"  # where AD_HDF5 files keep their frames
 
 
-def _h5_dataset(path: str, name: str):
-    """``name`` in the (cached) file at ``path``; the h5py object is kept with the handle,
-    so a read costs one stat, not an h5py look-up (~20 us)."""
-    f = cached_h5(path)  # FileNotFoundError (with the path) if the file is not there
-    known = known_datasets(f)
-    ds = known.get(name)
-    if ds is None:
-        if name not in f:
-            raise ExternalDataError(f"{path}: no dataset {name!r}")
-        ds = known[name] = f[name]
-    return ds
+def _h5_dataset(path: str, name: str) -> Any:
+    """``name`` in the (cached) external file at ``path`` (:func:`~.files.known_dataset`):
+    a read costs one stat, not an h5py look-up. FileNotFoundError (with the path) if the
+    file is not there, ExternalDataError if the dataset is not."""
+    return known_dataset(cached_h5(path), name, path, ExternalDataError)
 
 
 def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int],
@@ -274,13 +268,9 @@ def load_external_many(refs: list[ExternalRef], shape: tuple, key: str, run_uid:
     if first is not None:
         handler = _handler(refs[0])
         arr = _guarded(lambda: handler.read_points(first, len(refs), out), refs[0], key, run_uid)
-        want = (len(refs), *shape)
-        per_datum = [arr.shape[0] // len(refs), *arr.shape[1:]]
-        if arr.size != int(np.prod(want)) or \
-                [d for d in per_datum if d != 1] != [d for d in shape if d != 1]:  # conform()'s rule
-            raise ShapeMismatch(f"run {run_uid}, key {key!r}: the data has shape {per_datum} "
-                                f"but the descriptor declares {list(shape)}")
-        return arr.reshape(want)
+        # read_points() gives len(refs) * frame_per_point rows (or raises)
+        frame_shape((arr.shape[0] // len(refs), *arr.shape[1:]), shape, key, run_uid)
+        return arr.reshape((len(refs), *shape))
     parts = [load_external(r, shape, key, run_uid) for r in refs]
     return np.stack(parts) if parts else np.zeros((0, *(s or 0 for s in shape)))
 
@@ -303,14 +293,28 @@ def _guarded(read: Any, ref: ExternalRef, key: str, run_uid: str) -> np.ndarray:
                                 f"{type(exc).__name__}: {exc}") from exc
 
 
+def frame_shape(stored: tuple, declared: tuple, key: str, run_uid: str) -> tuple | None:
+    """How a value stored with shape ``stored`` reads as the descriptor's ``declared`` shape:
+    None if as it is, else the shape to reshape it to. The one shape rule of every read path
+    (``read()``, ``to_dask()``, ``stream[key]``): only dimensions of length 1 may differ
+    (a frames-per-point axis of 1, ophyd's ``[1, h, w]`` per datum); anything else, a
+    transposed frame say, is a :class:`ShapeMismatch` naming the run, the key and both
+    shapes: stored frames are never silently reinterpreted (nor padded: databroker's
+    shape validation refuses them too). ``None`` in ``declared``: a dimension of any length.
+    """
+    if len(stored) == len(declared) and all(s is None or s == a for s, a in zip(declared, stored)):
+        return None
+    if None not in declared and [d for d in stored if d != 1] == [d for d in declared if d != 1]:
+        return tuple(declared)
+    raise ShapeMismatch(f"run {run_uid}, key {key!r}: the stored data has shape {list(stored)} "
+                        f"but the descriptor declares {list(declared)} (only dimensions of "
+                        "length 1 may differ)")
+
+
 def conform(arr: np.ndarray, shape: tuple, key: str, run_uid: str) -> np.ndarray:
-    """Return ``arr`` in the declared shape; only unit dimensions may differ."""
-    if len(arr.shape) == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape)):
-        return arr
-    if None not in shape and [d for d in arr.shape if d != 1] == [d for d in shape if d != 1]:
-        return arr.reshape(shape)
-    raise ShapeMismatch(f"run {run_uid}, key {key!r}: the data has shape {list(arr.shape)} "
-                        f"but the descriptor declares {list(shape)}")
+    """Return ``arr`` in the declared shape (:func:`frame_shape`'s rule)."""
+    to = frame_shape(arr.shape, shape, key, run_uid)
+    return arr if to is None else arr.reshape(to)
 
 
 def uri_to_path(uri: str) -> str:

@@ -5,13 +5,13 @@ as a few strings and work on dask.distributed workers.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import ExternalDataError, ShapeMismatch
+from ..errors import ExternalDataError
 from . import handlers
-from .files import cached_h5, known_datasets, open_h5
+from .files import cached_h5, known_dataset, open_h5
 from .handlers import ExternalRef, load_external_many, same_file_runs
 from .reader import read_dataset
 
@@ -42,11 +42,8 @@ class LazyDataset:
         read, post = split_selection(sel, self.shape)
         if self.finished:
             f = cached_h5(self.path)
-            known = known_datasets(f)  # an h5py look-up costs ~20 us: once per open handle
-            ds = known.get(self.name)
-            if ds is None and self.name in f:
-                ds = known[self.name] = f[self.name]
-            out = read_dataset(f, self.name, read, self.path, ds=ds)
+            out = read_dataset(f, self.name, read, self.path,
+                               ds=known_dataset(f, self.name, self.path))
         else:
             with open_h5(self.path, "r") as f:
                 out = read_dataset(f, self.name, read, self.path)
@@ -92,11 +89,29 @@ class ExternalStack:
             self._points = plan or False
         return self._points or None
 
+    def direct(self) -> Points | None:
+        """Where one AD_HDF5 slice holds every value (:meth:`points`), its frames checked
+        against the descriptor's shape by :func:`~.handlers.frame_shape`: the check every
+        read of the stack makes (``read()``, ``to_dask()``, ``stream[key]``), so all of
+        them agree. None: not one slice. A missing or unreadable file raises the error a
+        read raises (naming the run, key and resource)."""
+        plan = self.points()
+        if plan is None:
+            return None
+        path, first, fpp = plan
+
+        def look() -> Points:
+            ds = handlers._h5_dataset(path, handlers.AD_DATASET)
+            rest = tuple(ds.shape[1:])
+            handlers.frame_shape((fpp, *rest), self.frame, self.key, self.run_uid)
+            return Points(path, ds, first, fpp, fpp == 1 and rest == self.frame)
+        return handlers._guarded(look, self.refs[0], self.key, self.run_uid)
+
     def __getitem__(self, sel: Any) -> np.ndarray:
         read, post = split_selection(sel, self.shape)
-        plan = self.points()
-        if plan is not None:
-            out = handlers._guarded(lambda: self._read_points(plan, read), self.refs[0],
+        hit = self.direct()
+        if hit is not None:
+            out = handlers._guarded(lambda: self._read_points(hit, read), self.refs[0],
                                     self.key, self.run_uid)
             return out[post] if needs_post(post) else out
         rows = range(self.shape[0])[read[0]]
@@ -115,16 +130,11 @@ class ExternalStack:
             out = out[inner]
         return out[post] if needs_post(post) else out
 
-    def _read_points(self, plan: tuple[str, int, int], read: tuple) -> np.ndarray:
+    def _read_points(self, hit: Points, read: tuple) -> np.ndarray:
         """``read`` (one forward slice per axis) as one slice of the AD_HDF5 dataset."""
-        path, first, fpp = plan
-        ds = handlers._h5_dataset(path, handlers.AD_DATASET)
+        path, ds, first, fpp, as_stored = hit
         rows = range(self.shape[0])[read[0]]
         want = (len(rows), *(len(range(n)[s]) for s, n in zip(read[1:], self.frame)))
-        per_datum = [fpp, *ds.shape[1:]]
-        if [d for d in per_datum if d != 1] != [d for d in self.frame if d != 1]:  # conform()'s rule
-            raise ShapeMismatch(f"run {self.run_uid}, key {self.key!r}: the data has shape "
-                                f"{per_datum} but the descriptor declares {list(self.frame)}")
         if not all(want):
             return np.empty(want, dtype=self.dtype)
         start, stop = (first + rows.start) * fpp, (first + rows[-1] + 1) * fpp
@@ -137,7 +147,7 @@ class ExternalStack:
             got = handlers._handler(self.refs[0]).read_points(first + rows.start, len(rows))
             return got.reshape(want).astype(self.dtype, copy=False)
         row_sel = slice(first + rows.start, first + rows[-1] + 1, rows.step)
-        if fpp == 1 and tuple(ds.shape[1:]) == self.frame:
+        if as_stored:
             out = ds[(row_sel, *read[1:])]
         elif fpp == 1 and self.frame == (1, *ds.shape[1:]):  # ophyd's [1, h, w] per datum
             out = ds[(row_sel, *read[2:])][:, None]
@@ -145,6 +155,17 @@ class ExternalStack:
             block = ds[start:stop].reshape(-1, *self.frame)[::rows.step]
             out = block[(slice(None), *read[1:])]
         return out.astype(self.dtype, copy=False)
+
+
+class Points(NamedTuple):
+    """:meth:`ExternalStack.direct`'s answer: every value is a row (or ``fpp`` rows) of
+    ``dataset``, from point ``first`` on; ``as_stored``: one row per event, of the
+    descriptor's shape (no reshape)."""
+    path: str
+    dataset: Any
+    first: int
+    fpp: int
+    as_stored: bool
 
 
 def split_selection(sel: Any, shape: tuple) -> tuple[tuple, tuple]:

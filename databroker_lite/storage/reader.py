@@ -14,7 +14,15 @@ import numpy as np
 
 from .. import documents as _docs
 from ..errors import CorruptRunFile, DescriptorMismatchWarning, StreamNotFound, UnsupportedLayout
-from .files import FILE_CACHE, JOURNAL_SUFFIX, cached_h5, known_datasets, open_h5
+from .files import (
+    FILE_CACHE,
+    JOURNAL_SUFFIX,
+    cached_h5,
+    find_dataset,
+    known_dataset,
+    known_datasets,
+    open_h5,
+)
 from .layout import (
     LAYOUT_ATTR,
     LAYOUT_VERSION,
@@ -205,20 +213,17 @@ class RunReader:
             self.segments[unh5name(sname.decode())] = [s for _, s in sorted(segs, key=lambda t: t[0])]
 
     def _dataset(self, f: h5py.File, name: str, seg: Segment | None = None) -> Any:
-        """``f[name]``, remembered with the open handle ``f`` (see :func:`known_datasets`);
+        """``f[name]``, remembered with the open handle ``f`` (:func:`~.files.known_dataset`);
         with ``seg``, its rows are checked against the segment's event count first."""
-        known = known_datasets(f)
-        ds = known.get(name)
-        if ds is None:
-            try:
-                ds = f[name]
-            except KeyError:
-                raise CorruptRunFile(f"{self.path}: dataset {name!r} is missing") from None
-            if seg is not None and ds.shape[0] < seg.n_events:
-                raise CorruptRunFile(f"{self.path}: /{name} has {ds.shape[0]} rows where "
-                                     f"/{seg.group}/doc_index counts {seg.n_events}: the file is damaged")
-            known[name] = ds
-        return ds
+        return known_dataset(f, name, self.path, CorruptRunFile,
+                             None if seg is None else lambda ds: self._check_rows(name, ds.shape, seg))
+
+    def _check_rows(self, name: str, shape: tuple, seg: Segment) -> None:
+        """CorruptRunFile unless dataset ``name`` (of ``shape``) has a row per event of ``seg``."""
+        if shape[:1] < (seg.n_events,):
+            rows = shape[0] if shape else 0
+            raise CorruptRunFile(f"{self.path}: /{name} has {rows} rows where "
+                                 f"/{seg.group}/doc_index counts {seg.n_events}: the file is damaged")
 
     def _dataset_id(self, f: h5py.File, name: str, seg: Segment) -> tuple[Any, tuple, np.dtype]:
         """(low-level dataset, shape, dtype) of ``name``, kept with the handle ``f`` like
@@ -232,10 +237,7 @@ class RunReader:
             except KeyError:
                 raise CorruptRunFile(f"{self.path}: dataset {name!r} is missing") from None
             shape = dsid.shape
-            if shape[:1] < (seg.n_events,):
-                rows = shape[0] if shape else 0
-                raise CorruptRunFile(f"{self.path}: /{name} has {rows} rows where "
-                                     f"/{seg.group}/doc_index counts {seg.n_events}: the file is damaged")
+            self._check_rows(name, shape, seg)
             hit = known[("id", name)] = (dsid, shape, dsid.dtype)
         return hit
 
@@ -615,10 +617,7 @@ def _plain(v: Any) -> Any:
 def read_dataset(f: h5py.File, name: str, sel: Any, path: str, ds: Any = None) -> np.ndarray:
     """Read ``f[name][sel]`` as users see it: text as str objects, ragged rows reshaped."""
     if ds is None:
-        try:
-            ds = f[name]
-        except KeyError:
-            raise CorruptRunFile(f"{path}: dataset {name!r} is missing") from None
+        ds = find_dataset(f, name, path)
     try:
         dt = ds.dtype
         if dt.kind != "O":  # plain numbers: the common, fast case
