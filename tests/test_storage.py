@@ -200,3 +200,52 @@ def test_start_document_without_uid_is_named_damage(good_cat, start):
     for reader in (RunSummary, databroker_lite.storage.RunReader):
         with pytest.raises(CorruptRunFile, match=f"{os.path.basename(run.path)}: its start document has no uid"):
             reader(run.path)
+
+
+def _heads(path: str, monkeypatch) -> list:
+    """(start, stop, uid, streams) or the error, as RunSummary reads it (its fast path and
+    its careful one) and as RunReader does: one head reader serves them all."""
+    from databroker_lite.storage import reader as reader_mod
+    from databroker_lite.storage.files import FILE_CACHE
+
+    def careful(p):
+        with monkeypatch.context() as m:
+            m.setattr(reader_mod, "_fast_head", lambda _: None)
+            return reader_mod.RunSummary(p)
+
+    out = []
+    for read in (reader_mod.RunSummary, careful, reader_mod.RunReader):
+        FILE_CACHE.clear()
+        try:
+            r = read(path)
+            out.append((r.start, r.stop, r.uid, list(r.stream_names)))
+        except Exception as exc:  # noqa: BLE001 - the error is what is compared
+            out.append((type(exc), str(exc)))
+    return out
+
+
+@pytest.mark.parametrize("change", ["none", "no stop", "fixed-length start", "text layout",
+                                    "layout 99"])
+def test_run_summary_and_reader_read_a_head_alike(good_cat, change, monkeypatch):
+    """Files as the writer writes them and as other tools might (a fixed-length start,
+    the layout version as text): RunSummary (fast or careful) and RunReader agree."""
+    run = good_cat[1]
+    start = dict(run.metadata["start"])
+    with h5py.File(run.path, "r+") as f:
+        if change == "no stop":
+            del f["stop"]
+        elif change == "fixed-length start":  # not what the writer writes; another tool might
+            del f["start"]
+            f.create_dataset("start", data=np.bytes_(json.dumps(start)))
+        elif change == "text layout":
+            f.attrs["databroker_lite_layout"] = "1"
+        elif change == "layout 99":
+            f.attrs["databroker_lite_layout"] = 99
+    heads = _heads(run.path, monkeypatch)
+    assert heads[0] == heads[1] == heads[2], heads
+    if change == "layout 99":
+        assert heads[0][0] is UnsupportedLayout
+        assert os.path.basename(run.path) in heads[0][1] and "version 99" in heads[0][1]
+    else:
+        assert heads[0][0] == start and heads[0][2] == run.uid and heads[0][3] == ["primary"]
+        assert (heads[0][1] is None) == (change == "no stop")

@@ -42,18 +42,16 @@ class RunSummary:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
-        fast = _fast_head(self.path)
-        if fast is not None:
-            self.start, self.stop, self.uid, self.stream_names = fast
-            return
-        try:
-            with open_h5(self.path, "r") as f:
-                self.start, self.stop, self.uid = _read_head(f, self.path)
-                self.stream_names = [unh5name(s) for s in f["streams"]]
-        except (CorruptRunFile, FileNotFoundError):
-            raise
-        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError too
-            raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
+        head = _fast_head(self.path)
+        if head is None:  # the careful way: open_h5 waits for locks and undoes a journal
+            try:
+                with open_h5(self.path, "r") as f:
+                    head = (*_read_head(f.id, self.path), _stream_names(f.id))
+            except (CorruptRunFile, FileNotFoundError):
+                raise
+            except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py: RuntimeError too
+                raise CorruptRunFile(f"{self.path}: damaged run file ({type(exc).__name__}: {exc})") from exc
+        self.start, self.stop, self.uid, self.stream_names = head
 
 
 _VLEN_TEXT = np.dtype(object)
@@ -61,10 +59,10 @@ _LAYOUT_NAME = LAYOUT_ATTR.encode()
 
 
 def _fast_head(path: str) -> tuple[dict, dict | None, str, list[str]] | None:
-    """(start, stop, uid, stream names) through h5py's low-level calls (a third of the
-    cost of the high-level ones, which matters when an index reads 100,000 files), or
-    None for anything unusual (not a plain file, locked, a writer's journal, an odd
-    layout), which the careful path then reads or refuses as it always has."""
+    """:func:`_read_head` and the stream names of a file opened with ``h5f.open`` (no lock
+    retries, no journal handling: cheaper than :func:`open_h5`, which matters when an index
+    reads 100,000 files), or None for anything unusual (not a plain file, locked, a writer's
+    journal, damage), which the careful path then reads or refuses as it always has."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
@@ -74,63 +72,56 @@ def _fast_head(path: str) -> tuple[dict, dict | None, str, list[str]] | None:
     try:
         if os.path.exists(path + JOURNAL_SUFFIX):
             return None  # a dead writer's journal: open_h5 undoes it
-        attr = h5py.h5a.open(fid, _LAYOUT_NAME)
-        if attr.dtype.kind not in "iu" or attr.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
-            return None
-        version = np.empty((), attr.dtype)
-        attr.read(version)
-        if int(version) > LAYOUT_VERSION:
-            return None
-        docs = []
-        for name in (b"start", b"stop"):
-            try:
-                dset = h5py.h5d.open(fid, name)
-            except KeyError:
-                if name == b"start":
-                    return None
-                docs.append(None)
-                continue
-            if dset.get_space().get_simple_extent_type() != h5py.h5s.SCALAR:
-                return None  # (a one-element buffer must not meet a larger dataset)
-            buf = np.empty((), _VLEN_TEXT)
-            dset.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
-            text = buf[()]
-            if not isinstance(text, bytes):
-                return None
-            docs.append(_docs.loads(text))
-        start, stop = docs
-        if not isinstance(start, dict) or not isinstance(start.get("uid"), str):
-            return None
-        names: list[bytes] = []
-        # links.iterate: half the cost of iterating the GroupID (which looks up each index)
-        group = h5py.h5g.open(fid, b"streams")  # held: iterate needs it alive
-        group.links.iterate(names.append, idx_type=h5py.h5.INDEX_NAME, order=h5py.h5.ITER_INC)
-        streams = [unh5name(n.decode()) for n in names]
-        return start, stop, start["uid"], streams
+        return (*_read_head(fid, path), _stream_names(fid))
     except Exception:  # noqa: BLE001 - the careful path says what is wrong
         return None
     finally:
         fid.close()
 
 
-def _read_head(f: h5py.File, path: str) -> tuple[dict, dict | None, str]:
-    """(start, stop or None, uid) of an open run file, its layout checked."""
-    _check_layout(f, path)
-    start = _docs.loads(_read_scalar(f.id, b"start"))
-    stop = _docs.loads(_read_scalar(f.id, b"stop")) if f.id.links.exists(b"stop") else None
+def _read_head(fid: Any, path: str) -> tuple[dict, dict | None, str]:
+    """(start, stop or None, uid) of an open run file (its low-level ``FileID``: an
+    ``h5py.File``'s ``.id`` or ``h5f.open``'s), its layout checked. RunSummary and RunReader
+    both read it so; low-level calls (a third of the cost of the high-level ones), h5py's
+    high-level ones only for what the writer does not write."""
+    _check_layout(fid, path)
+    start = _docs.loads(_read_scalar(fid, b"start"))
+    try:
+        stop_text = _read_scalar(fid, b"stop")
+    except KeyError:  # no stop document (yet)
+        stop = None
+    else:
+        stop = _docs.loads(stop_text)
     if not isinstance(start, dict) or not isinstance(start.get("uid"), str):
         raise CorruptRunFile(f"{path}: its start document has no uid")
     return start, stop, start["uid"]
 
 
-def _check_layout(f: h5py.File, path: str) -> None:
-    version = _read_attr(f, LAYOUT_ATTR)
-    if version is None:
+def _stream_names(fid: Any) -> list[str]:
+    names: list[bytes] = []
+    # links.iterate: half the cost of iterating the GroupID (which looks up each index)
+    group = h5py.h5g.open(fid, b"streams")  # held: iterate needs it alive
+    group.links.iterate(names.append, idx_type=h5py.h5.INDEX_NAME, order=h5py.h5.ITER_INC)
+    return [unh5name(n.decode()) for n in names]
+
+
+def _check_layout(fid: Any, path: str) -> None:
+    """CorruptRunFile unless the root group's layout attribute is a version number, and
+    UnsupportedLayout if it is newer than this package reads."""
+    try:
+        attr = h5py.h5a.open(fid, _LAYOUT_NAME)
+    except KeyError:
         raise CorruptRunFile(f"{path}: not a databroker_lite run file "
-                             f"(no {LAYOUT_ATTR!r} attribute on the root group)")
-    if int(version) > LAYOUT_VERSION:
-        raise UnsupportedLayout(f"{path}: layout version {int(version)} is newer than "
-                                f"this databroker_lite reads ({LAYOUT_VERSION}); upgrade it")
+                             f"(no {LAYOUT_ATTR!r} attribute on the root group)") from None
+    if attr.dtype.kind in "iu" and attr.get_space().get_simple_extent_type() == h5py.h5s.SCALAR:
+        buf = np.zeros((), attr.dtype)
+        attr.read(buf)
+        version = int(buf)
+    else:  # not what the writer writes ("1", say): h5py's way; int() refuses what is no number
+        version = int(h5py.Group(h5py.h5g.open(fid, b"/")).attrs[LAYOUT_ATTR])
+    if version > LAYOUT_VERSION:
+        raise UnsupportedLayout(f"{path}: layout version {version} is newer than this "
+                                f"databroker_lite reads ({LAYOUT_VERSION}); upgrade it")
 
 
 class RunReader:
@@ -186,11 +177,11 @@ class RunReader:
     def _load(self, f: h5py.File) -> None:
         head, self._head = self._head, None
         if head is not None and isinstance(head[0], dict) and isinstance(head[0].get("uid"), str):
-            _check_layout(f, self.path)  # the documents are the index's: ~0.1 ms less per run
+            _check_layout(f.id, self.path)  # the documents are the index's: ~0.1 ms less per run
             self.start, self.stop = head
             self.uid = self.start["uid"]
         else:
-            self.start, self.stop, self.uid = _read_head(f, self.path)
+            self.start, self.stop, self.uid = _read_head(f.id, self.path)
         self.finished = self.stop is not None
         self.segments: dict[str, list[Segment]] = {}
         # Segments are listed with h5py's low-level calls (a high-level Group or Dataset
@@ -509,29 +500,22 @@ def _children(gid: Any) -> list[bytes]:
 
 
 def _read_scalar(gid: Any, name: bytes) -> Any:
-    """A scalar string dataset (a JSON document) of a low-level group.
+    """A scalar string dataset (a JSON document) of a low-level group, as bytes.
 
-    Read with h5py's low-level calls: a high-level ``Dataset`` costs ~20 us to build and
-    ``f[name][()]`` ~70 us, against ~20 us for this (a run reads three documents)."""
+    Read with h5py's low-level calls into a one-element buffer (without asking the
+    dataset's dtype, ~4 us): a high-level ``Dataset`` costs ~20 us to build and
+    ``f[name][()]`` ~70 us (a run reads three documents). KeyError if there is none."""
     dsid = h5py.h5d.open(gid, name)
-    if dsid.shape != () or h5py.check_string_dtype(dsid.dtype) is None:
-        return h5py.Dataset(dsid)[()]  # not what the writer writes: let h5py sort it out
-    out = np.empty((), dtype=dsid.dtype)
-    dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
-    return out[()]
-
-
-def _read_attr(f: h5py.File, name: str) -> Any:
-    """An attribute of the root group (None if absent); numbers read with low-level calls."""
-    key = name.encode()
-    if not h5py.h5a.exists(f.id, key):
-        return None
-    at = h5py.h5a.open(f.id, key)
-    if at.dtype.kind not in "iu":
-        return f.attrs.get(name)
-    out = np.zeros(at.shape, dtype=at.dtype)
-    at.read(out)
-    return out[()]
+    if dsid.get_space().get_simple_extent_type() == h5py.h5s.SCALAR:  # (a larger one must
+        buf = np.empty((), _VLEN_TEXT)                                  # not meet this buffer)
+        try:
+            dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
+        except OSError:  # not variable-length text
+            pass
+        else:
+            if isinstance(buf[()], bytes):
+                return buf[()]
+    return h5py.Dataset(dsid)[()]  # not what the writer writes: let h5py sort it out
 
 
 def _open_dataset(gid: Any, name: bytes) -> Any:
