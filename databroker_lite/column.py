@@ -155,8 +155,10 @@ class ArrayColumn(ColumnLike):
         return _attrs(self._col)
 
     def __repr__(self) -> str:
+        # reads nothing: a text column's width is shown once something asked for it (dtype)
+        dtype = self._dtype if not self._text else (self._width or "<U (width not read yet)")
         return (f"<ArrayColumn {self.key!r} of stream {self.stream.name!r}: shape {self.shape}, "
-                f"dtype {self.dtype}>")
+                f"dtype {dtype}>")
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         fast = self._fast if self._fast is not _UNSET else self._plan()

@@ -192,6 +192,22 @@ def test_text_dtype_has_the_width_read_gives(run):
     assert col[:].dtype == col.dtype and "<U7" in repr(col)
 
 
+def test_repr_of_a_text_column_reads_nothing(run, monkeypatch):
+    """repr(stream["label"]) names key, shape and dtype without reading the values; their
+    width shows once dtype has been asked."""
+    import databroker_lite.column as column_mod
+
+    reads = []
+    real = column_mod.read_dataset
+    monkeypatch.setattr(column_mod, "read_dataset", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
+    col = run.primary["label"]
+    text = repr(col)
+    assert reads == []
+    assert "'label'" in text and "shape (5,)" in text and "<U" in text and "<U7" not in text
+    assert col.dtype == np.dtype("<U7") and reads
+    assert "dtype <U7>" in repr(col)
+
+
 @pytest.mark.parametrize("sel", [1.5, "x", np.float64(2.0), [0.5, 1.0], (0, 1.0), np.array([1], dtype=object)])
 def test_a_non_integer_index_is_an_index_error(run, sel):
     """As numpy: floats, strings and non-integer arrays are no index (no row, no raw ufunc error)."""
