@@ -61,7 +61,7 @@ class ExternalStack:
     usual detector run) a selection is one h5py slice of that file's dataset.
     """
 
-    __slots__ = ("refs", "frame", "dtype", "key", "run_uid", "shape", "ndim", "_points")
+    __slots__ = ("refs", "frame", "dtype", "key", "run_uid", "shape", "ndim", "_points", "_rest")
 
     def __init__(self, refs: list[ExternalRef], frame: tuple, dtype: np.dtype, key: str,
                  run_uid: str, points: Any = None) -> None:
@@ -70,6 +70,7 @@ class ExternalStack:
         self.shape = (len(self.refs), *self.frame)
         self.ndim = len(self.shape)
         self._points = points  # see points(): None until worked out, then a tuple or False
+        self._rest: tuple | None = None  # the stored frame shape direct() found right
 
     def __getstate__(self) -> tuple:
         return (self.refs, self.frame, self.dtype.str, self.key, self.run_uid, self._points)
@@ -98,21 +99,23 @@ class ExternalStack:
         plan = self.points()
         if plan is None:
             return None
-        path, first, fpp = plan
+        return handlers._guarded(lambda: self._direct(plan), self.refs[0], self.key, self.run_uid)
 
-        def look() -> Points:
-            ds = handlers._h5_dataset(path, handlers.AD_DATASET)
-            rest = tuple(ds.shape[1:])
+    def _direct(self, plan: tuple[str, int, int]) -> Points:
+        path, first, fpp = plan
+        ds = handlers._h5_dataset(path, handlers.AD_DATASET)
+        rest = ds.shape[1:]
+        if rest != self._rest:  # checked once per stored shape (again if the file changes)
             handlers.frame_shape((fpp, *rest), self.frame, self.key, self.run_uid)
-            return Points(path, ds, first, fpp, fpp == 1 and rest == self.frame)
-        return handlers._guarded(look, self.refs[0], self.key, self.run_uid)
+            self._rest = rest
+        return Points(path, ds, first, fpp, fpp == 1 and rest == self.frame)
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         read, post = split_selection(sel, self.shape)
-        hit = self.direct()
-        if hit is not None:
-            out = handlers._guarded(lambda: self._read_points(hit, read), self.refs[0],
-                                    self.key, self.run_uid)
+        plan = self.points()
+        if plan is not None:
+            out = handlers._guarded(lambda: self._read_points(self._direct(plan), read),
+                                    self.refs[0], self.key, self.run_uid)
             return out[post] if needs_post(post) else out
         rows = range(self.shape[0])[read[0]]
         out = np.empty((len(rows), *self.frame), dtype=self.dtype)
@@ -142,10 +145,10 @@ class ExternalStack:
             raise ExternalDataError(f"{path}: datums ask for frames {start}:{stop} but the file "
                                     f"holds {ds.shape[0]}")
         if rows.step == 1 and all(s == slice(0, n) for s, n in zip(read[1:], self.frame)):
-            # whole frames: the handler's one read (h5py's fast slice path; read_direct()
-            # into a buffer costs ~30 us more per call and saves no copy here)
-            got = handlers._handler(self.refs[0]).read_points(first + rows.start, len(rows))
-            return got.reshape(want).astype(self.dtype, copy=False)
+            # whole frames: one read (h5py's fast slice path; read_direct() into a buffer
+            # costs ~30 us more per call and saves no copy here), what the handler's
+            # read_points() reads, without looking the dataset up again
+            return ds[start:stop].reshape(want).astype(self.dtype, copy=False)
         row_sel = slice(first + rows.start, first + rows[-1] + 1, rows.step)
         if as_stored:
             out = ds[(row_sel, *read[1:])]
