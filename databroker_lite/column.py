@@ -8,14 +8,15 @@ straight from the HDF5 dataset (or the external file) holding them.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from .errors import CorruptRunFile, ExternalDataError
-from .storage.files import cached_h5, known_dataset
+from .errors import CorruptRunFile
+from .storage.files import cached_h5, external_dataset, known_dataset
 from .storage.handlers import AD_DATASET
 from .storage.lazy import needs_post, split_selection
 from .storage.reader import read_dataset
@@ -187,59 +188,64 @@ class ArrayColumn(ColumnLike):
                 and None not in col.shape:
             stack = self._stack(0)
             hit = stack.direct()  # the shape check every read path makes (ShapeMismatch)
-            if hit is not None and hit.dataset.shape[0] >= (hit.first + len(stack)) * hit.fpp:
+            if hit is not None and hit.rows >= (hit.first + len(stack)) * hit.fpp:
                 fast = (hit.path, AD_DATASET, hit.first, hit.fpp,
                         None if hit.as_stored else tuple(col.shape))
         self._fast = fast  # not before: an error (a missing file) is raised again next time
         return fast
 
     @staticmethod
-    def _fast_dataset(path: str, name: str) -> Any:
-        """The dataset of a plan (:meth:`_plan`), from the cached handle."""
-        return known_dataset(cached_h5(path), name, path,
-                             ExternalDataError if name == AD_DATASET else CorruptRunFile)
+    @contextlib.contextmanager
+    def _fast_dataset(path: str, name: str) -> Iterator[Any]:
+        """The dataset of a plan (:meth:`_plan`): from the cached handle of a run file; a
+        detector's file is open only while the block runs (:func:`~.files.external_dataset`)."""
+        if name == AD_DATASET:
+            with external_dataset(path, name) as ds:
+                yield ds
+        else:
+            yield known_dataset(cached_h5(path), name, path, CorruptRunFile)
 
     def _blocks_into(self, fast: tuple, step: int, buf: np.ndarray) -> Iterator[np.ndarray]:
         """Every row, ``step`` rows at a time, read by HDF5 straight into ``buf`` (reused:
         no allocation and no page faults per block). h5py's low-level calls with one file
         space, since ``ds[a:b]`` and ``read_direct()`` build Python selections per call."""
         path, name, first, fpp, frame = fast
-        ds = self._fast_dataset(path, name)
-        dsid, rest = ds.id, tuple(ds.shape[1:])
-        per = 1 if frame is None else fpp  # dataset rows per event
-        fspace = dsid.get_space()
-        mspaces: dict[int, Any] = {}
-        n = self.shape[0]
-        for a in range(0, n, step):
-            m = min(step, n - a)
-            out = buf[:m]
-            mspace = mspaces.get(m)
-            if mspace is None:
-                mspace = mspaces[m] = h5py.h5s.create_simple((m * per, *rest))
-            fspace.select_hyperslab(((first + a) * per, *(0,) * len(rest)), (m * per, *rest))
-            dsid.read(mspace, fspace, out)
-            yield out
+        with self._fast_dataset(path, name) as ds:
+            dsid, rest = ds.id, tuple(ds.shape[1:])
+            per = 1 if frame is None else fpp  # dataset rows per event
+            fspace = dsid.get_space()
+            mspaces: dict[int, Any] = {}
+            n = self.shape[0]
+            for a in range(0, n, step):
+                m = min(step, n - a)
+                out = buf[:m]
+                mspace = mspaces.get(m)
+                if mspace is None:
+                    mspace = mspaces[m] = h5py.h5s.create_simple((m * per, *rest))
+                fspace.select_hyperslab(((first + a) * per, *(0,) * len(rest)), (m * per, *rest))
+                dsid.read(mspace, fspace, out)
+                yield out
 
     def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
         path, name, first, fpp, frame = fast
-        ds = self._fast_dataset(path, name)
-        if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
-            n = self.shape[0]
-            k = int(sel) + (n if sel < 0 else 0)
-            if not 0 <= k < n:
-                raise IndexError(f"index {int(sel)} is out of bounds for {self.key!r} "
-                                 f"with {n} events")
+        with self._fast_dataset(path, name) as ds:
+            if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
+                n = self.shape[0]
+                k = int(sel) + (n if sel < 0 else 0)
+                if not 0 <= k < n:
+                    raise IndexError(f"index {int(sel)} is out of bounds for {self.key!r} "
+                                     f"with {n} events")
+                if frame is None:
+                    return ds[first + k]
+                return ds[(first + k) * fpp:(first + k + 1) * fpp].reshape(frame)
+            read, post = split_selection(sel, self.shape)
+            rows = read[0]
             if frame is None:
-                return ds[first + k]
-            return ds[(first + k) * fpp:(first + k + 1) * fpp].reshape(frame)
-        read, post = split_selection(sel, self.shape)
-        rows = read[0]
-        if frame is None:
-            out = ds[(slice(first + rows.start, first + rows.stop, rows.step), *read[1:])]
-        else:
-            block = ds[(first + rows.start) * fpp:(first + rows.stop) * fpp]
-            out = block.reshape(-1, *frame)[::rows.step][(slice(None), *read[1:])]
-        return out[post] if needs_post(post) else out
+                out = ds[(slice(first + rows.start, first + rows.stop, rows.step), *read[1:])]
+            else:
+                block = ds[(first + rows.start) * fpp:(first + rows.stop) * fpp]
+                out = block.reshape(-1, *frame)[::rows.step][(slice(None), *read[1:])]
+            return out[post] if needs_post(post) else out
 
     def _stack(self, i: int) -> ExternalStack:
         stack = self._stacks.get(i)

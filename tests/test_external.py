@@ -523,3 +523,25 @@ def test_datum_kwargs_the_handler_refuses_name_resource_and_kwargs(cat, tmp_path
         with pytest.raises(ExternalDataError, match=r"resource .* with datum kwargs \{\"frame\": 0\} failed: "
                                                     r"TypeError"):
             read()
+
+
+def test_no_read_path_keeps_the_detectors_file(ad_run):
+    """After every kind of read, the detector can create its file again at once, in this
+    process (HDF5 refuses to truncate a file it has open) and in another one (which an
+    HDF5 read lock would block): the next scan with the same file name must not fail."""
+    import subprocess
+    import sys
+    path = os.path.join(_resource(ad_run)["root"], "scan1", "img.h5")
+    want = _frames(3)
+    reads = [lambda: ad_run.primary.read()["img"].values,
+             lambda: ad_run.primary.to_dask()["img"].compute().values,
+             lambda: ad_run.primary.to_dask()["img"][1].compute().values,
+             lambda: ad_run.primary["img"][1],
+             lambda: ad_run.primary["img"][0:3],
+             lambda: ad_run.primary["img"].mean()]
+    expected = [want, want, want[1], want[1], want, want.mean(axis=0)]
+    for read, value in zip(reads, expected):
+        np.testing.assert_array_equal(read(), value)
+        _write_ad_file(path, want)  # the detector writes its file again: "w" truncates
+        code = ("import h5py, sys; f = h5py.File(sys.argv[1], 'a'); f.close()")
+        subprocess.run([sys.executable, "-c", code, path], check=True, timeout=60)

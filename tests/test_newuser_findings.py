@@ -41,9 +41,6 @@ def static_blob(tmp_path, RE):  # noqa: N803
     return blob, tmp_path / "blob" / "blob.h5"
 
 
-@pytest.mark.xfail(strict=True, reason="storage/files.py: FILE_CACHE keeps the detector's file "
-                   "open after a read, so the detector cannot create it again in this process: "
-                   "OSError 'unable to truncate a file which is already open' aborts the scan")
 def test_a_second_scan_after_reading_the_first_in_the_same_process(RE, cat, static_blob) -> None:  # noqa: N803
     import bluesky.plans as bp
     blob, _ = static_blob
@@ -54,10 +51,6 @@ def test_a_second_scan_after_reading_the_first_in_the_same_process(RE, cat, stat
     assert cat[-1].primary.read()["blob"].shape == (2, 240, 320)
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason="storage/files.py: FILE_CACHE holds the "
-                   "detector's file open without SWMR after a read, so h5py.File(path, 'r', "
-                   "swmr=True) in the same process (tiled's HDF5 adapter, live viewers) fails: "
-                   "'SWMR read access flag not the same for file that is already open'")
 def test_the_detectors_file_opens_with_swmr_after_a_read(RE, cat, static_blob) -> None:  # noqa: N803
     import bluesky.plans as bp
     import h5py

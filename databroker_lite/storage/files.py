@@ -32,7 +32,7 @@ from typing import Any
 
 import h5py
 
-from ..errors import CatalogError, CorruptRunFile
+from ..errors import CatalogError, CorruptRunFile, ExternalDataError
 
 _LOCK_WAIT = float(os.environ.get("DATABROKER_LITE_LOCK_WAIT", "30"))
 JOURNAL_SUFFIX = ".journal"
@@ -511,6 +511,31 @@ def known_datasets(f: h5py.File) -> dict[str, Any]:
 def cached_h5(path: str) -> h5py.File:
     """A cached read-only handle on a finished run file (or an external file)."""
     return FILE_CACHE.get(os.fspath(path))
+
+
+@contextlib.contextmanager
+def external_dataset(path: str, name: str) -> Iterator[Any]:
+    """``name`` in the external (detector's) file at ``path``, open only while the block
+    runs, without HDF5's file lock.
+
+    A detector's file is never held between reads: its writer, in this process or
+    another, must be able to create it again for the next scan (ophyd-async's static file
+    names do), which an open read handle or its shared lock would make fail. The cost is
+    an open per read (~0.1-0.2 ms), paid once per block of frames, not per frame.
+    FileNotFoundError if the file is not there, ExternalDataError if it does not read.
+    """
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "No such external file", path) from exc
+        raise ExternalDataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    try:
+        yield find_dataset(f, name, path, ExternalDataError)
+    finally:
+        f.close()
 
 
 def find_dataset(f: h5py.File, name: str, path: str,

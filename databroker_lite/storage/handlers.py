@@ -25,7 +25,7 @@ from ..errors import (
     MissingHandler,
     ShapeMismatch,
 )
-from .files import cached_h5, known_dataset
+from .files import external_dataset
 
 
 class AreaDetectorHDF5Handler:
@@ -38,32 +38,32 @@ class AreaDetectorHDF5Handler:
         self.fpp = int(frame_per_point)
 
     def __call__(self, point_number: int, **_: Any) -> np.ndarray:
-        ds = _h5_dataset(self.filename, AD_DATASET)
-        start = int(point_number) * self.fpp
-        stop = start + self.fpp
-        if stop > ds.shape[0]:
-            raise ExternalDataError(
-                f"{self.filename}: datum asks for frames {start}:{stop} but the file holds "
-                f"{ds.shape[0]}")
-        return ds[start:stop]
+        with external_dataset(self.filename, AD_DATASET) as ds:
+            start = int(point_number) * self.fpp
+            stop = start + self.fpp
+            if stop > ds.shape[0]:
+                raise ExternalDataError(
+                    f"{self.filename}: datum asks for frames {start}:{stop} but the file holds "
+                    f"{ds.shape[0]}")
+            return ds[start:stop]
 
     def read_points(self, first: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Points ``first .. first+count-1`` in one read: (count * frame_per_point, ...).
 
         With ``out`` (a C-contiguous array of that many elements) HDF5 reads straight into it.
         """
-        ds = _h5_dataset(self.filename, AD_DATASET)
-        start, stop = first * self.fpp, (first + count) * self.fpp
-        if stop > ds.shape[0]:
-            raise ExternalDataError(
-                f"{self.filename}: datums ask for frames {start}:{stop} but the file holds "
-                f"{ds.shape[0]}")
-        shape = (stop - start, *ds.shape[1:])
-        if out is not None and out.size == int(np.prod(shape)) and out.dtype == ds.dtype \
-                and out.flags.c_contiguous:
-            ds.read_direct(out.reshape(shape), np.s_[start:stop])
-            return out.reshape(shape)
-        return ds[start:stop]
+        with external_dataset(self.filename, AD_DATASET) as ds:
+            start, stop = first * self.fpp, (first + count) * self.fpp
+            if stop > ds.shape[0]:
+                raise ExternalDataError(
+                    f"{self.filename}: datums ask for frames {start}:{stop} but the file holds "
+                    f"{ds.shape[0]}")
+            shape = (stop - start, *ds.shape[1:])
+            if out is not None and out.size == int(np.prod(shape)) and out.dtype == ds.dtype \
+                    and out.flags.c_contiguous:
+                ds.read_direct(out.reshape(shape), np.s_[start:stop])
+                return out.reshape(shape)
+            return ds[start:stop]
 
     def get_file_list(self, datum_kwargs: list[dict]) -> list[str]:
         return [self.filename]
@@ -90,13 +90,6 @@ class NpySeqHandler:
 AD_DATASET = "entry/data/data"  # where AD_HDF5 files keep their frames
 
 
-def _h5_dataset(path: str, name: str) -> Any:
-    """``name`` in the (cached) external file at ``path`` (:func:`~.files.known_dataset`):
-    a read costs one stat, not an h5py look-up. FileNotFoundError (with the path) if the
-    file is not there, ExternalDataError if the dataset is not."""
-    return known_dataset(cached_h5(path), name, path, ExternalDataError)
-
-
 def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int],
                      event_shape: tuple | None = None) -> np.ndarray:
     """application/x-hdf5 stream resource: the rows of events ``indices`` of ``parameters['dataset']``.
@@ -108,16 +101,16 @@ def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int],
     ``(b - a, *event_shape)``; a dataset of ``(N, *event_shape)`` rows is read as is.
     """
     name = parameters.get("dataset") or parameters.get("path") or "entry/data/data"
-    ds = _h5_dataset(path, name)
-    a, b = (int(i) for i in indices)
-    per = 1
-    if event_shape and None not in event_shape and tuple(ds.shape[1:]) != tuple(event_shape) \
-            and tuple(ds.shape[1:]) == tuple(event_shape[1:]):
-        per = int(event_shape[0])  # frames per event, concatenated along the first axis
-    if b * per > ds.shape[0]:
-        raise ExternalDataError(f"{path}: stream datum asks for events {a}:{b} (rows {a * per}:"
-                                f"{b * per}) but {name} holds {ds.shape[0]} rows")
-    out = ds[a * per:b * per]
+    with external_dataset(path, name) as ds:
+        a, b = (int(i) for i in indices)
+        per = 1
+        if event_shape and None not in event_shape and tuple(ds.shape[1:]) != tuple(event_shape) \
+                and tuple(ds.shape[1:]) == tuple(event_shape[1:]):
+            per = int(event_shape[0])  # frames per event, concatenated along the first axis
+        if b * per > ds.shape[0]:
+            raise ExternalDataError(f"{path}: stream datum asks for events {a}:{b} (rows "
+                                    f"{a * per}:{b * per}) but {name} holds {ds.shape[0]} rows")
+        out = ds[a * per:b * per]
     return out.reshape((b - a, *event_shape)) if per != 1 else out
 
 
@@ -284,8 +277,13 @@ def _guarded(read: Any, ref: ExternalRef, key: str, run_uid: str) -> np.ndarray:
             f"run {run_uid}, key {key!r}: external file of resource {ref.resource_uid} not found "
             f"at {exc.filename or ref.path!r} (if the files moved, open the catalog with "
             f"root_map={{old_root: new_root}})") from None
-    except (MissingHandler, ExternalDataError, ShapeMismatch):
+    except (MissingHandler, ShapeMismatch, MissingExternalFile):
         raise
+    except ExternalDataError as exc:  # a file's own complaint: say whose data it is
+        if f"run {run_uid}," in str(exc):
+            raise
+        raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
+                                f"at {ref.path!r} failed: {exc}") from exc
     except (OSError, TypeError, ValueError, KeyError, IndexError) as exc:
         # a handler refusing its resource or datum kwargs fails the same way as a bad file
         raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ExternalDataError
 from . import handlers
-from .files import cached_h5, known_dataset, open_h5
+from .files import cached_h5, external_dataset, known_dataset, open_h5
 from .handlers import ExternalRef, load_external_many, same_file_runs
 from .reader import read_dataset
 
@@ -99,23 +99,28 @@ class ExternalStack:
         plan = self.points()
         if plan is None:
             return None
-        return handlers._guarded(lambda: self._direct(plan), self.refs[0], self.key, self.run_uid)
 
-    def _direct(self, plan: tuple[str, int, int]) -> Points:
+        def look() -> Points:
+            with external_dataset(plan[0], handlers.AD_DATASET) as ds:
+                return self._direct(plan, ds)
+        return handlers._guarded(look, self.refs[0], self.key, self.run_uid)
+
+    def _direct(self, plan: tuple[str, int, int], ds: Any) -> Points:
         path, first, fpp = plan
-        ds = handlers._h5_dataset(path, handlers.AD_DATASET)
         rest = ds.shape[1:]
         if rest != self._rest:  # checked once per stored shape (again if the file changes)
             handlers.frame_shape((fpp, *rest), self.frame, self.key, self.run_uid)
             self._rest = rest
-        return Points(path, ds, first, fpp, fpp == 1 and rest == self.frame)
+        return Points(path, ds.shape[0], first, fpp, fpp == 1 and rest == self.frame)
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         read, post = split_selection(sel, self.shape)
         plan = self.points()
         if plan is not None:
-            out = handlers._guarded(lambda: self._read_points(self._direct(plan), read),
-                                    self.refs[0], self.key, self.run_uid)
+            def read_points() -> np.ndarray:
+                with external_dataset(plan[0], handlers.AD_DATASET) as ds:
+                    return self._read_points(self._direct(plan, ds), ds, read)
+            out = handlers._guarded(read_points, self.refs[0], self.key, self.run_uid)
             return out[post] if needs_post(post) else out
         rows = range(self.shape[0])[read[0]]
         out = np.empty((len(rows), *self.frame), dtype=self.dtype)
@@ -133,9 +138,9 @@ class ExternalStack:
             out = out[inner]
         return out[post] if needs_post(post) else out
 
-    def _read_points(self, hit: Points, read: tuple) -> np.ndarray:
-        """``read`` (one forward slice per axis) as one slice of the AD_HDF5 dataset."""
-        path, ds, first, fpp, as_stored = hit
+    def _read_points(self, hit: Points, ds: Any, read: tuple) -> np.ndarray:
+        """``read`` (one forward slice per axis) as one slice of the AD_HDF5 dataset ``ds``."""
+        path, _, first, fpp, as_stored = hit
         rows = range(self.shape[0])[read[0]]
         want = (len(rows), *(len(range(n)[s]) for s, n in zip(read[1:], self.frame)))
         if not all(want):
@@ -162,10 +167,10 @@ class ExternalStack:
 
 class Points(NamedTuple):
     """:meth:`ExternalStack.direct`'s answer: every value is a row (or ``fpp`` rows) of
-    ``dataset``, from point ``first`` on; ``as_stored``: one row per event, of the
-    descriptor's shape (no reshape)."""
+    the AD_HDF5 dataset of ``path`` (``rows`` rows when looked at), from point ``first``
+    on; ``as_stored``: one row per event, of the descriptor's shape (no reshape)."""
     path: str
-    dataset: Any
+    rows: int
     first: int
     fpp: int
     as_stored: bool
