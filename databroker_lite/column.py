@@ -82,21 +82,43 @@ class ColumnLike:
     def _reduce(self, how: str, axis: Any) -> np.ndarray:
         raise NotImplementedError
 
-    def mean(self, axis: Any = 0) -> np.ndarray:
-        """Mean over events (``axis=0``), a few frames at a time (float64)."""
-        return self._reduce("mean", axis)
+    def mean(self, axis: Any = 0, dtype: Any = None, out: np.ndarray | None = None,
+             keepdims: bool = False) -> Any:
+        """Mean over events (``axis=0``), a few frames at a time (float64); ``axis=None``
+        (what ``np.mean(col)`` asks) the mean of every element."""
+        return self._numpy("mean", axis, dtype, out, keepdims)
 
-    def sum(self, axis: Any = 0) -> np.ndarray:
+    def sum(self, axis: Any = 0, dtype: Any = None, out: np.ndarray | None = None,
+            keepdims: bool = False) -> Any:
         """Sum over events, as ``numpy.sum`` gives it, a few frames at a time."""
-        return self._reduce("sum", axis)
+        return self._numpy("sum", axis, dtype, out, keepdims)
 
-    def max(self, axis: Any = 0) -> np.ndarray:
+    def max(self, axis: Any = 0, out: np.ndarray | None = None, keepdims: bool = False) -> Any:
         """Largest value over events, a few frames at a time."""
-        return self._reduce("max", axis)
+        return self._numpy("max", axis, None, out, keepdims)
 
-    def min(self, axis: Any = 0) -> np.ndarray:
+    def min(self, axis: Any = 0, out: np.ndarray | None = None, keepdims: bool = False) -> Any:
         """Smallest value over events, a few frames at a time."""
-        return self._reduce("min", axis)
+        return self._numpy("min", axis, None, out, keepdims)
+
+    def _numpy(self, how: str, axis: Any, dtype: Any, out: np.ndarray | None,
+               keepdims: bool) -> Any:
+        """A reduction with numpy's arguments, so ``np.mean(col)``, ``np.max(col, axis=0)``
+        work: over events block by block (``_reduce``), the whole array as the reduction of
+        that (every frame has as many elements, so a mean of means is the mean)."""
+        extra = {} if dtype is None else {"dtype": dtype}
+        if axis is None:
+            res = getattr(np, how)(self._reduce(how, 0) if self.ndim > 1 else self[...], **extra)
+        else:
+            res = self._reduce(how, axis)
+            if extra:
+                res = np.asarray(res).astype(dtype)
+        if keepdims:
+            res = np.reshape(res, (1,) * self.ndim) if axis is None else np.expand_dims(res, axis)
+        if out is not None:
+            out[...] = res
+            return out
+        return res
 
 
 class ArrayColumn(ColumnLike):

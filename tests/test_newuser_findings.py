@@ -18,9 +18,6 @@ def column(cat):
     return cat[-1].primary["img"], frames
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="column.py: ColumnLike.mean/sum/max/min take only axis; "
-                   "numpy's np.mean(col) calls col.mean(axis=None, dtype=None, out=None) -> "
-                   "TypeError: unexpected keyword argument 'dtype'")
 @pytest.mark.parametrize("func", [np.mean, np.sum, np.max, np.min])
 def test_numpy_reductions_of_an_array_column(column, func) -> None:
     col, frames = column
@@ -60,3 +57,14 @@ def test_the_detectors_file_opens_with_swmr_after_a_read(RE, cat, static_blob) -
     frames = cat[-1].primary.read()["blob"].values
     with h5py.File(path, "r", swmr=True) as f:
         np.testing.assert_array_equal(f["entry/data/data"][()], frames)
+
+
+def test_numpy_reduction_arguments_of_an_array_column(column) -> None:
+    col, frames = column
+    np.testing.assert_array_equal(col.mean(), frames.mean(axis=0))  # over events, as documented
+    assert np.mean(col, dtype="f4").dtype == np.float32
+    out = np.zeros(FRAME, dtype="u8")
+    assert np.sum(col, axis=0, out=out) is out
+    np.testing.assert_array_equal(out, frames.sum(axis=0))
+    assert np.max(col, keepdims=True).shape == (1, 1, 1)
+    np.testing.assert_array_equal(np.min(col, axis=0, keepdims=True), frames.min(axis=0, keepdims=True))
