@@ -545,3 +545,15 @@ def test_no_read_path_keeps_the_detectors_file(ad_run):
         _write_ad_file(path, want)  # the detector writes its file again: "w" truncates
         code = ("import h5py, sys; f = h5py.File(sys.argv[1], 'a'); f.close()")
         subprocess.run([sys.executable, "-c", code, path], check=True, timeout=60)
+
+
+def test_a_detector_file_open_in_this_process_is_still_read(ad_run):
+    """The user (or a detector writing here) has the file open with h5py's defaults:
+    every read path still reads it (HDF5 refuses a second open with other lock flags)."""
+    path = os.path.join(_resource(ad_run)["root"], "scan1", "img.h5")
+    want = _frames(3)
+    with h5py.File(path, "r") as mine:
+        np.testing.assert_array_equal(ad_run.primary.read()["img"].values, want)
+        np.testing.assert_array_equal(ad_run.primary.to_dask()["img"][2].compute().values, want[2])
+        np.testing.assert_array_equal(ad_run.primary["img"][1], want[1])
+        np.testing.assert_array_equal(mine["entry/data/data"][0], want[0])  # still the user's

@@ -525,7 +525,7 @@ def external_dataset(path: str, name: str) -> Iterator[Any]:
     FileNotFoundError if the file is not there, ExternalDataError if it does not read.
     """
     try:
-        f = h5py.File(path, "r", locking=False)
+        f = _open_external(path)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -536,6 +536,21 @@ def external_dataset(path: str, name: str) -> Iterator[Any]:
         yield find_dataset(f, name, path, ExternalDataError)
     finally:
         f.close()
+
+
+def _open_external(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        # Already open in this process (the user's own h5py.File, a detector writing it
+        # here): HDF5 then wants the flags it was opened with, and the lock is this
+        # process's anyway.
+        text = str(exc)
+        if "locking flag" in text:
+            return h5py.File(path, "r")
+        if "SWMR" in text:
+            return h5py.File(path, "r", swmr=True)
+        raise
 
 
 def find_dataset(f: h5py.File, name: str, path: str,
