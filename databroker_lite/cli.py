@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 import databroker_lite
@@ -333,11 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except DatabrokerLiteError as exc:
-        print(f"databroker-lite {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        # a warning is one line for the person at the terminal, not Python's "file:line:
+        # Category: message" and the source line under it
+        warnings.showwarning = _warning_line(args.command)
+        try:
+            return args.func(args)
+        except DatabrokerLiteError as exc:
+            print(f"databroker-lite {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _warning_line(command: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        print(f"databroker-lite {command}: warning: {message}", file=file or sys.stderr)
+    return show
 
 
 if __name__ == "__main__":  # pragma: no cover

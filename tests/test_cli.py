@@ -197,3 +197,17 @@ def test_a_query_matching_nothing_exits_1_naming_the_keys(three, tmp_path, capsy
     with pytest.raises(databroker_lite.NoRunsMatch):
         databroker_lite.pack(path, tmp_path / "p", query={"plan_name": "scan"})
     assert not (tmp_path / "p").exists()
+
+
+def test_a_warning_is_one_line_naming_the_command(tmp_path, capfd):
+    """Two runs share scan_id 7: exporting 7 warns, in one line, without Python's
+    file:line and source line."""
+    path = tmp_path / "cat"
+    cat = databroker_lite.open_catalog(path)
+    add_run(cat, scan_id=7, t=T0)
+    newest = add_run(cat, scan_id=7, t=T0 + 60)
+    assert main(["export", str(path), "7", "csv", str(tmp_path / "out")]) == 0
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("databroker-lite export: warning: ") and newest in err[0]
+    assert ".py:" not in err[0] and "Warning:" not in err[0]
