@@ -55,7 +55,7 @@ def external_run(tmp: str, n: int, h: int, w: int) -> tuple[databroker_lite.Run,
 def bench_external(tmp: str, repeat: int, h: int, w: int, n: int = 500) -> list[Figure]:
     """to_dask() of 500 external frames: builds (goal < 2 ms) and one frame vs the dask floor."""
     import dask.array as da
-    samples = max(repeat, 5)
+    samples = max(repeat, 3)  # --repeat 5 for quoted figures; CI's quick run takes 3
     run, ext = external_run(tmp, n, h, w)
     s = run.primary
     f = h5py.File(run.path, "r")
@@ -136,7 +136,7 @@ def bench_external(tmp: str, repeat: int, h: int, w: int, n: int = 500) -> list[
 def reduce_figures(sec: str, repeat: int, **where: str) -> list[Figure]:
     """mean/sum/max over time: the ArrayColumn, and to_dask() with its first use on its own
     row, against h5py's frame-by-frame loop; each sample a fresh process, kinds in turn."""
-    samples = max(repeat, 5)
+    samples = max(repeat, 3)  # --repeat 5 for quoted figures; CI's quick run takes 3
     runs: dict[tuple[str, str], list[dict]] = {}
     for _ in range(samples):
         for how in ("mean", "sum", "max"):
