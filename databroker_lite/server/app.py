@@ -171,19 +171,10 @@ def _apply_dependency_overrides(app: Any) -> None:
     if not overrides or any(inspect.signature(f).parameters or inspect.signature(o).parameters
                             for f, o in overrides.items()):
         return
+    from .auth import replace_dependencies
     seen: set[int] = set()
-
-    def visit(dependant: Any) -> None:
-        if dependant is None or id(dependant) in seen:
-            return
-        seen.add(id(dependant))
-        for sub in dependant.dependencies:
-            if sub.call in overrides:
-                sub.call = overrides[sub.call]
-            visit(sub)
-
     for route in app.router.routes:
-        visit(getattr(route, "dependant", None))
+        replace_dependencies(getattr(route, "dependant", None), overrides, seen)
     app.dependency_overrides = _AppliedOverrides(overrides)  # startup still looks them up
 
 

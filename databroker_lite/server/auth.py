@@ -320,20 +320,10 @@ def refuse_removed_users(app: Any, policy: ProposalAccessPolicy) -> None:
                                               authn.get_current_principal_websocket)}
     endpoints = {("POST", "/session/refresh"): refreshed, ("GET", "/apikey"): key_record}
     seen: set[int] = set()
-
-    def visit(dependant: Any) -> None:
-        if dependant is None or id(dependant) in seen:
-            return
-        seen.add(id(dependant))
-        for sub in dependant.dependencies:
-            if sub.call in principal_deps:
-                sub.call = principal_deps[sub.call]
-            visit(sub)
-
     found = set()
     for route in _served_routes(app.router.routes):
         dependant = route.dependant
-        visit(dependant)
+        replace_dependencies(dependant, principal_deps, seen)
         for (method, tail), wrap in endpoints.items():
             if (method in (getattr(route, "methods", None) or ())
                     and getattr(route, "path", "").endswith("/auth" + tail)):
@@ -343,6 +333,18 @@ def refuse_removed_users(app: Any, policy: ProposalAccessPolicy) -> None:
         raise ServerConfigError(f"tiled's routes {sorted(set(endpoints) - found)} were not "
                                 "found to guard against removed users; this tiled version "
                                 "is not one databroker_lite supports")
+
+
+def replace_dependencies(dependant: Any, replace: Mapping[Any, Any], seen: set[int]) -> None:
+    """Every dependency of a FastAPI ``dependant`` (its whole tree) whose callable is a
+    key of ``replace`` calls the value instead; ``seen``: the dependants already done."""
+    if dependant is None or id(dependant) in seen:
+        return
+    seen.add(id(dependant))
+    for sub in dependant.dependencies:
+        if sub.call in replace:
+            sub.call = replace[sub.call]
+        replace_dependencies(sub, replace, seen)
 
 
 def _served_routes(routes: Iterable[Any]) -> Iterator[Any]:
