@@ -509,7 +509,8 @@ def known_datasets(f: h5py.File) -> dict[str, Any]:
 
 
 def cached_h5(path: str) -> h5py.File:
-    """A cached read-only handle on a finished run file (or an external file)."""
+    """A cached read-only handle on a finished run file (a detector's file is never
+    cached: :func:`external_dataset`)."""
     return FILE_CACHE.get(os.fspath(path))
 
 
