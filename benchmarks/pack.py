@@ -73,6 +73,7 @@ def bench_pack(tmp: str, repeat: int, total_mb: int, rng: np.random.Generator) -
     for i in range(repeat + 1):  # the first round warms up, and its pack is checked
         for fn, wall, cpu in ((ours_once, ours, ours_cpu), (cp_once, cp, cp_cpu)):
             clear()
+            os.sync()  # no sample starts behind the last one's writeback (the same for both)
             c0 = time.process_time() + _children_cpu()
             wall_s = timeit(fn, 1)[0]
             if i:
