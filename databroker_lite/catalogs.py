@@ -102,8 +102,8 @@ class Catalog(Mapping):
         key = lookup.check_key(key)
         index = self._fresh()
         q = list(self._queries)
-        where = self._in_search()
         if isinstance(key, int):
+            where = self._in_search()
             if key < 0:
                 # no count first: on PostgreSQL a count visits every row (10 ms at 100k runs)
                 uids = index.uids(q, newest_first=True, limit=1, offset=-key - 1) if -key < 2**62 else []
@@ -131,6 +131,7 @@ class Catalog(Mapping):
                                                 newest_first=False) or found
         if len(found) == 1:
             return self._run(*found[0])
+        where = self._in_search()
         if not key:
             raise RunNotFound(lookup.no_uid(key, where))
         rows = index.rows(q, key="uid", prefix=key, limit=11)

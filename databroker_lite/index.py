@@ -101,6 +101,9 @@ _RUN_COLUMNS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name
 RUN_FIELDS = ("uid", "scan_id", "time", "stop_time", "exit_status", "plan_name", "streams", "file")
 
 
+_UID_DOCUMENTS = "SELECT uid, file, mtime_ns, size, start, stop FROM runs WHERE uid = ? LIMIT ?"
+
+
 def plain_run_file(name: object) -> bool:
     """Whether ``name`` is a run file's name in the catalog directory (no path in it)."""
     return (isinstance(name, str) and name.endswith(RUN_SUFFIX) and not name.startswith(".")
@@ -682,9 +685,14 @@ class Index:
         if self.kind != "sqlite":  # jsonb holds the documents re-encoded: not the file's text
             return [(*r, None) for r in self.locate(queries, key=key, value=value, prefix=prefix,
                                                     limit=limit, newest_first=newest_first)]
-        order = "ORDER BY time DESC" if newest_first else ""
-        rows = self._query(queries, "SELECT uid, file, mtime_ns, size, start, stop FROM runs",
-                           f"{order} LIMIT ?", extra=self._match(key, value, prefix), more=[limit])
+        if not queries and key == "uid" and type(value) is str and not newest_first:
+            # cat[uid], the commonest look-up: one statement, nothing to compile
+            rows = self.conn.execute(_UID_DOCUMENTS, (value, limit)).fetchall()
+        else:
+            order = "ORDER BY time DESC" if newest_first else ""
+            rows = self._query(queries, "SELECT uid, file, mtime_ns, size, start, stop FROM runs",
+                               f"{order} LIMIT ?", extra=self._match(key, value, prefix),
+                               more=[limit])
         return [(u, f, ((m, n), a, b)) for u, f, m, n, a, b in rows]
 
     def row(self, uid: str) -> dict | None:

@@ -41,6 +41,25 @@ def test_round_trip_keeps_extra_metadata(cat):
     assert normalise(list(run.documents())) == normalise(docs)
 
 
+def test_metadata_keeps_numbers_json_has_and_fast_decoders_lose(cat):
+    """Start and stop are decoded fast (orjson) where that is exact: integers beyond 64
+    bits (orjson makes them floats), NaN and Infinity come back as the standard library
+    reads them, from the index row and from the file alike."""
+    md = {"scan_id": 9, "big": 123456789012345678901234567890, "neg": -(2**63) - 1,
+          "u64": 2**64 - 1, "pi": 3.141592653589793, "text": "caf\u00e9 9999999999999999999999 \U0001F600"}
+    docs = make_run_docs(1, metadata=md)
+    insert_all(cat, docs)
+    for start in (cat[9].metadata["start"], cat[9]._reader().start):
+        for key, value in md.items():
+            assert start[key] == value and type(start[key]) is type(value), key
+    nan_md = {"scan_id": 10, "nan": float("nan"), "deep": {"x": [float("nan"), 1]},
+              "inf": float("inf"), "ninf": -float("inf")}
+    insert_all(cat, make_run_docs(1, metadata=nan_md))
+    start = cat[10].metadata["start"]
+    assert np.isnan(start["nan"]) and np.isnan(start["deep"]["x"][0]) and start["deep"]["x"][1] == 1
+    assert start["inf"] == float("inf") and start["ninf"] == -float("inf")
+
+
 def test_runengine_round_trip_with_resources(cat, RE, hw, tmp_path):
     from bluesky.plans import count, scan
     hw.img.save_path = str(tmp_path / "img")
