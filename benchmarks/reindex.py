@@ -3,9 +3,11 @@
 The baseline, measured in the same run on the same files, is the least any index must
 do: two processes (one per core) open every file with h5py and read its start and stop
 documents. Ours and the baseline take turns; medians are quoted. Files come from
-``--files DIR`` (reused) or are written with the real writer (slow: ~10 ms a run).
+``--files DIR`` (reused) or are written with the real writer (~5 ms a run); ``--copies N``
+adds copies of them under new uids up to N files (~1 ms a copy).
 
     python -m benchmarks.reindex --files /data/runs --repeat 5
+    python -m benchmarks.reindex --runs 10000 --copies 100000 --repeat 3
 """
 from __future__ import annotations
 
@@ -33,6 +35,48 @@ for name in names:
         n += 1
 print(n)
 """
+
+
+# copies of a directory's run files under new uids: start (uid, scan_id, time) and stop
+# rewritten in place with h5py, through a temporary name, so no half-made file is seen
+_COPY = r"""
+import json, os, shutil, sys, uuid
+import h5py
+d, first, n, part, parts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+names = sys.stdin.read().split()
+for i in range(first + part, n, parts):
+    uid = str(uuid.uuid4())
+    out = os.path.join(d, uid + ".h5")
+    shutil.copyfile(os.path.join(d, names[i % len(names)]), out + ".copying")
+    with h5py.File(out + ".copying", "r+") as f:
+        start = json.loads(f["start"][()])
+        start.update(uid=uid, scan_id=10**6 + i, time=start["time"] + i)
+        f["start"][()] = json.dumps(start)
+        f.attrs["uid"] = uid
+        if "stop" in f:
+            stop = json.loads(f["stop"][()])
+            stop.update(run_start=uid, uid=str(uuid.uuid4()), time=start["time"] + 1)
+            f["stop"][()] = json.dumps(stop)
+    os.replace(out + ".copying", out)
+"""
+
+
+def grow(directory: str, total: int, procs: int = 2) -> None:
+    """Add copies of the run files in ``directory`` under new uids, scan_ids and times until
+    it holds ``total`` (``procs`` processes; about 1 ms a copy): 100,000 runs in minutes
+    where the writer takes a quarter of an hour. Copies cost what originals cost to read."""
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".h5"))
+    if not names or len(names) >= total:
+        return
+    children = [subprocess.Popen([sys.executable, "-c", _COPY, directory, str(len(names)), str(total),
+                                  str(i), str(procs)], stdin=subprocess.PIPE, text=True)
+                for i in range(procs)]
+    for child in children:
+        child.stdin.write("\n".join(names))
+        child.stdin.close()
+    for child in children:
+        if child.wait() != 0:
+            raise RuntimeError(f"copying run files failed (exit {child.returncode})")
 
 
 def _cpu() -> float:
@@ -78,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", help="directory of run files (default: write --runs new ones)")
     p.add_argument("--runs", type=int, default=10_000, help="runs to write without --files")
+    p.add_argument("--copies", type=int, help="grow the directory to this many run files with "
+                   "copies of its runs under new uids (see grow())")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", default=os.path.join("benchmarks", "results", "reindex.json"))
     args = p.parse_args(argv)
@@ -87,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         directory = os.path.join(tempfile.mkdtemp(prefix="dbl-reindex-"), "runs")
         print(f"writing {args.runs:,} runs into {directory} ...", file=sys.stderr, flush=True)
         build(directory, args.runs, 2)
+    if args.copies:
+        print(f"copying runs up to {args.copies:,} files ...", file=sys.stderr, flush=True)
+        grow(directory, args.copies)
     load0 = os.getloadavg()
     r = measure(directory, args.repeat)
     r["load_before"] = load0
