@@ -249,25 +249,31 @@ class ArrayColumn(ColumnLike):
                 yield out
 
     def _direct(self, fast: tuple, sel: Any) -> np.ndarray:
-        path, name, first, fpp, frame = fast
-        with self._fast_dataset(path, name) as ds:
-            if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
-                n = self.shape[0]
-                k = int(sel) + (n if sel < 0 else 0)
-                if not 0 <= k < n:
-                    raise IndexError(f"index {int(sel)} is out of bounds for {self.key!r} "
-                                     f"with {n} events")
-                if frame is None:
-                    return ds[first + k]
-                return ds[(first + k) * fpp:(first + k + 1) * fpp].reshape(frame)
-            read, post = split_selection(sel, self.shape)
-            rows = read[0]
+        if fast[1] != AD_DATASET:  # the run file's own dataset, its handle cached: no block
+            return self._direct_from(fast, sel, known_dataset(cached_h5(fast[0]), fast[1],
+                                                              fast[0], CorruptRunFile))
+        with external_dataset(fast[0], fast[1]) as ds:
+            return self._direct_from(fast, sel, ds)
+
+    def _direct_from(self, fast: tuple, sel: Any, ds: Any) -> np.ndarray:
+        first, fpp, frame = fast[2:]
+        if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
+            n = self.shape[0]
+            k = int(sel) + (n if sel < 0 else 0)
+            if not 0 <= k < n:
+                raise IndexError(f"index {int(sel)} is out of bounds for {self.key!r} "
+                                 f"with {n} events")
             if frame is None:
-                out = ds[(slice(first + rows.start, first + rows.stop, rows.step), *read[1:])]
-            else:
-                block = ds[(first + rows.start) * fpp:(first + rows.stop) * fpp]
-                out = block.reshape(-1, *frame)[::rows.step][(slice(None), *read[1:])]
-            return out[post] if needs_post(post) else out
+                return ds[first + k]
+            return ds[(first + k) * fpp:(first + k + 1) * fpp].reshape(frame)
+        read, post = split_selection(sel, self.shape)
+        rows = read[0]
+        if frame is None:
+            out = ds[(slice(first + rows.start, first + rows.stop, rows.step), *read[1:])]
+        else:
+            block = ds[(first + rows.start) * fpp:(first + rows.stop) * fpp]
+            out = block.reshape(-1, *frame)[::rows.step][(slice(None), *read[1:])]
+        return out[post] if needs_post(post) else out
 
     def _stack(self, i: int) -> ExternalStack:
         stack = self._stacks.get(i)

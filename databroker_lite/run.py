@@ -139,10 +139,11 @@ class Run(StreamAttributes):
         return name in self._reader().stream_names
 
     def __getitem__(self, name: str) -> Stream:
-        if name not in self._reader().stream_names:
-            raise lookup.no_stream(self.uid, name, self._reader().stream_names)
+        r = self._reader()
+        if name not in r.stream_names:
+            raise lookup.no_stream(self.uid, name, r.stream_names)
         s = self._streams.get(name)
-        if s is None or not self._reader().finished:
+        if s is None or not r.finished or s._reader is not r:  # (one made while it was running)
             s = self._streams[name] = Stream(self, name)
         return s
 

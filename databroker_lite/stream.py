@@ -98,6 +98,7 @@ class Stream:
         self._memo: dict[tuple, Any] = (
             memo.setdefault(("stream memo", name, run.uid, root_map), {})
             if self._reader.finished and isinstance(memo, dict) else {})
+        self._columns: dict[str, ArrayColumn] = {}  # this object's, not the reader's: they hold it
 
     def _remember(self, key: tuple, make: Any) -> Any:
         """``make()``, kept for the next call when the run is finished."""
@@ -131,10 +132,16 @@ class Stream:
     def __getitem__(self, key: str) -> ArrayColumn:
         """One data key as an :class:`~databroker_lite.ArrayColumn`: ``stream["img"][3]``
         reads event 3's frame straight from its file, no dask or xarray involved."""
+        got = self._columns.get(key) if isinstance(key, str) else None
+        if got is not None:  # a finished run's column: it keeps what its first read found
+            return got
         col = self._select(key)[key] if isinstance(key, str) else None
         if col is None:
             raise TypeError(f"look up a column by its data key (str), not {type(key).__name__}")
-        return ArrayColumn(self, key, col)
+        got = ArrayColumn(self, key, col)
+        if self._reader.finished:
+            self._columns[key] = got
+        return got
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.fields())

@@ -185,6 +185,26 @@ def test_run_being_written_reads_its_flushed_rows(tmp_path):
     assert col[-1] == 4.5
 
 
+def test_a_finished_runs_column_is_kept_a_running_ones_is_not(tmp_path):
+    cat = databroker_lite.open_catalog(tmp_path / "cat")
+    docs = make_run_docs(4)
+    assert [n for n, _ in docs] == ["start", "descriptor", *["event"] * 4, "stop"]
+    w = cat.writer
+    for name, doc in docs[:4]:
+        w(name, doc)
+    w.flush()
+    run = cat[-1]
+    assert run.primary["x"].shape == (2,)
+    for name, doc in docs[4:6]:  # more rows while the run is open: the next column shows them
+        w(name, doc)
+    w.flush()
+    assert run.primary["x"].shape == (4,)
+    w(*docs[-1])
+    col = run.primary["x"]
+    assert col is run.primary["x"] and col.shape == (4,)  # finished: kept, with what it found
+    np.testing.assert_array_equal(col[...], run.primary.read()["x"].values)
+
+
 def test_text_dtype_has_the_width_read_gives(run):
     """stream["label"].dtype is '<U7' for values up to 'point 4', as read() has it."""
     col = run.primary["label"]
