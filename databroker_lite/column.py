@@ -16,8 +16,9 @@ import h5py
 import numpy as np
 
 from .errors import CorruptRunFile
+from .storage import direct
 from .storage.files import cached_h5, external_dataset, known_dataset
-from .storage.handlers import AD_DATASET
+from .storage.handlers import AD_DATASET, explained
 from .storage.lazy import needs_post, split_selection
 from .storage.reader import read_dataset
 
@@ -252,8 +253,14 @@ class ArrayColumn(ColumnLike):
         if fast[1] != AD_DATASET:  # the run file's own dataset, its handle cached: no block
             return self._direct_from(fast, sel, known_dataset(cached_h5(fast[0]), fast[1],
                                                               fast[0], CorruptRunFile))
-        with external_dataset(fast[0], fast[1]) as ds:
-            return self._direct_from(fast, sel, ds)
+        try:  # a detector's file
+            return direct.read(fast[0], fast[1], lambda ds: self._direct_from(fast, sel, ds),
+                               lambda: external_dataset(fast[0], fast[1]))
+        except OSError as exc:  # gone or damaged since the plan was made: say whose it is
+            ours = explained(exc, self._stack(0).refs[0], self.key, self.stream.run.uid)
+            if ours is exc:
+                raise
+            raise ours from exc
 
     def _direct_from(self, fast: tuple, sel: Any, ds: Any) -> np.ndarray:
         first, fpp, frame = fast[2:]

@@ -272,23 +272,33 @@ def _guarded(read: Any, ref: ExternalRef, key: str, run_uid: str) -> np.ndarray:
     """Run ``read()``, turning file errors into our errors naming the run, key and path."""
     try:
         return read()
-    except FileNotFoundError as exc:
-        raise MissingExternalFile(
+    except (MissingHandler, ShapeMismatch, OSError, TypeError, ValueError, KeyError,
+            IndexError) as exc:
+        # (a handler refusing its resource or datum kwargs fails the same way as a bad file)
+        ours = explained(exc, ref, key, run_uid)
+        if ours is exc:
+            raise
+        raise ours from (None if isinstance(ours, MissingExternalFile) else exc)
+
+
+def explained(exc: BaseException, ref: ExternalRef, key: str, run_uid: str) -> BaseException:
+    """The error to raise for ``exc``, met reading ``ref``: ours, naming the run, key and
+    resource (``exc`` itself when it already is)."""
+    if isinstance(exc, (MissingHandler, ShapeMismatch, MissingExternalFile)):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return MissingExternalFile(
             f"run {run_uid}, key {key!r}: external file of resource {ref.resource_uid} not found "
             f"at {exc.filename or ref.path!r} (if the files moved, open the catalog with "
-            f"root_map={{old_root: new_root}})") from None
-    except (MissingHandler, ShapeMismatch, MissingExternalFile):
-        raise
-    except ExternalDataError as exc:  # a file's own complaint: say whose data it is
+            f"root_map={{old_root: new_root}})")
+    if isinstance(exc, ExternalDataError):  # a file's own complaint: say whose data it is
         if f"run {run_uid}," in str(exc):
-            raise
-        raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
-                                f"at {ref.path!r} failed: {exc}") from exc
-    except (OSError, TypeError, ValueError, KeyError, IndexError) as exc:
-        # a handler refusing its resource or datum kwargs fails the same way as a bad file
-        raise ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
-                                f"at {ref.path!r} with datum kwargs {ref.datum_kwargs} failed: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            return exc
+        return ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
+                                 f"at {ref.path!r} failed: {exc}")
+    return ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
+                             f"at {ref.path!r} with datum kwargs {ref.datum_kwargs} failed: "
+                             f"{type(exc).__name__}: {exc}")
 
 
 def frame_shape(stored: tuple, declared: tuple, key: str, run_uid: str) -> tuple | None:

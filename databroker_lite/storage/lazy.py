@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ExternalDataError
-from . import handlers
+from . import direct, handlers
 from .files import cached_h5, external_dataset, known_dataset, open_h5
 from .handlers import ExternalRef, load_external_many, same_file_runs
 from .reader import read_dataset
@@ -118,8 +118,9 @@ class ExternalStack:
         plan = self.points()
         if plan is not None:
             def read_points() -> np.ndarray:
-                with external_dataset(plan[0], handlers.AD_DATASET) as ds:
-                    return self._read_points(self._direct(plan, ds), ds, read)
+                return direct.read(plan[0], handlers.AD_DATASET,
+                                   lambda ds: self._read_points(self._direct(plan, ds), ds, read),
+                                   lambda: external_dataset(plan[0], handlers.AD_DATASET))
             out = handlers._guarded(read_points, self.refs[0], self.key, self.run_uid)
             return out[post] if needs_post(post) else out
         rows = range(self.shape[0])[read[0]]
