@@ -261,6 +261,20 @@ def loads(text: str | bytes) -> Any:
 
 
 
+_FLAT = (int, str, bool, type(None))
+
+
+def sorted_json(obj: Any) -> str:
+    """``json.dumps(obj, sort_keys=True)``, or the same JSON more compactly and ~5x faster
+    for a flat dict of integers, text, booleans and None (a datum's kwargs, say)."""
+    if type(obj) is dict and all(type(v) in _FLAT for v in obj.values()):
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError:  # an integer beyond 64 bits, a key that is not text
+            pass
+    return json.dumps(obj, sort_keys=True)
+
+
 #: The attribute of a served column whose values are JSON texts, one per event: values
 #: a run kept as they came (None, bools in a number column, ragged arrays, dicts). The
 #: server writes it (:mod:`databroker_lite.server.adapters`), the client reads it.

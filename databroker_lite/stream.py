@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from . import documents as _docs
 from .column import ArrayColumn, _attrs, _dims
 from .errors import ExternalDataError
 from .lookup import select_fields
@@ -345,7 +346,7 @@ class Stream:
                     raise ExternalDataError(f"run {uid}, key {col.key!r}: datum {did!r} refers to "
                                             f"resource {datum['resource']!r}, which was never inserted")
                 where = per_resource[datum["resource"]] = resource_location(res, root_map)
-            refs.append(ExternalRef(*where, json.dumps(datum.get("datum_kwargs", {}), sort_keys=True),
+            refs.append(ExternalRef(*where, _docs.sorted_json(datum.get("datum_kwargs", {})),
                                     datum["resource"]))
         return refs
 

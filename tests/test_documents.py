@@ -207,3 +207,13 @@ def test_run_without_stop_round_trips_what_was_written(cat):
     run = cat[-1]
     assert run.metadata["stop"] is None
     assert normalise(list(run.documents())) == normalise(docs)
+
+
+@pytest.mark.parametrize("obj", [{"point_number": 3}, {"b": 1, "a": "x", "c": None, "d": True},
+                                 {"n": 2**70}, {"f": float("inf")}, {"l": [1, {"z": 2, "y": 1}]},
+                                 {}, {1: 2}])
+def test_sorted_json_reads_back_as_json_dumps_does(obj):
+    import json
+    text = _docs.sorted_json(obj)
+    assert json.loads(text) == json.loads(json.dumps(obj, sort_keys=True))
+    assert list(json.loads(text)) == sorted(json.loads(text))  # keys in order: one text per value

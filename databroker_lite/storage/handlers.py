@@ -296,8 +296,12 @@ def explained(exc: BaseException, ref: ExternalRef, key: str, run_uid: str) -> B
             return exc
         return ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
                                  f"at {ref.path!r} failed: {exc}")
+    try:  # spaced as json.dumps spaces it (refs hold compact text)
+        kwargs = json.dumps(json.loads(ref.datum_kwargs), sort_keys=True)
+    except ValueError:
+        kwargs = ref.datum_kwargs
     return ExternalDataError(f"run {run_uid}, key {key!r}: reading resource {ref.resource_uid} "
-                             f"at {ref.path!r} with datum kwargs {ref.datum_kwargs} failed: "
+                             f"at {ref.path!r} with datum kwargs {kwargs} failed: "
                              f"{type(exc).__name__}: {exc}")
 
 
