@@ -57,24 +57,35 @@ class RawFrames:
         if rows.step < 0:
             raise IndexError("RawFrames reads forward slices only")
         out = self._rows(rows)
-        return out[(slice(None), *inner)].copy() if inner else out
+        if all(isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(inner, self.shape[1:])):
+            return out
+        return out[(slice(None), *inner)].copy()  # compact, as h5py gives it
 
     def _rows(self, rows: range) -> np.ndarray:
         out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
         if not len(rows):
             return out
         buf = memoryview(out.reshape(-1).view(np.uint8))
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            if _stamp(os.fstat(fd)) != self.stamp:
+        with open(self.path, "rb", buffering=0) as f:
+            if _stamp(os.fstat(f.fileno())) != self.stamp:
                 raise Stale(self.path)
-            spans = _spans(rows, self.per_chunk, self.offsets, self.row_bytes)
-            for pos, offset, n in spans:
-                if os.preadv(fd, [buf[pos:pos + n]], offset) != n:
-                    raise Stale(self.path)  # shorter than HDF5 said: HDF5 will say why
-        finally:
-            os.close(fd)
+            for pos, offset, n in _spans(rows, self.per_chunk, self.offsets, self.row_bytes):
+                _read_into(f, buf[pos:pos + n], offset)
         return out
+
+
+def _read_into(f: Any, view: memoryview, offset: int) -> None:
+    """Fill ``view`` from ``offset`` of the open file ``f`` (reads may come back short)."""
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):
+            got = os.preadv(f.fileno(), [view[done:]], offset + done)
+        else:  # Windows
+            f.seek(offset + done)
+            got = f.readinto(view[done:])
+        if not got:
+            raise Stale(f.name)  # shorter than HDF5 said: HDF5 will say why
+        done += got
 
 
 def _spans(rows: range, per: int, offsets: np.ndarray, row_bytes: int) -> list[tuple[int, int, int]]:
