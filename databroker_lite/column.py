@@ -254,8 +254,7 @@ class ArrayColumn(ColumnLike):
             return self._direct_from(fast, sel, known_dataset(cached_h5(fast[0]), fast[1],
                                                               fast[0], CorruptRunFile))
         try:  # a detector's file
-            return direct.read(fast[0], fast[1], lambda ds: self._direct_from(fast, sel, ds),
-                               lambda: external_dataset(fast[0], fast[1]))
+            return direct.read(fast[0], fast[1], lambda ds: self._direct_from(fast, sel, ds))
         except OSError as exc:  # gone or damaged since the plan was made: say whose it is
             ours = explained(exc, self._stack(0).refs[0], self.key, self.stream.run.uid)
             if ours is exc:

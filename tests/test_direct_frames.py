@@ -102,23 +102,20 @@ def test_a_file_rewritten_under_the_same_name_is_read_again(tmp_path):
     assert direct._LAYOUTS[(path, "entry/data/data")].per_chunk == 2
 
 
-def test_a_just_written_file_is_read_through_hdf5(tmp_path):
+@pytest.mark.parametrize("why", ["just written", "open in this process"])
+def test_a_file_just_written_or_open_here_is_read_through_hdf5(tmp_path, why):
     run, path, frames = _run(tmp_path, {"chunks": (1, 6, 5)})
-    os.utime(path)  # modified now
-    col = run.primary["img"]
-    for _ in range(2):
-        np.testing.assert_array_equal(col[4], frames[4])
-    assert direct._LAYOUTS[(path, "entry/data/data")] is None
-
-
-def test_a_file_open_in_this_process_is_read_through_hdf5(tmp_path):
-    run, path, frames = _run(tmp_path, {"chunks": (1, 6, 5)})
-    with h5py.File(path, "r"):  # a user's own handle (or a writer's)
-        _old(path)
+    held = h5py.File(path, "r") if why == "open in this process" else None  # a user's, a writer's
+    if held is None:
+        os.utime(path)  # modified now
+    try:
         col = run.primary["img"]
         for _ in range(2):
             np.testing.assert_array_equal(col[4], frames[4])
         assert direct._LAYOUTS[(path, "entry/data/data")] is None
+    finally:
+        if held is not None:
+            held.close()
 
 
 def test_a_truncated_or_removed_file_after_a_direct_read_says_what_is_wrong(tmp_path):

@@ -99,6 +99,25 @@ def test_a_scan_with_a_baseline_reads_the_detectors_frames(day) -> None:
     np.testing.assert_array_equal(run.baseline.read()["stage-x"].values, [0.0, 2.0])
 
 
+def test_the_detectors_settled_file_is_read_from_its_bytes(day) -> None:
+    """ophyd-async's HDF5 file, once settled, is read without HDF5 (storage.direct): the
+    same frames and sums as h5py reads, through read(), to_dask() and stream[key]."""
+    from databroker_lite.storage import direct
+    run = day["cat"][day["grid"]]
+    frames, sums = _detector_file(run)
+    (uri,) = {r["uri"] for r in run.resources()}
+    path = uri[len("file://localhost"):]
+    t = os.path.getmtime(path) - 3600
+    os.utime(path, (t, t))
+    direct._LAYOUTS.clear()
+    for _ in range(2):  # learnt through HDF5, then read from the bytes
+        ds = run.primary.read()
+        np.testing.assert_array_equal(ds["blob"].values, frames)
+        np.testing.assert_array_equal(ds["blob-sum"].values, sums)
+    assert direct._LAYOUTS.get((path, "/entry/data/data")) is not None, direct._LAYOUTS
+    np.testing.assert_array_equal(run.primary.to_dask()["blob"][2:4].compute().values, frames[2:4])
+
+
 def test_a_grid_scan_reads_its_positions_and_frames(day) -> None:
     run = day["cat"][day["grid"]]
     ds = run.primary.read()

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
+from .files import external_dataset
+
 T = TypeVar("T")
 _KEEP = 64  # layouts remembered per process (a few hundred bytes each, plus chunk offsets)
 # A file modified less than this long ago is read through HDF5: file times tick in steps
@@ -61,8 +63,14 @@ class RawFrames:
             return out
         return out[(slice(None), *inner)].copy()  # compact, as h5py gives it
 
-    def _rows(self, rows: range) -> np.ndarray:
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+    def read_direct(self, dest: np.ndarray, source_sel: slice) -> None:
+        """Rows ``source_sel`` into ``dest`` (C-contiguous, of their shape and dtype), as
+        h5py's ``Dataset.read_direct``."""
+        self._rows(range(self.shape[0])[source_sel], dest)
+
+    def _rows(self, rows: range, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
         if not len(rows):
             return out
         buf = memoryview(out.reshape(-1).view(np.uint8))
@@ -173,10 +181,11 @@ _LAYOUTS: OrderedDict[tuple[str, str], RawFrames | None] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def read(path: str, name: str, fn: Callable[[Any], T], opened: Callable[[], Any]) -> T:
-    """``fn(ds)`` with ``ds`` the raw frames of dataset ``name`` of the file at ``path``
-    when its layout is known and the file unchanged; else through HDF5 (``opened()``: a
-    context manager giving the h5py dataset), learning the layout for the next read."""
+def read(path: str, name: str, fn: Callable[[Any], T]) -> T:
+    """``fn(ds)``, ``ds`` being dataset ``name`` of the detector's file at ``path``: its raw
+    frames when their layout is known and the file unchanged, else the h5py dataset
+    (:func:`~.files.external_dataset`), whose layout is then learnt for the next read.
+    ``fn`` may use ``shape``, ``dtype``, ``ds[rows, ...]`` and ``read_direct``."""
     key = (path, name)
     with _LOCK:
         raw = _LAYOUTS.get(key)
@@ -185,7 +194,7 @@ def read(path: str, name: str, fn: Callable[[Any], T], opened: Callable[[], Any]
             return fn(raw)
         except (Stale, OSError):  # changed, gone, unreadable: HDF5 reads it or says why
             pass
-    with opened() as ds:
+    with external_dataset(path, name) as ds:
         try:
             learnt = layout(path, ds)
         except (OSError, ValueError, KeyError, RuntimeError):  # nothing to learn: HDF5 reads it

@@ -25,7 +25,7 @@ from ..errors import (
     MissingHandler,
     ShapeMismatch,
 )
-from .files import external_dataset
+from . import direct
 
 
 class AreaDetectorHDF5Handler:
@@ -38,22 +38,25 @@ class AreaDetectorHDF5Handler:
         self.fpp = int(frame_per_point)
 
     def __call__(self, point_number: int, **_: Any) -> np.ndarray:
-        with external_dataset(self.filename, AD_DATASET) as ds:
-            start = int(point_number) * self.fpp
-            stop = start + self.fpp
+        start = int(point_number) * self.fpp
+        stop = start + self.fpp
+
+        def frames(ds: Any) -> np.ndarray:
             if stop > ds.shape[0]:
                 raise ExternalDataError(
                     f"{self.filename}: datum asks for frames {start}:{stop} but the file holds "
                     f"{ds.shape[0]}")
             return ds[start:stop]
+        return direct.read(self.filename, AD_DATASET, frames)
 
     def read_points(self, first: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Points ``first .. first+count-1`` in one read: (count * frame_per_point, ...).
 
         With ``out`` (a C-contiguous array of that many elements) HDF5 reads straight into it.
         """
-        with external_dataset(self.filename, AD_DATASET) as ds:
-            start, stop = first * self.fpp, (first + count) * self.fpp
+        start, stop = first * self.fpp, (first + count) * self.fpp
+
+        def frames(ds: Any) -> np.ndarray:
             if stop > ds.shape[0]:
                 raise ExternalDataError(
                     f"{self.filename}: datums ask for frames {start}:{stop} but the file holds "
@@ -64,6 +67,7 @@ class AreaDetectorHDF5Handler:
                 ds.read_direct(out.reshape(shape), np.s_[start:stop])
                 return out.reshape(shape)
             return ds[start:stop]
+        return direct.read(self.filename, AD_DATASET, frames)
 
     def get_file_list(self, datum_kwargs: list[dict]) -> list[str]:
         return [self.filename]
@@ -101,8 +105,9 @@ def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int],
     ``(b - a, *event_shape)``; a dataset of ``(N, *event_shape)`` rows is read as is.
     """
     name = parameters.get("dataset") or parameters.get("path") or "entry/data/data"
-    with external_dataset(path, name) as ds:
-        a, b = (int(i) for i in indices)
+    a, b = (int(i) for i in indices)
+
+    def rows(ds: Any) -> tuple[np.ndarray, int]:
         per = 1
         if event_shape and None not in event_shape and tuple(ds.shape[1:]) != tuple(event_shape) \
                 and tuple(ds.shape[1:]) == tuple(event_shape[1:]):
@@ -110,7 +115,8 @@ def read_hdf5_stream(path: str, parameters: dict, indices: tuple[int, int],
         if b * per > ds.shape[0]:
             raise ExternalDataError(f"{path}: stream datum asks for events {a}:{b} (rows "
                                     f"{a * per}:{b * per}) but {name} holds {ds.shape[0]} rows")
-        out = ds[a * per:b * per]
+        return ds[a * per:b * per], per
+    out, per = direct.read(path, name, rows)
     return out.reshape((b - a, *event_shape)) if per != 1 else out
 
 

@@ -119,8 +119,7 @@ class ExternalStack:
         if plan is not None:
             def read_points() -> np.ndarray:
                 return direct.read(plan[0], handlers.AD_DATASET,
-                                   lambda ds: self._read_points(self._direct(plan, ds), ds, read),
-                                   lambda: external_dataset(plan[0], handlers.AD_DATASET))
+                                   lambda ds: self._read_points(self._direct(plan, ds), ds, read))
             out = handlers._guarded(read_points, self.refs[0], self.key, self.run_uid)
             return out[post] if needs_post(post) else out
         rows = range(self.shape[0])[read[0]]
